@@ -1,0 +1,300 @@
+//! Issued secrets: `<prefix><random><check>` (CONTRACT §1).
+//!
+//! The checksum lets the service refuse a mistyped or forged secret without
+//! touching storage, and lets secret scanners recognise ours.
+
+use std::fmt;
+
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Reason;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const RANDOM_LEN: usize = 32;
+const CHECK_LEN: usize = 6;
+/// The longest credential we look at; anything longer is refused unread.
+pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+
+/// What a secret is, told by its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    WorkspaceKey,
+    PersonalKey,
+    AccessToken,
+    RefreshToken,
+    AuthorizationCode,
+    ClientSecret,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 6] = [
+        CredentialKind::WorkspaceKey,
+        CredentialKind::PersonalKey,
+        CredentialKind::AccessToken,
+        CredentialKind::RefreshToken,
+        CredentialKind::AuthorizationCode,
+        CredentialKind::ClientSecret,
+    ];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            CredentialKind::WorkspaceKey => "vel_",
+            CredentialKind::PersonalKey => "velu_",
+            CredentialKind::AccessToken => "velo_",
+            CredentialKind::RefreshToken => "velr_",
+            CredentialKind::AuthorizationCode => "velc_",
+            CredentialKind::ClientSecret => "vels_",
+        }
+    }
+
+    /// The kind whose prefix starts `text`, if any. No prefix is a prefix of
+    /// another (`vel_` vs `velu_` differ at the fourth byte).
+    pub fn of(text: &str) -> Option<CredentialKind> {
+        Self::ALL.into_iter().find(|k| text.starts_with(k.prefix()))
+    }
+}
+
+/// A secret in full. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    kind: CredentialKind,
+    text: String,
+}
+
+impl Secret {
+    /// A fresh secret from the OS CSPRNG.
+    pub fn generate(kind: CredentialKind) -> Secret {
+        let mut random = String::with_capacity(RANDOM_LEN);
+        // Rejection sampling keeps every base62 character equally likely.
+        let mut buf = [0u8; 64];
+        while random.len() < RANDOM_LEN {
+            // The OS RNG failing is not something we can serve through.
+            #[allow(clippy::expect_used)]
+            OsRng
+                .try_fill_bytes(&mut buf)
+                .expect("the OS random number generator failed");
+            for byte in buf {
+                let b = byte & 0x3f;
+                if (b as usize) < BASE62.len() && random.len() < RANDOM_LEN {
+                    random.push(BASE62[b as usize] as char);
+                }
+            }
+        }
+        let mut text = String::with_capacity(kind.prefix().len() + RANDOM_LEN + CHECK_LEN);
+        text.push_str(kind.prefix());
+        text.push_str(&random);
+        let check = checksum(&text);
+        text.push_str(&check);
+        Secret { kind, text }
+    }
+
+    /// Parses a presented secret, checking shape and checksum without storage.
+    pub fn parse(text: &str) -> Result<Secret, Reason> {
+        if text.len() > MAX_CREDENTIAL_LEN {
+            return Err(Reason::CredentialMalformed);
+        }
+        let kind = CredentialKind::of(text).ok_or(Reason::CredentialMalformed)?;
+        let body = &text[kind.prefix().len()..];
+        if body.len() != RANDOM_LEN + CHECK_LEN || !body.bytes().all(is_base62) {
+            return Err(Reason::CredentialMalformed);
+        }
+        let (signed, check) = text.split_at(text.len() - CHECK_LEN);
+        let expected = checksum(signed);
+        if !bool::from(expected.as_bytes().ct_eq(check.as_bytes())) {
+            return Err(Reason::CredentialChecksumMismatch);
+        }
+        Ok(Secret {
+            kind,
+            text: text.to_owned(),
+        })
+    }
+
+    pub fn kind(&self) -> CredentialKind {
+        self.kind
+    }
+
+    /// The full secret, for the one response that shows it.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    pub fn hash(&self) -> SecretHash {
+        SecretHash::of(&self.text)
+    }
+
+    /// Non-secret form for listings: `vel_Ab3d…9xZq`.
+    pub fn display_form(&self) -> String {
+        let prefix = self.kind.prefix();
+        let body = &self.text[prefix.len()..];
+        format!("{prefix}{}…{}", &body[..4], &body[body.len() - 4..])
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}<redacted>)", self.kind.prefix())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}<redacted>", self.kind.prefix())
+    }
+}
+
+fn is_base62(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// CRC32 of `signed`, as six zero-padded base62 digits.
+pub fn checksum(signed: &str) -> String {
+    let mut n = crc32fast::hash(signed.as_bytes()) as u64;
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// SHA-256 of a secret: the only form in which secrets are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl SecretHash {
+    pub fn of(secret: &str) -> SecretHash {
+        SecretHash(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<SecretHash> {
+        <[u8; 32]>::try_from(bytes).ok().map(SecretHash)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality, for where a stored digest is compared.
+    pub fn ct_eq(&self, other: &SecretHash) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretHash({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_secrets_have_the_contract_shape() {
+        for kind in CredentialKind::ALL {
+            let secret = Secret::generate(kind);
+            let text = secret.expose();
+            assert!(text.starts_with(kind.prefix()));
+            assert_eq!(text.len(), kind.prefix().len() + 38);
+            assert_eq!(Secret::parse(text), Ok(secret.clone()));
+        }
+    }
+
+    #[test]
+    fn checksum_is_crc32_in_six_base62_digits() {
+        let crc = crc32fast::hash(b"vel_") as u64;
+        let mut expected = String::new();
+        let mut n = crc;
+        while n > 0 {
+            expected.insert(0, BASE62[(n % 62) as usize] as char);
+            n /= 62;
+        }
+        while expected.len() < 6 {
+            expected.insert(0, '0');
+        }
+        assert_eq!(checksum("vel_"), expected);
+        assert_eq!(checksum("").len(), 6);
+        assert_eq!(checksum(""), "000000", "CRC32 of nothing is 0");
+    }
+
+    #[test]
+    fn a_flipped_character_fails_the_checksum() {
+        let secret = Secret::generate(CredentialKind::WorkspaceKey);
+        let mut bytes = secret.expose().as_bytes().to_vec();
+        bytes[10] = if bytes[10] == b'a' { b'b' } else { b'a' };
+        let forged = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            Secret::parse(&forged),
+            Err(Reason::CredentialChecksumMismatch)
+        );
+    }
+
+    #[test]
+    fn malformed_secrets_are_refused() {
+        let good = Secret::generate(CredentialKind::PersonalKey);
+        let text = good.expose();
+        for bad in [
+            "",
+            "vel_",
+            "xyz_abc",
+            &text[..text.len() - 1],
+            &format!("{text}0"),
+            &text.replace(&text[6..7], "-"),
+            &"a".repeat(MAX_CREDENTIAL_LEN + 1),
+        ] {
+            assert_eq!(
+                Secret::parse(bad),
+                Err(Reason::CredentialMalformed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_secret() {
+        let secret = Secret::generate(CredentialKind::WorkspaceKey);
+        let body = &secret.expose()[4..];
+        assert!(!format!("{secret:?}").contains(body));
+        assert!(!format!("{secret}").contains(body));
+        assert!(!secret.display_form().contains(&body[4..body.len() - 4]));
+    }
+
+    #[test]
+    fn display_form_keeps_prefix_and_ends() {
+        let secret = Secret::generate(CredentialKind::WorkspaceKey);
+        let text = secret.expose();
+        let shown = secret.display_form();
+        assert!(shown.starts_with(&text[..8]));
+        assert!(shown.ends_with(&text[text.len() - 4..]));
+        assert!(shown.contains('…'));
+    }
+
+    #[test]
+    fn hashes_are_sha256_of_the_full_text() {
+        let secret = Secret::generate(CredentialKind::AccessToken);
+        let expected: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
+        assert_eq!(secret.hash().0, expected);
+        assert!(secret.hash().ct_eq(&SecretHash::of(secret.expose())));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(text in ".{0,64}") {
+            let _ = Secret::parse(&text);
+        }
+
+        #[test]
+        fn random_bodies_with_a_prefix_rarely_pass(body in "[0-9A-Za-z]{38}") {
+            let text = format!("vel_{body}");
+            if let Ok(secret) = Secret::parse(&text) {
+                prop_assert_eq!(checksum(&text[..text.len() - 6]), &text[text.len() - 6..]);
+                prop_assert_eq!(secret.kind(), CredentialKind::WorkspaceKey);
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Who is calling: the answer to Authenticate.
+
+use crate::clock::Timestamp;
+use crate::directory::{Role, UserId, Workspace};
+use crate::scope::ScopeSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    WorkspaceKey,
+    PersonalKey,
+    AccessToken,
+    Session,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// Absent only for workspace keys, which act as the workspace itself.
+    pub user_id: Option<UserId>,
+    pub workspace: Option<Workspace>,
+    /// Effective scopes: implications applied.
+    pub scopes: ScopeSet,
+    /// Key id, token id or session id.
+    pub credential_id: String,
+    pub expires_at: Option<Timestamp>,
+    /// The OAuth app, for access tokens.
+    pub client_id: Option<String>,
+    /// The membership role that granted workspace scopes, if one did.
+    pub role: Option<Role>,
+}

@@ -1,0 +1,103 @@
+//! The use-cases, shared by every adapter (gRPC, HTTP, CLI).
+
+mod authenticate;
+mod directory;
+mod keys;
+
+use std::sync::Arc;
+
+pub use keys::{KeySpec, NewKey};
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::session::SessionVerifier;
+use crate::store::Store;
+use crate::usage::UsageRecorder;
+
+/// Limits on caller input, so no request can make us do unbounded work.
+pub mod limits {
+    pub const MAX_NAME_LEN: usize = 100;
+    pub const MAX_SCOPES: usize = 32;
+    pub const MAX_EMAIL_LEN: usize = 320;
+    pub const MAX_ID_LEN: usize = 128;
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Longest lifetime a caller may give a new API key, in seconds.
+    pub max_key_lifetime_secs: i64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_key_lifetime_secs: 5 * 365 * 24 * 3600,
+        }
+    }
+}
+
+/// The service core: every adapter calls these methods.
+#[derive(Clone)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sessions: Option<Arc<SessionVerifier>>,
+    usage: Arc<UsageRecorder>,
+    config: ServiceConfig,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        sessions: Option<SessionVerifier>,
+        config: ServiceConfig,
+    ) -> Self {
+        Service {
+            store,
+            clock,
+            sessions: sessions.map(Arc::new),
+            usage: Arc::new(UsageRecorder::default()),
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Writes batched `last_used_at` values; the server calls this on a timer
+    /// and at shutdown. A failed batch is kept for the next try.
+    pub async fn flush_usage(&self) -> Result<usize, Error> {
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        match self.store.record_key_usage(&batch).await {
+            Ok(()) => Ok(n),
+            Err(err) => {
+                self.usage.restore(batch);
+                Err(err.into())
+            }
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<&str, Error> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > limits::MAX_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(format!(
+            "name must be 1 to {} printable characters",
+            limits::MAX_NAME_LEN
+        )));
+    }
+    Ok(name)
+}

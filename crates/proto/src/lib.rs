@@ -1,0 +1,18 @@
+//! Generated types for `velocity.auth.v1`, and the descriptor set that
+//! server reflection serves.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod velocity {
+    pub mod auth {
+        pub mod v1 {
+            tonic::include_proto!("velocity.auth.v1");
+        }
+    }
+}
+
+pub use velocity::auth::v1 as pb;
+
+/// Encoded `FileDescriptorSet` of every Velocity proto, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/velocity_descriptor.bin"));
