@@ -1,1 +1,79 @@
-//! placeholder
+//! Storage for Velocity Auth: the domain's [`Store`] over sqlx, for SQLite
+//! (the embedded default) and PostgreSQL (production, several replicas).
+//! Each backend embeds and applies its own migrations at start.
+
+mod error;
+mod postgres;
+mod rows;
+mod sql_store;
+mod sqlite;
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use error::StorageError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+use velocity_domain::Store;
+
+/// The SQLite file used when no `DATABASE_URL` is given.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://velocity-auth.db";
+
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// An opened, migrated database, chosen by the URL's scheme.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Database {
+    pub async fn open(url: &str, options: &StorageOptions) -> Result<Database, StorageError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Database::Postgres(Arc::new(
+                PostgresStore::open(url, options).await?,
+            )))
+        } else if url.starts_with("sqlite:") {
+            Ok(Database::Sqlite(Arc::new(
+                SqliteStore::open(url, options).await?,
+            )))
+        } else {
+            Err(StorageError::UnsupportedUrl)
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite(store) => store.clone(),
+            Database::Postgres(store) => store.clone(),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(store) => store.close().await,
+            Database::Postgres(store) => store.close().await,
+        }
+    }
+}

@@ -1,0 +1,44 @@
+use velocity_domain::StoreError;
+
+/// Failures opening or migrating a database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("DATABASE_URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Classifies a sqlx error for the domain. `what` names the thing a unique
+/// or foreign-key violation is about, as the caller will see it.
+pub(crate) fn classify(err: sqlx::Error, what: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::MissingReference(what)
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL connection exceptions (08…), shutdowns (57P…) and
+            // too many connections (53300); SQLite busy (5) and locked (6).
+            if code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+            {
+                StoreError::Unavailable(err.to_string())
+            } else {
+                StoreError::Other(err.to_string())
+            }
+        }
+        _ => StoreError::Other(err.to_string()),
+    }
+}

@@ -1,0 +1,302 @@
+//! The SQL both backends share. SQLite and PostgreSQL accept the same `$n`
+//! placeholders and `RETURNING`, and our rows use only text, i64 and bytes,
+//! so one body of queries serves both; each backend module instantiates it
+//! for its own pool type and keeps what differs (pragmas, LISTEN/NOTIFY).
+
+pub(crate) const USER_COLUMNS: &str = "id, email, name, created_at";
+
+pub(crate) const MEMBERSHIP_SELECT: &str = "SELECT w.id, w.slug, w.name, w.created_at, m.user_id, m.role \
+     FROM memberships m JOIN workspaces w ON w.id = m.workspace_id";
+
+pub(crate) const API_KEY_COLUMNS: &str = "id, kind, key_hash, display, name, scopes, workspace_id, \
+     user_id, created_by, created_at, expires_at, revoked_at, last_used_at";
+
+/// Implements `velocity_domain::Store` for `$store`, whose `pool` field is a
+/// `sqlx::Pool<$db>`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl velocity_domain::Store for $store {
+            async fn ping(&self) -> velocity_domain::store::StoreResult<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::error::classify(e, "ping"))
+            }
+
+            async fn insert_user(&self, user: &velocity_domain::User) -> velocity_domain::store::StoreResult<()> {
+                sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&user.id.0)
+                    .bind(&user.email)
+                    .bind(&user.name)
+                    .bind(user.created_at.0)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::error::classify(e, "user"))
+            }
+
+            async fn user(&self, id: &velocity_domain::UserId) -> velocity_domain::store::StoreResult<Option<velocity_domain::User>> {
+                sqlx::query_as::<$db, crate::rows::UserRow>(
+                    sqlx::AssertSqlSafe(format!("SELECT {} FROM users WHERE id = $1", crate::sql_store::USER_COLUMNS)),
+                )
+                .bind(&id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|row| row.map(Into::into))
+                .map_err(|e| crate::error::classify(e, "user"))
+            }
+
+            async fn insert_workspace(&self, workspace: &velocity_domain::Workspace) -> velocity_domain::store::StoreResult<()> {
+                sqlx::query("INSERT INTO workspaces (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&workspace.id.0)
+                    .bind(&workspace.slug)
+                    .bind(&workspace.name)
+                    .bind(workspace.created_at.0)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::error::classify(e, "workspace slug"))
+            }
+
+            async fn workspace_by_slug(&self, slug: &str) -> velocity_domain::store::StoreResult<Option<velocity_domain::Workspace>> {
+                sqlx::query_as::<$db, crate::rows::WorkspaceRow>(
+                    "SELECT id, slug, name, created_at FROM workspaces WHERE slug = $1",
+                )
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|row| row.map(Into::into))
+                .map_err(|e| crate::error::classify(e, "workspace"))
+            }
+
+            async fn workspace_by_id(&self, id: &velocity_domain::WorkspaceId) -> velocity_domain::store::StoreResult<Option<velocity_domain::Workspace>> {
+                sqlx::query_as::<$db, crate::rows::WorkspaceRow>(
+                    "SELECT id, slug, name, created_at FROM workspaces WHERE id = $1",
+                )
+                .bind(&id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|row| row.map(Into::into))
+                .map_err(|e| crate::error::classify(e, "workspace"))
+            }
+
+            async fn upsert_membership(
+                &self,
+                workspace: &velocity_domain::WorkspaceId,
+                user: &velocity_domain::UserId,
+                role: velocity_domain::Role,
+            ) -> velocity_domain::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(&workspace.0)
+                .bind(&user.0)
+                .bind(role.as_str())
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::error::classify(e, "user or workspace"))
+            }
+
+            async fn delete_membership(
+                &self,
+                workspace: &velocity_domain::WorkspaceId,
+                user: &velocity_domain::UserId,
+            ) -> velocity_domain::store::StoreResult<bool> {
+                sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                    .bind(&workspace.0)
+                    .bind(&user.0)
+                    .execute(&self.pool)
+                    .await
+                    .map(|done| done.rows_affected() > 0)
+                    .map_err(|e| crate::error::classify(e, "membership"))
+            }
+
+            async fn membership_by_slug(
+                &self,
+                user: &velocity_domain::UserId,
+                slug: &str,
+            ) -> velocity_domain::store::StoreResult<Option<velocity_domain::Membership>> {
+                sqlx::query_as::<$db, crate::rows::MembershipRow>(sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.user_id = $1 AND w.slug = $2",
+                    crate::sql_store::MEMBERSHIP_SELECT
+                )))
+                .bind(&user.0)
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "membership"))?
+                .map(TryInto::try_into)
+                .transpose()
+            }
+
+            async fn membership(
+                &self,
+                workspace: &velocity_domain::WorkspaceId,
+                user: &velocity_domain::UserId,
+            ) -> velocity_domain::store::StoreResult<Option<velocity_domain::Membership>> {
+                sqlx::query_as::<$db, crate::rows::MembershipRow>(sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.workspace_id = $1 AND m.user_id = $2",
+                    crate::sql_store::MEMBERSHIP_SELECT
+                )))
+                .bind(&workspace.0)
+                .bind(&user.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "membership"))?
+                .map(TryInto::try_into)
+                .transpose()
+            }
+
+            async fn memberships_of_user(
+                &self,
+                user: &velocity_domain::UserId,
+            ) -> velocity_domain::store::StoreResult<Vec<velocity_domain::Membership>> {
+                let rows = sqlx::query_as::<$db, crate::rows::MembershipRow>(sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.user_id = $1 ORDER BY w.slug LIMIT 1000",
+                    crate::sql_store::MEMBERSHIP_SELECT
+                )))
+                .bind(&user.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "membership"))?;
+                crate::rows::memberships(rows)
+            }
+
+            async fn memberships_of_workspace(
+                &self,
+                workspace: &velocity_domain::WorkspaceId,
+            ) -> velocity_domain::store::StoreResult<Vec<velocity_domain::Membership>> {
+                let rows = sqlx::query_as::<$db, crate::rows::MembershipRow>(sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.workspace_id = $1 ORDER BY m.user_id LIMIT 10000",
+                    crate::sql_store::MEMBERSHIP_SELECT
+                )))
+                .bind(&workspace.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "membership"))?;
+                crate::rows::memberships(rows)
+            }
+
+            async fn insert_api_key(&self, key: &velocity_domain::ApiKey) -> velocity_domain::store::StoreResult<()> {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO api_keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    crate::sql_store::API_KEY_COLUMNS
+                )))
+                .bind(&key.id.0)
+                .bind(key.kind.as_str())
+                .bind(key.hash.as_bytes().to_vec())
+                .bind(&key.display)
+                .bind(&key.name)
+                .bind(i64::from(key.scopes.bits()))
+                .bind(key.workspace_id.as_ref().map(|w| w.0.clone()))
+                .bind(key.user_id.as_ref().map(|u| u.0.clone()))
+                .bind(key.created_by.as_ref().map(|u| u.0.clone()))
+                .bind(key.created_at.0)
+                .bind(crate::rows::ms(key.expires_at))
+                .bind(crate::rows::ms(key.revoked_at))
+                .bind(crate::rows::ms(key.last_used_at))
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::error::classify(e, "key"))
+            }
+
+            async fn api_key_by_hash(
+                &self,
+                hash: &velocity_domain::SecretHash,
+            ) -> velocity_domain::store::StoreResult<Option<velocity_domain::ApiKey>> {
+                sqlx::query_as::<$db, crate::rows::ApiKeyRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM api_keys WHERE key_hash = $1",
+                    crate::sql_store::API_KEY_COLUMNS
+                )))
+                .bind(hash.as_bytes().to_vec())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "key"))?
+                .map(TryInto::try_into)
+                .transpose()
+            }
+
+            async fn api_key_by_id(
+                &self,
+                id: &velocity_domain::ApiKeyId,
+            ) -> velocity_domain::store::StoreResult<Option<velocity_domain::ApiKey>> {
+                sqlx::query_as::<$db, crate::rows::ApiKeyRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM api_keys WHERE id = $1",
+                    crate::sql_store::API_KEY_COLUMNS
+                )))
+                .bind(&id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "key"))?
+                .map(TryInto::try_into)
+                .transpose()
+            }
+
+            async fn list_api_keys(
+                &self,
+                owner: &velocity_domain::api_key::KeyOwner,
+                include_revoked: bool,
+            ) -> velocity_domain::store::StoreResult<Vec<velocity_domain::ApiKey>> {
+                let (column, id, kind) = match owner {
+                    velocity_domain::api_key::KeyOwner::Workspace(w) => ("workspace_id", &w.0, "workspace"),
+                    velocity_domain::api_key::KeyOwner::User(u) => ("user_id", &u.0, "personal"),
+                };
+                let revoked = if include_revoked { "" } else { " AND revoked_at IS NULL" };
+                let rows = sqlx::query_as::<$db, crate::rows::ApiKeyRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM api_keys WHERE {column} = $1 AND kind = $2{revoked} \
+                     ORDER BY created_at DESC LIMIT 1000",
+                    crate::sql_store::API_KEY_COLUMNS
+                )))
+                .bind(id)
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "key"))?;
+                crate::rows::api_keys(rows)
+            }
+
+            async fn revoke_api_key(
+                &self,
+                id: &velocity_domain::ApiKeyId,
+                at: velocity_domain::Timestamp,
+            ) -> velocity_domain::store::StoreResult<Option<velocity_domain::Timestamp>> {
+                // COALESCE keeps the first revocation time: revoking is idempotent.
+                sqlx::query_scalar::<$db, i64>(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING revoked_at",
+                )
+                .bind(&id.0)
+                .bind(at.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|t| t.map(velocity_domain::Timestamp))
+                .map_err(|e| crate::error::classify(e, "key"))
+            }
+
+            async fn record_key_usage(
+                &self,
+                usage: &[(velocity_domain::ApiKeyId, velocity_domain::Timestamp)],
+            ) -> velocity_domain::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(|e| crate::error::classify(e, "key usage"))?;
+                for (id, at) in usage {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $2 \
+                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                    )
+                    .bind(&id.0)
+                    .bind(at.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| crate::error::classify(e, "key usage"))?;
+                }
+                tx.commit().await.map_err(|e| crate::error::classify(e, "key usage"))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
