@@ -1,1 +1,36 @@
-fn main() {}
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use velocity_auth::cli::{self, Command};
+use velocity_auth::{ServeConfig, VERSION};
+use velocity_domain::SystemClock;
+
+/// Velocity Auth: decides who is calling, in which workspace, with what scopes.
+#[derive(Parser, Debug)]
+#[command(name = "velocity-auth", version = VERSION)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        None | Some(Command::Serve) => {
+            let server = velocity_auth::start(cli.serve, Arc::new(SystemClock)).await?;
+            velocity_auth::shutdown_signal().await;
+            tracing::info!("shutting down");
+            server.shutdown().await;
+            Ok(())
+        }
+        Some(command) => cli::run(command, &cli.serve.database).await,
+    }
+}

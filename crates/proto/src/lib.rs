@@ -16,3 +16,5 @@ pub use velocity::auth::v1 as pb;
 /// Encoded `FileDescriptorSet` of every Velocity proto, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/velocity_descriptor.bin"));
+
+pub mod convert;

@@ -1,1 +1,111 @@
-//! placeholder
+//! The gRPC adapter: `AuthService`, `DirectoryService`, health and
+//! reflection on one port.
+
+pub mod auth_service;
+pub mod directory_service;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use velocity_domain::Service;
+use velocity_proto::pb;
+
+pub use auth_service::AuthApi;
+pub use directory_service::{AdminToken, DirectoryApi};
+
+#[derive(Clone, Debug)]
+pub struct GrpcConfig {
+    pub admin_token: AdminToken,
+    /// How often storage is pinged to keep the health status honest.
+    pub health_interval: Duration,
+    pub concurrency_limit_per_connection: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            admin_token: AdminToken::new(None),
+            health_interval: Duration::from_secs(5),
+            concurrency_limit_per_connection: 256,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const AUTH_SERVICE: &str = "velocity.auth.v1.AuthService";
+const DIRECTORY_SERVICE: &str = "velocity.auth.v1.DirectoryService";
+
+/// Serves gRPC on `listener` until `shutdown` resolves. Health reports
+/// SERVING while storage answers, and NOT_SERVING once shutdown begins.
+pub async fn serve_grpc(
+    config: GrpcConfig,
+    service: Service,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(velocity_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(velocity_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha();
+    let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection_v1, reflection_v1alpha) else {
+        // The descriptor sets are compiled in; failing here is a build bug.
+        tracing::error!("reflection descriptors are invalid; serving without reflection");
+        return Ok(());
+    };
+
+    let health_task = tokio::spawn(watch_storage(reporter.clone(), service.clone(), config.health_interval));
+
+    let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
+    let directory =
+        pb::directory_service_server::DirectoryServiceServer::new(DirectoryApi::new(service, config.admin_token));
+
+    let result = Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+        .timeout(config.request_timeout)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(directory)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            health_task.abort();
+            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE] {
+                reporter.set_service_status(name, ServingStatus::NotServing).await;
+            }
+        })
+        .await;
+    result
+}
+
+/// Keeps health in step with storage: SERVING only while it answers.
+async fn watch_storage(reporter: tonic_health::server::HealthReporter, service: Service, every: Duration) {
+    let mut last = None;
+    loop {
+        let status = match service.store().ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(err) => {
+                tracing::warn!(error = %err, "storage ping failed; reporting NOT_SERVING");
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE] {
+                reporter.set_service_status(name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(every).await;
+    }
+}

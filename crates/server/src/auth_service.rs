@@ -1,0 +1,128 @@
+//! `velocity.auth.v1.AuthService` over the domain's use-cases.
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+use velocity_domain::{ApiKeyId, KeyKind, Principal, Service, service::NewKey};
+use velocity_proto::convert::{from_timestamp, timestamp};
+use velocity_proto::pb;
+
+use crate::status::to_status;
+
+pub struct AuthApi {
+    service: Service,
+}
+
+impl AuthApi {
+    pub fn new(service: Service) -> Self {
+        AuthApi { service }
+    }
+
+    /// The signed-in user behind a management call, from `authorization`.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let credential = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        self.service.caller(credential).await.map_err(to_status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::auth_service_server::AuthService for AuthApi {
+    #[instrument(skip_all)]
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let req = request.into_inner();
+        let slug = (!req.workspace_slug.is_empty()).then_some(req.workspace_slug.as_str());
+        let principal = self
+            .service
+            .authenticate(&req.credential, slug, &req.required_scopes)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::AuthenticateResponse {
+            principal: Some(principal.into()),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let kind = pb::KeyKind::try_from(req.kind)
+            .ok()
+            .and_then(|k| KeyKind::try_from(k).ok())
+            .ok_or_else(|| to_status(velocity_domain::Error::invalid("kind must be WORKSPACE or PERSONAL")))?;
+        let (key, secret) = self
+            .service
+            .create_key(
+                &caller,
+                NewKey {
+                    kind,
+                    workspace_slug: Some(req.workspace_slug),
+                    name: req.name,
+                    scopes: req.scopes,
+                    expires_at: req.expires_at.as_ref().map(from_timestamp),
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateKeyResponse {
+            key: Some(key.into()),
+            secret: secret.expose().to_owned(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_key(
+        &self,
+        request: Request<pb::RevokeKeyRequest>,
+    ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let key_id = ApiKeyId(request.into_inner().key_id);
+        let revoked_at = self.service.revoke_key(&caller, &key_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeKeyResponse {
+            revoked_at: Some(timestamp(revoked_at)),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let keys = self
+            .service
+            .list_keys(&caller, Some(&req.workspace_slug), req.include_revoked)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn exchange_code(
+        &self,
+        request: Request<pb::ExchangeCodeRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("OAuth is not enabled in this build"))
+    }
+
+    #[instrument(skip_all)]
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("OAuth is not enabled in this build"))
+    }
+}

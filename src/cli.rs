@@ -1,0 +1,224 @@
+//! `velocity-auth` subcommands: bootstrap and manage the directory and keys
+//! straight on the database, with no server or admin token needed.
+//! Secrets and ids go to stdout (for `$(…)`), everything else to stderr.
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use velocity_domain::api_key::KeyOwner;
+use velocity_domain::service::KeySpec;
+use velocity_domain::{ApiKeyId, ApiKey, KeyKind, ScopeSet, Service, ServiceConfig, SystemClock, UserId};
+
+use crate::config::DatabaseArgs;
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Users mirrored from the main app.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Workspace memberships and roles.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Workspace (`vel_`) and personal (`velu_`) API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum UserCommand {
+    /// Create a user; prints its id.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The id the main app uses (its Supabase user id); a UUID if omitted.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum WorkspaceCommand {
+    /// Create a workspace; prints its id.
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum MemberCommand {
+    /// Add a user to a workspace, or change their role.
+    Add {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        user: String,
+        /// owner, admin, member or guest.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// Remove a user from a workspace.
+    Remove {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// List a workspace's members.
+    List {
+        #[arg(long)]
+        workspace: String,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false)]
+pub struct KeyOwnerArgs {
+    /// A workspace key (`vel_`) for this workspace slug.
+    #[arg(long)]
+    workspace: Option<String>,
+    /// A personal key (`velu_`) for this user id.
+    #[arg(long)]
+    user: Option<String>,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum KeyCommand {
+    /// Create a key; prints the secret, which is shown only this once.
+    Create {
+        #[command(flatten)]
+        owner: KeyOwnerArgs,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Comma-separated scopes, e.g. issues:read,issues:write.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (display form only; secrets are never stored).
+    List {
+        #[command(flatten)]
+        owner: KeyOwnerArgs,
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { key_id: String },
+}
+
+pub async fn run(command: Command, database: &DatabaseArgs) -> anyhow::Result<()> {
+    let db = database.open().await?;
+    let service = Service::new(db.store(), Arc::new(SystemClock), None, ServiceConfig::default());
+    let result = execute(command, &service).await;
+    db.close().await;
+    result
+}
+
+async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => unreachable_serve(),
+        Command::User(UserCommand::Create { email, name, id }) => {
+            let user = service.create_user(id, &email, &name).await.map_err(public)?;
+            eprintln!("created user {} <{}>", user.name, user.email);
+            println!("{}", user.id);
+        }
+        Command::Workspace(WorkspaceCommand::Create { slug, name }) => {
+            let ws = service.create_workspace(&slug, &name).await.map_err(public)?;
+            eprintln!("created workspace {} ({})", ws.slug, ws.name);
+            println!("{}", ws.id);
+        }
+        Command::Member(MemberCommand::Add { workspace, user, role }) => {
+            let m = service.set_membership(&workspace, &UserId(user), &role).await.map_err(public)?;
+            eprintln!("{} is {} of {}", m.user_id, m.role, m.workspace.slug);
+        }
+        Command::Member(MemberCommand::Remove { workspace, user }) => {
+            service.remove_membership(&workspace, &UserId(user.clone())).await.map_err(public)?;
+            eprintln!("removed {user} from {workspace}");
+        }
+        Command::Member(MemberCommand::List { workspace }) => {
+            for m in service.memberships_of_workspace(&workspace).await.map_err(public)? {
+                println!("{}\t{}", m.user_id, m.role);
+            }
+        }
+        Command::Key(KeyCommand::Create { owner, name, scopes, expires_in_days }) => {
+            let scopes = ScopeSet::parse(scopes.iter().map(String::as_str))
+                .map_err(|_| anyhow::anyhow!("unknown scope in {scopes:?}"))?;
+            let (kind, workspace_id, user_id) = match (owner.workspace, owner.user) {
+                (Some(slug), _) => {
+                    let ws = service.workspace(&slug).await.map_err(public)?;
+                    (KeyKind::Workspace, Some(ws.id), None)
+                }
+                (None, Some(user)) => {
+                    let user = UserId(user);
+                    if service.store().user(&user).await?.is_none() {
+                        anyhow::bail!("no user {user}");
+                    }
+                    (KeyKind::Personal, None, Some(user))
+                }
+                (None, None) => anyhow::bail!("give --workspace or --user"),
+            };
+            let now = service.clock().now();
+            let (key, secret) = service
+                .issue_key(KeySpec {
+                    kind,
+                    workspace_id,
+                    user_id,
+                    created_by: None,
+                    name,
+                    scopes,
+                    expires_at: expires_in_days.map(|d| now.plus_secs(i64::from(d) * 86_400)),
+                })
+                .await
+                .map_err(public)?;
+            eprintln!("created {} key {} ({}); the secret is shown only now:", key.kind, key.id, key.display);
+            println!("{}", secret.expose());
+        }
+        Command::Key(KeyCommand::List { owner, include_revoked }) => {
+            let owner = match (owner.workspace, owner.user) {
+                (Some(slug), _) => KeyOwner::Workspace(service.workspace(&slug).await.map_err(public)?.id),
+                (None, Some(user)) => KeyOwner::User(UserId(user)),
+                (None, None) => anyhow::bail!("give --workspace or --user"),
+            };
+            for key in service.list_keys_unchecked(&owner, include_revoked).await.map_err(public)? {
+                println!("{}", key_line(&key));
+            }
+        }
+        Command::Key(KeyCommand::Revoke { key_id }) => {
+            let at = service.revoke_key_unchecked(&ApiKeyId(key_id.clone())).await.map_err(public)?;
+            eprintln!("revoked {key_id} at {} ms", at.0);
+        }
+    }
+    Ok(())
+}
+
+fn key_line(key: &ApiKey) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}{}",
+        key.id,
+        key.display,
+        key.name,
+        key.scopes.to_space_separated(),
+        if key.revoked_at.is_some() { "revoked" } else { "active" },
+        key.expires_at.map(|t| format!("\texpires {} ms", t.0)).unwrap_or_default()
+    )
+}
+
+fn public(err: velocity_domain::Error) -> anyhow::Error {
+    anyhow::anyhow!("{} ({})", err.public_message(), err.reason())
+}
+
+fn unreachable_serve() -> ! {
+    // main handles `serve` before dispatching here.
+    std::process::exit(2)
+}

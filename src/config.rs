@@ -1,0 +1,139 @@
+//! Service configuration: flags and environment, documented by `--help`.
+//! Tests build this struct directly instead of setting the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
+use velocity_storage::{DEFAULT_DATABASE_URL, Database, StorageOptions};
+
+#[derive(Args, Clone)]
+pub struct ServeConfig {
+    /// Where to serve gRPC (AuthService, DirectoryService, health, reflection).
+    #[arg(long, env = "VELOCITY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+
+    /// Where to serve HTTP (the public OAuth URLs).
+    #[arg(long, env = "VELOCITY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Token that DirectoryService callers must present; admin RPCs are
+    /// refused when unset.
+    #[arg(long, env = "VELOCITY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Supabase project JWT secret, for HS256 session tokens.
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// JWKS document (a file) with the Supabase project's ES256/RS256 keys.
+    #[arg(long, env = "SUPABASE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accepted `aud` of session tokens.
+    #[arg(long, env = "SUPABASE_JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+
+    /// Required `iss` of session tokens, e.g. https://<project>.supabase.co/auth/v1.
+    #[arg(long, env = "SUPABASE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "SUPABASE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// How often batched `last_used_at` values are written, in milliseconds.
+    #[arg(long, env = "VELOCITY_USAGE_FLUSH_MS", default_value_t = 5000)]
+    pub usage_flush_ms: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct DatabaseArgs {
+    /// `sqlite://path` (created and migrated) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "VELOCITY_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    pub async fn open(&self) -> anyhow::Result<Database> {
+        let options = StorageOptions {
+            max_connections: self.db_max_connections,
+            ..StorageOptions::default()
+        };
+        Database::open(&self.database_url, &options)
+            .await
+            .context("cannot open the database")
+    }
+}
+
+impl ServeConfig {
+    /// Defaults with both listeners on ephemeral loopback ports.
+    pub fn for_tests(database_url: &str) -> ServeConfig {
+        ServeConfig {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            database: DatabaseArgs {
+                database_url: database_url.into(),
+                db_max_connections: 8,
+            },
+            admin_token: None,
+            jwt_secret: None,
+            jwks_file: None,
+            jwt_audience: "authenticated".into(),
+            jwt_issuer: None,
+            jwt_leeway_secs: 30,
+            usage_flush_ms: 5000,
+        }
+    }
+
+    pub async fn open_database(&self) -> anyhow::Result<Database> {
+        self.database.open().await
+    }
+
+    /// The session-token verifier, or `None` when no key is configured
+    /// (session tokens are then refused as CREDENTIAL_KIND_NOT_ACCEPTED).
+    pub fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
+        let jwks = match &self.jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read JWKS file {}", path.display()))?;
+                Some(serde_json::from_str(&text).context("JWKS file is not a JWK set")?)
+            }
+            None => None,
+        };
+        if self.jwt_secret.is_none() && jwks.is_none() {
+            return Ok(None);
+        }
+        let verifier = SessionVerifier::new(SessionVerifierConfig {
+            hs256_secret: self.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            jwks,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        })?;
+        Ok(Some(verifier))
+    }
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwks_file", &self.jwks_file)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .finish_non_exhaustive()
+    }
+}

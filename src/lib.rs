@@ -1,0 +1,145 @@
+//! Velocity Auth: configuration and start-up shared by the binary and the
+//! end-to-end tests.
+
+pub mod cli;
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use velocity_domain::{Clock, Service, ServiceConfig};
+use velocity_server::GrpcConfig;
+use velocity_storage::Database;
+
+pub use config::ServeConfig;
+
+/// `0.1.0 (commit abc123, release)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("VELOCITY_GIT_COMMIT"),
+    ", ",
+    env!("VELOCITY_BUILD_PROFILE"),
+    ")"
+);
+
+/// A started service: both listeners bound, storage migrated.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub service: Service,
+    pub database: Database,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops serving, waits for in-flight requests and flushes usage.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(err) = self.service.flush_usage().await {
+            tracing::warn!(error = %err, "final usage flush failed");
+        }
+        self.database.close().await;
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens storage, builds the service and starts gRPC and HTTP.
+pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    let database = config.open_database().await?;
+    let service = Service::new(database.store(), clock, config.session_verifier()?, ServiceConfig::default());
+
+    let grpc_listener = TcpListener::bind(&config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let grpc_config = GrpcConfig {
+        admin_token: velocity_server::AdminToken::new(config.admin_token.as_deref()),
+        ..GrpcConfig::default()
+    };
+    let mut tasks = Vec::new();
+    {
+        let (service, token) = (service.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let stop = async move { token.cancelled().await };
+            if let Err(err) = velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await {
+                tracing::error!(error = %err, "gRPC server failed");
+            }
+        }));
+    }
+    {
+        let (service, token) = (service.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let stop = async move { token.cancelled().await };
+            if let Err(err) = velocity_http::serve_http(service, http_listener, stop).await {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        }));
+    }
+    {
+        let (service, token) = (service.clone(), shutdown.clone());
+        let every = Duration::from_millis(config.usage_flush_ms.max(10));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(err) = service.flush_usage().await {
+                            tracing::warn!(error = %err, "usage flush failed; will retry");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tracing::info!(%grpc_addr, %http_addr, backend = database.backend(), version = VERSION, "velocity-auth serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        service,
+        database,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
