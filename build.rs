@@ -19,7 +19,11 @@ fn main() {
         .ok()
         .filter(|out| out.status.success())
         .is_some_and(|out| !out.stdout.is_empty());
-    let commit = if dirty { format!("{commit}-dirty") } else { commit };
+    let commit = if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    };
     println!("cargo:rustc-env=VELOCITY_GIT_COMMIT={commit}");
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".to_owned());
     println!("cargo:rustc-env=VELOCITY_BUILD_PROFILE={profile}");

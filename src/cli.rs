@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::service::KeySpec;
-use velocity_domain::{ApiKeyId, ApiKey, KeyKind, ScopeSet, Service, ServiceConfig, SystemClock, UserId};
+use velocity_domain::{
+    ApiKey, ApiKeyId, KeyKind, ScopeSet, Service, ServiceConfig, SystemClock, UserId,
+};
 
 use crate::config::DatabaseArgs;
 
@@ -119,7 +121,12 @@ pub enum KeyCommand {
 
 pub async fn run(command: Command, database: &DatabaseArgs) -> anyhow::Result<()> {
     let db = database.open().await?;
-    let service = Service::new(db.store(), Arc::new(SystemClock), None, ServiceConfig::default());
+    let service = Service::new(
+        db.store(),
+        Arc::new(SystemClock),
+        None,
+        ServiceConfig::default(),
+    );
     let result = execute(command, &service).await;
     db.close().await;
     result
@@ -129,29 +136,54 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
     match command {
         Command::Serve => unreachable_serve(),
         Command::User(UserCommand::Create { email, name, id }) => {
-            let user = service.create_user(id, &email, &name).await.map_err(public)?;
+            let user = service
+                .create_user(id, &email, &name)
+                .await
+                .map_err(public)?;
             eprintln!("created user {} <{}>", user.name, user.email);
             println!("{}", user.id);
         }
         Command::Workspace(WorkspaceCommand::Create { slug, name }) => {
-            let ws = service.create_workspace(&slug, &name).await.map_err(public)?;
+            let ws = service
+                .create_workspace(&slug, &name)
+                .await
+                .map_err(public)?;
             eprintln!("created workspace {} ({})", ws.slug, ws.name);
             println!("{}", ws.id);
         }
-        Command::Member(MemberCommand::Add { workspace, user, role }) => {
-            let m = service.set_membership(&workspace, &UserId(user), &role).await.map_err(public)?;
+        Command::Member(MemberCommand::Add {
+            workspace,
+            user,
+            role,
+        }) => {
+            let m = service
+                .set_membership(&workspace, &UserId(user), &role)
+                .await
+                .map_err(public)?;
             eprintln!("{} is {} of {}", m.user_id, m.role, m.workspace.slug);
         }
         Command::Member(MemberCommand::Remove { workspace, user }) => {
-            service.remove_membership(&workspace, &UserId(user.clone())).await.map_err(public)?;
+            service
+                .remove_membership(&workspace, &UserId(user.clone()))
+                .await
+                .map_err(public)?;
             eprintln!("removed {user} from {workspace}");
         }
         Command::Member(MemberCommand::List { workspace }) => {
-            for m in service.memberships_of_workspace(&workspace).await.map_err(public)? {
+            for m in service
+                .memberships_of_workspace(&workspace)
+                .await
+                .map_err(public)?
+            {
                 println!("{}\t{}", m.user_id, m.role);
             }
         }
-        Command::Key(KeyCommand::Create { owner, name, scopes, expires_in_days }) => {
+        Command::Key(KeyCommand::Create {
+            owner,
+            name,
+            scopes,
+            expires_in_days,
+        }) => {
             let scopes = ScopeSet::parse(scopes.iter().map(String::as_str))
                 .map_err(|_| anyhow::anyhow!("unknown scope in {scopes:?}"))?;
             let (kind, workspace_id, user_id) = match (owner.workspace, owner.user) {
@@ -181,21 +213,36 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(public)?;
-            eprintln!("created {} key {} ({}); the secret is shown only now:", key.kind, key.id, key.display);
+            eprintln!(
+                "created {} key {} ({}); the secret is shown only now:",
+                key.kind, key.id, key.display
+            );
             println!("{}", secret.expose());
         }
-        Command::Key(KeyCommand::List { owner, include_revoked }) => {
+        Command::Key(KeyCommand::List {
+            owner,
+            include_revoked,
+        }) => {
             let owner = match (owner.workspace, owner.user) {
-                (Some(slug), _) => KeyOwner::Workspace(service.workspace(&slug).await.map_err(public)?.id),
+                (Some(slug), _) => {
+                    KeyOwner::Workspace(service.workspace(&slug).await.map_err(public)?.id)
+                }
                 (None, Some(user)) => KeyOwner::User(UserId(user)),
                 (None, None) => anyhow::bail!("give --workspace or --user"),
             };
-            for key in service.list_keys_unchecked(&owner, include_revoked).await.map_err(public)? {
+            for key in service
+                .list_keys_unchecked(&owner, include_revoked)
+                .await
+                .map_err(public)?
+            {
                 println!("{}", key_line(&key));
             }
         }
         Command::Key(KeyCommand::Revoke { key_id }) => {
-            let at = service.revoke_key_unchecked(&ApiKeyId(key_id.clone())).await.map_err(public)?;
+            let at = service
+                .revoke_key_unchecked(&ApiKeyId(key_id.clone()))
+                .await
+                .map_err(public)?;
             eprintln!("revoked {key_id} at {} ms", at.0);
         }
     }
@@ -209,8 +256,14 @@ fn key_line(key: &ApiKey) -> String {
         key.display,
         key.name,
         key.scopes.to_space_separated(),
-        if key.revoked_at.is_some() { "revoked" } else { "active" },
-        key.expires_at.map(|t| format!("\texpires {} ms", t.0)).unwrap_or_default()
+        if key.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        },
+        key.expires_at
+            .map(|t| format!("\texpires {} ms", t.0))
+            .unwrap_or_default()
     )
 }
 

@@ -50,6 +50,14 @@ pub struct ServeConfig {
     /// How often batched `last_used_at` values are written, in milliseconds.
     #[arg(long, env = "VELOCITY_USAGE_FLUSH_MS", default_value_t = 5000)]
     pub usage_flush_ms: u64,
+
+    /// How often storage is pinged for the health status, in milliseconds.
+    #[arg(long, env = "VELOCITY_HEALTH_INTERVAL_MS", default_value_t = 5000)]
+    pub health_interval_ms: u64,
+
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Args, Clone)]
@@ -59,7 +67,12 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Largest number of pooled database connections.
-    #[arg(long, env = "VELOCITY_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "VELOCITY_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_max_connections: u32,
 }
 
@@ -92,6 +105,8 @@ impl ServeConfig {
             jwt_issuer: None,
             jwt_leeway_secs: 30,
             usage_flush_ms: 5000,
+            health_interval_ms: 5000,
+            shutdown_grace_ms: 2000,
         }
     }
 
@@ -129,8 +144,14 @@ impl fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwks_file", &self.jwks_file)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)

@@ -35,15 +35,21 @@ pub struct RunningServer {
     pub service: Service,
     pub database: Database,
     shutdown: CancellationToken,
+    shutdown_grace: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
-    /// Stops serving, waits for in-flight requests and flushes usage.
+    /// Stops serving, waits (up to the grace period) for in-flight
+    /// requests, then flushes usage and closes storage.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!("grace period over; closing remaining connections");
+                task.abort();
+            }
         }
         if let Err(err) = self.service.flush_usage().await {
             tracing::warn!(error = %err, "final usage flush failed");
@@ -59,7 +65,12 @@ impl RunningServer {
 /// Opens storage, builds the service and starts gRPC and HTTP.
 pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
     let database = config.open_database().await?;
-    let service = Service::new(database.store(), clock, config.session_verifier()?, ServiceConfig::default());
+    let service = Service::new(
+        database.store(),
+        clock,
+        config.session_verifier()?,
+        ServiceConfig::default(),
+    );
 
     let grpc_listener = TcpListener::bind(&config.grpc_addr)
         .await
@@ -73,6 +84,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let shutdown = CancellationToken::new();
     let grpc_config = GrpcConfig {
         admin_token: velocity_server::AdminToken::new(config.admin_token.as_deref()),
+        health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();
@@ -80,7 +92,9 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         let (service, token) = (service.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             let stop = async move { token.cancelled().await };
-            if let Err(err) = velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await {
+            if let Err(err) =
+                velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await
+            {
                 tracing::error!(error = %err, "gRPC server failed");
             }
         }));
@@ -118,6 +132,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         service,
         database,
         shutdown,
+        shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         tasks,
     })
 }

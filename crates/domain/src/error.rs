@@ -33,6 +33,7 @@ pub enum Reason {
     InvalidClient,
     InvalidGrant,
     UnauthorizedClient,
+    ScopeWrongKind,
 }
 
 impl Reason {
@@ -66,6 +67,7 @@ impl Reason {
             Reason::InvalidClient => "INVALID_CLIENT",
             Reason::InvalidGrant => "INVALID_GRANT",
             Reason::UnauthorizedClient => "UNAUTHORIZED_CLIENT",
+            Reason::ScopeWrongKind => "SCOPE_WRONG_KIND",
         }
     }
 
@@ -98,6 +100,9 @@ impl Reason {
             Reason::InvalidClient => "client authentication failed",
             Reason::InvalidGrant => "the grant is invalid, expired, revoked or already used",
             Reason::UnauthorizedClient => "the client is not allowed this grant",
+            Reason::ScopeWrongKind => {
+                "workspace keys carry workspace scopes, personal keys personal scopes"
+            }
         }
     }
 }

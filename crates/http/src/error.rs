@@ -55,7 +55,9 @@ impl IntoResponse for HttpError {
         }
         let status = match &err {
             // RFC 6749 §5.2: invalid_client is 401; the other grant errors 400.
-            Error::OAuth(velocity_domain::error::OAuthErrorCode::InvalidClient, _) => StatusCode::UNAUTHORIZED,
+            Error::OAuth(velocity_domain::error::OAuthErrorCode::InvalidClient, _) => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::OAuth(..) => StatusCode::BAD_REQUEST,
             other => status_of(other.class()),
         };
@@ -68,8 +70,15 @@ impl IntoResponse for HttpError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = if matches!(err, Error::OAuth(..)) { "Basic realm=\"velocity\"" } else { "Bearer" };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            let challenge = if matches!(err, Error::OAuth(..)) {
+                "Basic realm=\"velocity\""
+            } else {
+                "Bearer"
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
@@ -84,12 +93,27 @@ mod tests {
     #[test]
     fn statuses() {
         let cases = [
-            (Error::Unauthenticated(Reason::CredentialUnknown), StatusCode::UNAUTHORIZED),
-            (Error::PermissionDenied(Reason::ScopeMissing), StatusCode::FORBIDDEN),
+            (
+                Error::Unauthenticated(Reason::CredentialUnknown),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                Error::PermissionDenied(Reason::ScopeMissing),
+                StatusCode::FORBIDDEN,
+            ),
             (Error::NotFound("route"), StatusCode::NOT_FOUND),
-            (Error::OAuth(OAuthErrorCode::InvalidClient, "x".into()), StatusCode::UNAUTHORIZED),
-            (Error::OAuth(OAuthErrorCode::InvalidGrant, "x".into()), StatusCode::BAD_REQUEST),
-            (Error::Internal("detail".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                Error::OAuth(OAuthErrorCode::InvalidClient, "x".into()),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                Error::OAuth(OAuthErrorCode::InvalidGrant, "x".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Error::Internal("detail".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
         ];
         for (err, status) in cases {
             let response = HttpError(err).into_response();

@@ -24,8 +24,15 @@ pub fn router(service: Service) -> Router {
         .with_state(AppState { service })
 }
 
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, HttpError> {
-    state.service.store().ping().await.map_err(velocity_domain::Error::from)?;
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, HttpError> {
+    state
+        .service
+        .store()
+        .ping()
+        .await
+        .map_err(velocity_domain::Error::from)?;
     Ok("ok")
 }
 
@@ -38,5 +45,7 @@ pub async fn serve_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

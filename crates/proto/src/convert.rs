@@ -33,10 +33,8 @@ impl From<PrincipalKind> for pb::PrincipalKind {
 
 impl From<Principal> for pb::Principal {
     fn from(p: Principal) -> Self {
-        let (workspace_id, workspace_slug) = p
-            .workspace
-            .map(|w| (w.id.0, w.slug))
-            .unwrap_or_default();
+        let (workspace_id, workspace_slug) =
+            p.workspace.map(|w| (w.id.0, w.slug)).unwrap_or_default();
         pb::Principal {
             kind: pb::PrincipalKind::from(p.kind) as i32,
             user_id: p.user_id.map(|u| u.0).unwrap_or_default(),
@@ -113,14 +111,39 @@ mod tests {
     fn every_reason_has_a_proto_value() {
         use Reason::*;
         for reason in [
-            CredentialMissing, CredentialMalformed, CredentialChecksumMismatch, CredentialUnknown,
-            CredentialExpired, CredentialRevoked, CredentialKindNotAccepted, SessionInvalid,
-            SessionAnonymous, WorkspaceMismatch, WorkspaceUnknown, NotAMember, ScopeMissing,
-            ScopeExceedsGrantor, ScopeUnknown, RoleInsufficient, NotKeyOwner, AdminTokenInvalid,
-            InvalidArgument, NotFound, AlreadyExists, StorageUnavailable, Internal, InvalidClient,
-            InvalidGrant, UnauthorizedClient,
+            CredentialMissing,
+            CredentialMalformed,
+            CredentialChecksumMismatch,
+            CredentialUnknown,
+            CredentialExpired,
+            CredentialRevoked,
+            CredentialKindNotAccepted,
+            SessionInvalid,
+            SessionAnonymous,
+            WorkspaceMismatch,
+            WorkspaceUnknown,
+            NotAMember,
+            ScopeMissing,
+            ScopeExceedsGrantor,
+            ScopeUnknown,
+            RoleInsufficient,
+            NotKeyOwner,
+            AdminTokenInvalid,
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            StorageUnavailable,
+            Internal,
+            InvalidClient,
+            InvalidGrant,
+            UnauthorizedClient,
+            ScopeWrongKind,
         ] {
-            assert_ne!(pb::FailureReason::from(reason), pb::FailureReason::Unspecified, "{reason}");
+            assert_ne!(
+                pb::FailureReason::from(reason),
+                pb::FailureReason::Unspecified,
+                "{reason}"
+            );
         }
     }
 }

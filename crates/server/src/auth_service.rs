@@ -57,7 +57,11 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let kind = pb::KeyKind::try_from(req.kind)
             .ok()
             .and_then(|k| KeyKind::try_from(k).ok())
-            .ok_or_else(|| to_status(velocity_domain::Error::invalid("kind must be WORKSPACE or PERSONAL")))?;
+            .ok_or_else(|| {
+                to_status(velocity_domain::Error::invalid(
+                    "kind must be WORKSPACE or PERSONAL",
+                ))
+            })?;
         let (key, secret) = self
             .service
             .create_key(
@@ -85,7 +89,11 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = ApiKeyId(request.into_inner().key_id);
-        let revoked_at = self.service.revoke_key(&caller, &key_id).await.map_err(to_status)?;
+        let revoked_at = self
+            .service
+            .revoke_key(&caller, &key_id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::RevokeKeyResponse {
             revoked_at: Some(timestamp(revoked_at)),
         }))

@@ -18,7 +18,11 @@ pub struct AdminToken(Option<[u8; 32]>);
 impl AdminToken {
     /// `None` disables every admin call.
     pub fn new(token: Option<&str>) -> Self {
-        AdminToken(token.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into()))
+        AdminToken(
+            token
+                .filter(|t| !t.is_empty())
+                .map(|t| Sha256::digest(t.as_bytes()).into()),
+        )
     }
 
     pub fn check(&self, presented: &str) -> Result<(), Error> {
@@ -46,7 +50,11 @@ impl AdminToken {
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "AdminToken(<redacted>)" } else { "AdminToken(disabled)" })
+        f.write_str(if self.0.is_some() {
+            "AdminToken(<redacted>)"
+        } else {
+            "AdminToken(disabled)"
+        })
     }
 }
 
@@ -73,7 +81,10 @@ fn membership(m: Membership) -> pb::Membership {
 #[tonic::async_trait]
 impl pb::directory_service_server::DirectoryService for DirectoryApi {
     #[instrument(skip_all)]
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         self.admin.check_request(&request)?;
         let req = request.into_inner();
         let user = self
@@ -96,7 +107,11 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::Workspace>, Status> {
         self.admin.check_request(&request)?;
         let req = request.into_inner();
-        let ws = self.service.create_workspace(&req.slug, &req.name).await.map_err(to_status)?;
+        let ws = self
+            .service
+            .create_workspace(&req.slug, &req.name)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::Workspace {
             id: ws.id.0,
             slug: ws.slug,
@@ -142,9 +157,15 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         self.admin.check_request(&request)?;
         let req = request.into_inner();
         let list = match (req.workspace_slug.is_empty(), req.user_id.is_empty()) {
-            (false, true) => self.service.memberships_of_workspace(&req.workspace_slug).await,
+            (false, true) => {
+                self.service
+                    .memberships_of_workspace(&req.workspace_slug)
+                    .await
+            }
             (true, false) => self.service.memberships_of_user(&UserId(req.user_id)).await,
-            _ => Err(Error::invalid("give exactly one of workspace_slug and user_id")),
+            _ => Err(Error::invalid(
+                "give exactly one of workspace_slug and user_id",
+            )),
         }
         .map_err(to_status)?;
         Ok(Response::new(pb::ListMembershipsResponse {

@@ -50,13 +50,16 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Each reflection version lists the other too, so `list` shows both.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(velocity_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1();
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(velocity_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
     let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection_v1, reflection_v1alpha) else {
         // The descriptor sets are compiled in; failing here is a build bug.
@@ -64,13 +67,19 @@ pub async fn serve_grpc(
         return Ok(());
     };
 
-    let health_task = tokio::spawn(watch_storage(reporter.clone(), service.clone(), config.health_interval));
+    let health_task = tokio::spawn(watch_storage(
+        reporter.clone(),
+        service.clone(),
+        config.health_interval,
+    ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
-    let directory =
-        pb::directory_service_server::DirectoryServiceServer::new(DirectoryApi::new(service, config.admin_token));
+    let directory = pb::directory_service_server::DirectoryServiceServer::new(DirectoryApi::new(
+        service,
+        config.admin_token,
+    ));
 
-    let result = Server::builder()
+    Server::builder()
         .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
         .timeout(config.request_timeout)
         .add_service(health)
@@ -82,15 +91,20 @@ pub async fn serve_grpc(
             shutdown.await;
             health_task.abort();
             for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE] {
-                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
         })
-        .await;
-    result
+        .await
 }
 
 /// Keeps health in step with storage: SERVING only while it answers.
-async fn watch_storage(reporter: tonic_health::server::HealthReporter, service: Service, every: Duration) {
+async fn watch_storage(
+    reporter: tonic_health::server::HealthReporter,
+    service: Service,
+    every: Duration,
+) {
     let mut last = None;
     loop {
         let status = match service.store().ping().await {

@@ -32,7 +32,11 @@ pub fn to_status(err: Error) -> Status {
     Status::with_error_details(
         code_of(err.class()),
         err.public_message(),
-        ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, std::collections::HashMap::new()),
+        ErrorDetails::with_error_info(
+            reason.as_str(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        ),
     )
 }
 
@@ -44,12 +48,21 @@ mod tests {
     #[test]
     fn classes_map_to_codes_and_reasons_travel() {
         let cases = [
-            (Error::Unauthenticated(Reason::CredentialRevoked), Code::Unauthenticated),
-            (Error::PermissionDenied(Reason::ScopeMissing), Code::PermissionDenied),
+            (
+                Error::Unauthenticated(Reason::CredentialRevoked),
+                Code::Unauthenticated,
+            ),
+            (
+                Error::PermissionDenied(Reason::ScopeMissing),
+                Code::PermissionDenied,
+            ),
             (Error::invalid("bad"), Code::InvalidArgument),
             (Error::NotFound("key"), Code::NotFound),
             (Error::AlreadyExists("workspace slug"), Code::AlreadyExists),
-            (Error::Unavailable(StoreError::Unavailable("pool timed out".into())), Code::Unavailable),
+            (
+                Error::Unavailable(StoreError::Unavailable("pool timed out".into())),
+                Code::Unavailable,
+            ),
             (Error::Internal("boom at line 3".into()), Code::Internal),
         ];
         for (err, code) in cases {
@@ -64,7 +77,9 @@ mod tests {
 
     #[test]
     fn internals_are_not_returned() {
-        let status = to_status(Error::Unavailable(StoreError::Unavailable("connect to 10.0.0.1 refused".into())));
+        let status = to_status(Error::Unavailable(StoreError::Unavailable(
+            "connect to 10.0.0.1 refused".into(),
+        )));
         assert!(!status.message().contains("10.0.0.1"));
         let status = to_status(Error::Internal("secret detail".into()));
         assert!(!status.message().contains("secret"));

@@ -26,14 +26,18 @@ pub(crate) fn classify(err: sqlx::Error, what: &'static str) -> StoreError {
         }
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // PostgreSQL connection exceptions (08…), shutdowns (57P…) and
-            // too many connections (53300); SQLite busy (5) and locked (6).
-            if code.starts_with("08")
+            // PostgreSQL: connection exceptions (08…), shutdowns (57P…),
+            // insufficient resources (53…), and what a reconnect meets while
+            // the database is closed or gone (55000, 3D000). SQLite: busy (5)
+            // and locked (6).
+            let unavailable = code.starts_with("08")
                 || code.starts_with("57P")
-                || code == "53300"
+                || code.starts_with("53")
+                || code == "55000"
+                || code == "3D000"
                 || code == "5"
-                || code == "6"
-            {
+                || code == "6";
+            if unavailable {
                 StoreError::Unavailable(err.to_string())
             } else {
                 StoreError::Other(err.to_string())

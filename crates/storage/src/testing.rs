@@ -1,6 +1,9 @@
 //! Throwaway databases for tests: a temp SQLite file, or a PostgreSQL
 //! database with a unique name on the local server, dropped afterwards.
 
+// Test support: failing loudly is the point.
+#![allow(clippy::panic)]
+
 use std::path::PathBuf;
 
 use sqlx::Connection;

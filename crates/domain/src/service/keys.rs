@@ -46,6 +46,7 @@ impl Service {
             .clone()
             .ok_or(Error::PermissionDenied(Reason::CredentialKindNotAccepted))?;
         let scopes = parse_scopes(&request.scopes)?;
+        check_scope_kind(request.kind, scopes)?;
         let (workspace_id, user_id) = match request.kind {
             KeyKind::Workspace => {
                 let slug = request
@@ -97,19 +98,8 @@ impl Service {
         if spec.scopes.is_empty() {
             return Err(Error::invalid("a key needs at least one scope"));
         }
+        check_scope_kind(spec.kind, spec.scopes)?;
         match spec.kind {
-            KeyKind::Workspace if spec.scopes != spec.scopes.only_workspace() => {
-                return Err(Error::InvalidArgument(
-                    Reason::ScopeUnknown,
-                    "workspace keys carry workspace scopes only".into(),
-                ));
-            }
-            KeyKind::Personal if spec.scopes != spec.scopes.only_personal() => {
-                return Err(Error::InvalidArgument(
-                    Reason::ScopeUnknown,
-                    "personal keys carry personal scopes only".into(),
-                ));
-            }
             KeyKind::Workspace if spec.workspace_id.is_none() => {
                 return Err(Error::invalid("workspace keys need a workspace"));
             }
@@ -230,6 +220,21 @@ impl Service {
             .api_key_by_id(key_id)
             .await?
             .ok_or(Error::NotFound("key"))
+    }
+}
+
+fn check_scope_kind(kind: KeyKind, scopes: ScopeSet) -> Result<(), Error> {
+    let fits = match kind {
+        KeyKind::Workspace => scopes == scopes.only_workspace(),
+        KeyKind::Personal => scopes == scopes.only_personal(),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            Reason::ScopeWrongKind,
+            format!("{kind} keys carry {kind} scopes only"),
+        ))
     }
 }
 

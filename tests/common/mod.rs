@@ -1,0 +1,321 @@
+//! The harness every end-to-end test uses: a real server on ephemeral
+//! ports over a throwaway database, and real tonic clients.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+use tonic_types::StatusExt;
+use velocity_auth::{RunningServer, ServeConfig};
+use velocity_domain::{Clock, ManualClock};
+use velocity_proto::pb;
+use velocity_proto::pb::auth_service_client::AuthServiceClient;
+use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
+use velocity_storage::testing::TestDatabase;
+
+pub const JWT_SECRET: &str = "test-only-supabase-jwt-secret-at-least-32-bytes";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ISSUER: &str = "https://velocity-test.supabase.co/auth/v1";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Harness {
+    pub server: Option<RunningServer>,
+    pub clock: Arc<ManualClock>,
+    pub channel: Channel,
+    pub db: TestDatabase,
+    pub http: String,
+    jwks_path: PathBuf,
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Harness {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> Harness {
+        let db = match backend {
+            Backend::Sqlite => TestDatabase::sqlite(),
+            Backend::Postgres => TestDatabase::postgres().await,
+        };
+        let jwks_path =
+            std::env::temp_dir().join(format!("velocity-jwks-{}.json", uuid::Uuid::now_v7()));
+        std::fs::write(&jwks_path, serde_json::to_vec(&jwks()).unwrap()).unwrap();
+        let mut config = ServeConfig::for_tests(&db.url);
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.jwt_secret = Some(JWT_SECRET.into());
+        config.jwks_file = Some(jwks_path.clone());
+        config.jwt_issuer = Some(ISSUER.into());
+        config.usage_flush_ms = 50;
+        config.health_interval_ms = 100;
+        tweak(&mut config);
+        let clock = Arc::new(ManualClock::starting_now());
+        let server = velocity_auth::start(config, clock.clone()).await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let http = format!("http://{}", server.http_addr);
+        Harness {
+            server: Some(server),
+            clock,
+            channel,
+            db,
+            http,
+            jwks_path,
+        }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let _ = std::fs::remove_file(&self.jwks_path);
+    }
+
+    /// A user, a workspace and a membership, through DirectoryService.
+    pub async fn member(&self, slug: &str, role: &str) -> String {
+        let mut dir = self.directory();
+        let user = dir
+            .create_user(admin(pb::CreateUserRequest {
+                id: String::new(),
+                email: format!("{role}-{}@example.com", uuid::Uuid::now_v7()),
+                name: role.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        self.ensure_workspace(slug).await;
+        dir.set_membership(admin(pb::SetMembershipRequest {
+            workspace_slug: slug.into(),
+            user_id: user.id.clone(),
+            role: role.into(),
+        }))
+        .await
+        .unwrap();
+        user.id
+    }
+
+    pub async fn ensure_workspace(&self, slug: &str) {
+        let result = self
+            .directory()
+            .create_workspace(admin(pb::CreateWorkspaceRequest {
+                slug: slug.into(),
+                name: slug.into(),
+            }))
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => panic!("create workspace: {status:?}"),
+        }
+    }
+
+    /// A Supabase-style HS256 session token for `user`.
+    pub fn session(&self, user: &str) -> String {
+        self.session_with(user, |_| {})
+    }
+
+    pub fn session_with(&self, user: &str, tweak: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut claims = supabase_claims(user, self.clock.now().as_secs());
+        tweak(&mut claims);
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// An ES256 session token signed by the fixture key the JWKS publishes.
+    pub fn es256_session(&self, user: &str) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("es256-test".into());
+        jsonwebtoken::encode(
+            &header,
+            &supabase_claims(user, self.clock.now().as_secs()),
+            &es256_key(),
+        )
+        .unwrap()
+    }
+
+    pub fn rs256_session(&self, user: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rs256-test".into());
+        jsonwebtoken::encode(
+            &header,
+            &supabase_claims(user, self.clock.now().as_secs()),
+            &rs256_key(),
+        )
+        .unwrap()
+    }
+
+    pub async fn authenticate(
+        &self,
+        credential: &str,
+        slug: &str,
+        scopes: &[&str],
+    ) -> Result<pb::Principal, Status> {
+        self.auth()
+            .authenticate(pb::AuthenticateRequest {
+                credential: credential.into(),
+                workspace_slug: slug.into(),
+                required_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner().principal.unwrap())
+    }
+
+    /// Creates a key as the holder of `caller`; returns (id, secret).
+    pub async fn create_key(
+        &self,
+        caller: &str,
+        kind: pb::KeyKind,
+        slug: &str,
+        scopes: &[&str],
+    ) -> Result<(String, String), Status> {
+        let response = self
+            .auth()
+            .create_key(bearer(
+                caller,
+                pb::CreateKeyRequest {
+                    kind: kind as i32,
+                    workspace_slug: slug.into(),
+                    name: "test key".into(),
+                    scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                    expires_at: None,
+                },
+            ))
+            .await?
+            .into_inner();
+        Ok((response.key.unwrap().id, response.secret))
+    }
+}
+
+pub fn supabase_claims(user: &str, now: i64) -> serde_json::Value {
+    json!({
+        "iss": ISSUER,
+        "aud": "authenticated",
+        "exp": now + 3600,
+        "iat": now,
+        "sub": user,
+        "role": "authenticated",
+        "aal": "aal1",
+        "session_id": uuid::Uuid::now_v7().to_string(),
+        "email": format!("{user}@example.com"),
+        "phone": "",
+        "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": {"email_verified": true},
+        "amr": [{"method": "password", "timestamp": now}],
+        "is_anonymous": false,
+    })
+}
+
+pub fn es256_key() -> EncodingKey {
+    EncodingKey::from_ec_pem(&fixture("es256-private.pem")).unwrap()
+}
+
+pub fn rs256_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&fixture("rs256-private.pem")).unwrap()
+}
+
+/// The JWKS a Supabase project would publish for the fixture keys.
+pub fn jwks() -> serde_json::Value {
+    let mut es = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&es256_key(), Algorithm::ES256).unwrap(),
+    )
+    .unwrap();
+    es["kid"] = json!("es256-test");
+    es["use"] = json!("sig");
+    let mut rs = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&rs256_key(), Algorithm::RS256).unwrap(),
+    )
+    .unwrap();
+    rs["kid"] = json!("rs256-test");
+    json!({ "keys": [es, rs] })
+}
+
+pub fn admin<T>(message: T) -> Request<T> {
+    bearer(ADMIN_TOKEN, message)
+}
+
+pub fn bearer<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The machine-readable reason of a refusal.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_else(|| format!("<no ErrorInfo: {status:?}>"))
+}
+
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: tonic::Code, why: &str) {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(reason(&status), why, "{status:?}");
+        }
+        Ok(value) => panic!("expected {code:?}/{why}, got {value:?}"),
+    }
+}
+
+/// Instantiates a test story for every backend.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    super::$story($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    super::$story($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
