@@ -81,6 +81,20 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    let mut candidate = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut candidate)
+        .context("OS random number generator")?;
+    let csrf_key = service
+        .store()
+        .shared_secret("consent-csrf", &candidate)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the shared CSRF key: {e}"))?;
+    let http_state = velocity_http::AppState {
+        service: service.clone(),
+        csrf: velocity_http::CsrfKey::new(csrf_key),
+        admin: velocity_server::AdminToken::new(config.admin_token.as_deref()),
+    };
+
     let shutdown = CancellationToken::new();
     let grpc_config = GrpcConfig {
         admin_token: velocity_server::AdminToken::new(config.admin_token.as_deref()),
@@ -100,10 +114,10 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         }));
     }
     {
-        let (service, token) = (service.clone(), shutdown.clone());
+        let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move { token.cancelled().await };
-            if let Err(err) = velocity_http::serve_http(service, http_listener, stop).await {
+            if let Err(err) = velocity_http::serve_http(http_state, http_listener, stop).await {
                 tracing::error!(error = %err, "HTTP server failed");
             }
         }));

@@ -2,11 +2,13 @@
 //! turn a credential into a [`Principal`], session-token verification and the
 //! use-cases built on them. Pure logic; storage is reached through [`Store`].
 
+pub mod admin;
 pub mod api_key;
 pub mod clock;
 pub mod credential;
 pub mod directory;
 pub mod error;
+pub mod oauth;
 pub mod principal;
 pub mod resolve;
 pub mod scope;

@@ -8,11 +8,12 @@ use crate::clock::Timestamp;
 use crate::credential::SecretHash;
 use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
+use crate::oauth::{AuthorizationCode, OAuthApp, OAuthToken};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OAuthStore + Send + Sync + 'static {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -61,4 +62,47 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<Option<Timestamp>>;
     /// Records when keys were last used, in one batch.
     async fn record_key_usage(&self, usage: &[(ApiKeyId, Timestamp)]) -> StoreResult<()>;
+}
+
+/// OAuth storage. Redeeming a code and rotating a refresh token are each one
+/// transaction around a conditional update, so of any number of concurrent
+/// attempts exactly one wins.
+#[async_trait]
+pub trait OAuthStore: Send + Sync + 'static {
+    async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()>;
+    async fn app(&self, client_id: &str) -> StoreResult<Option<OAuthApp>>;
+    async fn list_apps(&self) -> StoreResult<Vec<OAuthApp>>;
+    /// Returns whether the app exists.
+    async fn set_app_secret(&self, client_id: &str, hash: &SecretHash) -> StoreResult<bool>;
+    /// Deletes the app with its codes and tokens; returns whether it existed.
+    async fn delete_app(&self, client_id: &str) -> StoreResult<bool>;
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
+    async fn code_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<AuthorizationCode>>;
+    /// Marks the code used and stores `tokens`, atomically. `false` (and
+    /// nothing stored) when the code was already used.
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        at: Timestamp,
+        tokens: &[OAuthToken],
+    ) -> StoreResult<bool>;
+
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>>;
+    /// Marks a refresh token rotated and stores `tokens`, atomically.
+    /// `false` (and nothing stored) when it was already rotated or revoked.
+    async fn rotate_refresh_token(
+        &self,
+        id: &str,
+        at: Timestamp,
+        tokens: &[OAuthToken],
+    ) -> StoreResult<bool>;
+    /// Revokes one token; returns whether it was active.
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Revokes every token of a family; returns how many were active.
+    async fn revoke_family(&self, family_id: &str, at: Timestamp) -> StoreResult<u64>;
+
+    /// A 32-byte secret shared by every replica: `candidate` is stored if
+    /// none exists yet under `name`, and the stored one is returned.
+    async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]>;
 }

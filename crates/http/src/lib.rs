@@ -1,32 +1,48 @@
-//! The HTTP adapter: the public OAuth URLs, translated to the same
-//! use-cases the gRPC API calls.
+//! The HTTP adapter: the public OAuth URLs (CONTRACT §6), translated to the
+//! same use-cases the gRPC API calls. Errors are mapped in `error` only.
 
+mod consent;
+mod csrf;
 mod error;
+mod page;
+mod params;
+mod token;
 
 use std::future::Future;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use velocity_domain::Service;
+use velocity_domain::admin::AdminToken;
 
+pub use csrf::CsrfKey;
 pub use error::HttpError;
+
+/// Every form and token request fits in far less.
+const MAX_BODY_BYTES: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
+    pub csrf: CsrfKey,
+    pub admin: AdminToken,
 }
 
-pub fn router(service: Service) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/oauth/consent", get(consent::show).post(consent::submit))
+        .route("/api/oauth/token", post(token::token))
+        .route("/api/oauth/revoke", post(token::revoke))
+        .route("/api/oauth/introspect", post(token::introspect))
         .fallback(not_found)
-        .with_state(AppState { service })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
-async fn healthz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<&'static str, HttpError> {
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, HttpError> {
     state
         .service
         .store()
@@ -41,11 +57,11 @@ async fn not_found() -> HttpError {
 }
 
 pub async fn serve_http(
-    service: Service,
+    state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

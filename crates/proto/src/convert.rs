@@ -90,6 +90,35 @@ impl From<ApiKey> for pb::ApiKey {
     }
 }
 
+impl From<velocity_domain::oauth::OAuthApp> for pb::OAuthApp {
+    fn from(app: velocity_domain::oauth::OAuthApp) -> Self {
+        pb::OAuthApp {
+            client_id: app.client_id,
+            name: app.name,
+            client_type: match app.client_type {
+                velocity_domain::oauth::ClientType::Public => pb::ClientType::Public,
+                velocity_domain::oauth::ClientType::Confidential => pb::ClientType::Confidential,
+            } as i32,
+            redirect_uris: app.redirect_uris,
+            allowed_scopes: app.allowed_scopes.names(),
+            created_at: Some(timestamp(app.created_at)),
+        }
+    }
+}
+
+impl From<velocity_domain::service::IssuedTokens> for pb::TokenResponse {
+    fn from(t: velocity_domain::service::IssuedTokens) -> Self {
+        pb::TokenResponse {
+            access_token: t.access_token.expose().to_owned(),
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+            refresh_token: t.refresh_token.expose().to_owned(),
+            scope: t.scopes.to_space_separated(),
+            workspace_id: t.workspace_id.0,
+        }
+    }
+}
+
 impl From<Reason> for pb::FailureReason {
     fn from(reason: Reason) -> Self {
         pb::FailureReason::from_str_name(reason.as_str()).unwrap_or(pb::FailureReason::Unspecified)

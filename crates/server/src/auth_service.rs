@@ -2,7 +2,8 @@
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use velocity_domain::{ApiKeyId, KeyKind, Principal, Service, service::NewKey};
+use velocity_domain::service::{ClientAuth, NewKey};
+use velocity_domain::{ApiKeyId, KeyKind, Principal, Service};
 use velocity_proto::convert::{from_timestamp, timestamp};
 use velocity_proto::pb;
 
@@ -121,8 +122,17 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ExchangeCodeRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("OAuth is not enabled in this build"))
+        let req = request.into_inner();
+        let client = ClientAuth {
+            client_id: req.client_id,
+            client_secret: req.client_secret,
+        };
+        let tokens = self
+            .service
+            .exchange_code(&client, &req.code, &req.redirect_uri, &req.code_verifier)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tokens.into()))
     }
 
     #[instrument(skip_all)]
@@ -130,7 +140,16 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("OAuth is not enabled in this build"))
+        let req = request.into_inner();
+        let client = ClientAuth {
+            client_id: req.client_id,
+            client_secret: req.client_secret,
+        };
+        let tokens = self
+            .service
+            .refresh(&client, &req.refresh_token, None)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tokens.into()))
     }
 }

@@ -1,61 +1,23 @@
 //! `velocity.auth.v1.DirectoryService`: the main app keeps users, workspaces
 //! and memberships in sync through it, with the configured admin token.
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use velocity_domain::{Error, Membership, Reason, Service, UserId};
+use velocity_domain::admin::AdminToken;
+use velocity_domain::{Error, Membership, Service, UserId};
 use velocity_proto::convert::timestamp;
 use velocity_proto::pb;
 
 use crate::status::to_status;
 
-/// The admin token, kept only as a digest and compared in constant time.
-#[derive(Clone)]
-pub struct AdminToken(Option<[u8; 32]>);
-
-impl AdminToken {
-    /// `None` disables every admin call.
-    pub fn new(token: Option<&str>) -> Self {
-        AdminToken(
-            token
-                .filter(|t| !t.is_empty())
-                .map(|t| Sha256::digest(t.as_bytes()).into()),
-        )
-    }
-
-    pub fn check(&self, presented: &str) -> Result<(), Error> {
-        let presented = presented.trim();
-        let presented = presented
-            .strip_prefix("Bearer ")
-            .or_else(|| presented.strip_prefix("bearer "))
-            .unwrap_or(presented);
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        match &self.0 {
-            Some(expected) if bool::from(expected.ct_eq(&digest)) => Ok(()),
-            _ => Err(Error::Unauthenticated(Reason::AdminTokenInvalid)),
-        }
-    }
-
-    pub fn check_request<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        self.check(presented).map_err(to_status)
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "AdminToken(<redacted>)"
-        } else {
-            "AdminToken(disabled)"
-        })
-    }
+/// Refuses a call without the admin token in `authorization` metadata.
+pub fn check_admin<T>(admin: &AdminToken, request: &Request<T>) -> Result<(), Status> {
+    let presented = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    admin.check(presented).map_err(to_status)
 }
 
 pub struct DirectoryApi {
@@ -85,7 +47,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        self.admin.check_request(&request)?;
+        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let user = self
             .service
@@ -105,7 +67,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateWorkspaceRequest>,
     ) -> Result<Response<pb::Workspace>, Status> {
-        self.admin.check_request(&request)?;
+        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let ws = self
             .service
@@ -125,7 +87,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::SetMembershipRequest>,
     ) -> Result<Response<pb::Membership>, Status> {
-        self.admin.check_request(&request)?;
+        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let m = self
             .service
@@ -140,7 +102,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::RemoveMembershipRequest>,
     ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
-        self.admin.check_request(&request)?;
+        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         self.service
             .remove_membership(&req.workspace_slug, &UserId(req.user_id))
@@ -154,7 +116,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListMembershipsRequest>,
     ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
-        self.admin.check_request(&request)?;
+        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let list = match (req.workspace_slug.is_empty(), req.user_id.is_empty()) {
             (false, true) => {
@@ -171,23 +133,5 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         Ok(Response::new(pb::ListMembershipsResponse {
             memberships: list.into_iter().map(membership).collect(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_token_checks() {
-        let token = AdminToken::new(Some("s3cret-admin-token"));
-        assert!(token.check("s3cret-admin-token").is_ok());
-        assert!(token.check("Bearer s3cret-admin-token").is_ok());
-        assert!(token.check("s3cret-admin-tokeN").is_err());
-        assert!(token.check("").is_err());
-        assert!(!format!("{token:?}").contains("s3cret"));
-        let disabled = AdminToken::new(None);
-        assert!(disabled.check("").is_err());
-        assert!(disabled.check("anything").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC adapter: `AuthService`, `DirectoryService`, health and
 //! reflection on one port.
 
+pub mod app_service;
 pub mod auth_service;
 pub mod directory_service;
 pub mod status;
@@ -15,8 +16,10 @@ use tonic_health::ServingStatus;
 use velocity_domain::Service;
 use velocity_proto::pb;
 
+pub use app_service::OAuthAppApi;
 pub use auth_service::AuthApi;
-pub use directory_service::{AdminToken, DirectoryApi};
+pub use directory_service::DirectoryApi;
+pub use velocity_domain::admin::AdminToken;
 
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
@@ -40,6 +43,7 @@ impl Default for GrpcConfig {
 
 const AUTH_SERVICE: &str = "velocity.auth.v1.AuthService";
 const DIRECTORY_SERVICE: &str = "velocity.auth.v1.DirectoryService";
+const APP_SERVICE: &str = "velocity.auth.v1.OAuthAppService";
 
 /// Serves gRPC on `listener` until `shutdown` resolves. Health reports
 /// SERVING while storage answers, and NOT_SERVING once shutdown begins.
@@ -75,6 +79,10 @@ pub async fn serve_grpc(
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
     let directory = pb::directory_service_server::DirectoryServiceServer::new(DirectoryApi::new(
+        service.clone(),
+        config.admin_token.clone(),
+    ));
+    let apps = pb::o_auth_app_service_server::OAuthAppServiceServer::new(OAuthAppApi::new(
         service,
         config.admin_token,
     ));
@@ -87,10 +95,11 @@ pub async fn serve_grpc(
         .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(directory)
+        .add_service(apps)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             health_task.abort();
-            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE] {
+            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE] {
                 reporter
                     .set_service_status(name, ServingStatus::NotServing)
                     .await;
@@ -115,7 +124,7 @@ async fn watch_storage(
             }
         };
         if last != Some(status) {
-            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE] {
+            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE] {
                 reporter.set_service_status(name, status).await;
             }
             last = Some(status);

@@ -5,6 +5,7 @@
 mod error;
 mod postgres;
 mod rows;
+mod sql_oauth;
 mod sql_store;
 mod sqlite;
 pub mod testing;

@@ -126,3 +126,119 @@ pub(crate) fn memberships<I: IntoIterator<Item = MembershipRow>>(
 ) -> Result<Vec<Membership>, StoreError> {
     rows.into_iter().map(Membership::try_from).collect()
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppRow {
+    client_id: String,
+    name: String,
+    client_type: String,
+    secret_hash: Option<Vec<u8>>,
+    redirect_uris: String,
+    allowed_scopes: i64,
+    created_at: i64,
+}
+
+impl TryFrom<AppRow> for velocity_domain::oauth::OAuthApp {
+    type Error = StoreError;
+
+    fn try_from(row: AppRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str| {
+            StoreError::Other(format!("bad {what} in oauth_apps row {}", row.client_id))
+        };
+        Ok(velocity_domain::oauth::OAuthApp {
+            client_type: velocity_domain::oauth::ClientType::parse(&row.client_type)
+                .ok_or_else(|| corrupt("client_type"))?,
+            secret_hash: match &row.secret_hash {
+                Some(bytes) => {
+                    Some(SecretHash::from_slice(bytes).ok_or_else(|| corrupt("secret_hash"))?)
+                }
+                None => None,
+            },
+            redirect_uris: row.redirect_uris.lines().map(str::to_owned).collect(),
+            allowed_scopes: scopes(row.allowed_scopes).ok_or_else(|| corrupt("allowed_scopes"))?,
+            name: row.name,
+            created_at: Timestamp(row.created_at),
+            client_id: row.client_id,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CodeRow {
+    code_hash: Vec<u8>,
+    client_id: String,
+    redirect_uri: String,
+    user_id: String,
+    workspace_id: String,
+    scopes: i64,
+    code_challenge: String,
+    family_id: String,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+}
+
+impl TryFrom<CodeRow> for velocity_domain::oauth::AuthorizationCode {
+    type Error = StoreError;
+
+    fn try_from(row: CodeRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str| StoreError::Other(format!("bad {what} in oauth_codes row"));
+        Ok(velocity_domain::oauth::AuthorizationCode {
+            hash: SecretHash::from_slice(&row.code_hash).ok_or_else(|| corrupt("hash"))?,
+            scopes: scopes(row.scopes).ok_or_else(|| corrupt("scopes"))?,
+            client_id: row.client_id,
+            redirect_uri: row.redirect_uri,
+            user_id: UserId(row.user_id),
+            workspace_id: WorkspaceId(row.workspace_id),
+            code_challenge: row.code_challenge,
+            family_id: row.family_id,
+            created_at: Timestamp(row.created_at),
+            expires_at: Timestamp(row.expires_at),
+            used_at: row.used_at.map(Timestamp),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: String,
+    token_hash: Vec<u8>,
+    kind: String,
+    family_id: String,
+    client_id: String,
+    user_id: String,
+    workspace_id: String,
+    scopes: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    rotated_at: Option<i64>,
+}
+
+impl TryFrom<TokenRow> for velocity_domain::oauth::OAuthToken {
+    type Error = StoreError;
+
+    fn try_from(row: TokenRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |what: &str| StoreError::Other(format!("bad {what} in oauth_tokens row {}", row.id));
+        Ok(velocity_domain::oauth::OAuthToken {
+            hash: SecretHash::from_slice(&row.token_hash).ok_or_else(|| corrupt("hash"))?,
+            kind: velocity_domain::oauth::TokenKind::parse(&row.kind)
+                .ok_or_else(|| corrupt("kind"))?,
+            scopes: scopes(row.scopes).ok_or_else(|| corrupt("scopes"))?,
+            family_id: row.family_id,
+            client_id: row.client_id,
+            user_id: UserId(row.user_id),
+            workspace_id: WorkspaceId(row.workspace_id),
+            created_at: Timestamp(row.created_at),
+            expires_at: Timestamp(row.expires_at),
+            revoked_at: row.revoked_at.map(Timestamp),
+            rotated_at: row.rotated_at.map(Timestamp),
+            id: row.id,
+        })
+    }
+}
+
+fn scopes(bits: i64) -> Option<ScopeSet> {
+    u16::try_from(bits).ok().and_then(ScopeSet::from_bits)
+}

@@ -138,13 +138,6 @@ impl Service {
             }
         })
     }
-
-    async fn verify_access_token(
-        &self,
-        _hash: &crate::credential::SecretHash,
-    ) -> Result<VerifiedCredential, Error> {
-        Err(Error::Unauthenticated(Reason::CredentialUnknown))
-    }
 }
 
 /// Tolerates a credential passed with its `Bearer ` scheme.

@@ -3,10 +3,12 @@
 mod authenticate;
 mod directory;
 mod keys;
+mod oauth;
 
 use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
+pub use oauth::{ClientAuth, Introspection, IssuedTokens};
 
 use crate::clock::Clock;
 use crate::error::Error;

@@ -4,6 +4,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::StorageOptions;
 use crate::error::StorageError;
+use crate::sql_oauth::impl_oauth_store;
 use crate::sql_store::impl_store;
 
 pub struct PostgresStore {
@@ -35,3 +36,4 @@ impl PostgresStore {
 }
 
 impl_store!(PostgresStore, sqlx::Postgres);
+impl_oauth_store!(PostgresStore, sqlx::Postgres);

@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 
 use crate::StorageOptions;
 use crate::error::StorageError;
+use crate::sql_oauth::impl_oauth_store;
 use crate::sql_store::impl_store;
 
 pub struct SqliteStore {
@@ -43,3 +44,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+impl_oauth_store!(SqliteStore, sqlx::Sqlite);

@@ -1,0 +1,63 @@
+//! What consent produces: authorization codes, then access and refresh
+//! tokens, grouped in a family so reuse can revoke them all.
+
+use crate::clock::Timestamp;
+use crate::credential::SecretHash;
+use crate::directory::{UserId, WorkspaceId};
+use crate::scope::ScopeSet;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    pub hash: SecretHash,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    pub scopes: ScopeSet,
+    pub code_challenge: String,
+    /// The token family the code's tokens will join.
+    pub family_id: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        match s {
+            "access" => Some(TokenKind::Access),
+            "refresh" => Some(TokenKind::Refresh),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthToken {
+    pub id: String,
+    pub hash: SecretHash,
+    pub kind: TokenKind,
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    pub scopes: ScopeSet,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    /// For refresh tokens: when it was exchanged for a new pair.
+    pub rotated_at: Option<Timestamp>,
+}

@@ -1,0 +1,18 @@
+//! OAuth 2.0 authorization code + PKCE for third-party apps (RFC 6749,
+//! RFC 7636, RFC 9700): the rules, as pure functions and types.
+
+pub mod app;
+pub mod grant;
+pub mod pkce;
+pub mod request;
+
+pub use app::{ClientType, OAuthApp, validate_redirect_uri};
+pub use grant::{AuthorizationCode, OAuthToken, TokenKind};
+pub use request::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
+
+/// Access tokens live one hour (CONTRACT §1).
+pub const ACCESS_TOKEN_SECS: i64 = 3600;
+/// Refresh tokens live 60 days, rotated on every use.
+pub const REFRESH_TOKEN_SECS: i64 = 60 * 24 * 3600;
+/// Authorization codes live 10 minutes and are single use.
+pub const CODE_SECS: i64 = 600;

@@ -1,0 +1,199 @@
+//! `GET/POST /oauth/consent`: the page a signed-in user approves an app on.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
+use velocity_domain::{Error, Principal, PrincipalKind, Reason};
+
+use crate::AppState;
+use crate::page::{consent_page, error_page};
+use crate::params::Params;
+
+/// The cookie the Velocity web app keeps its Supabase session in.
+pub const SESSION_COOKIE: &str = "sb-access-token";
+
+pub async fn show(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = match Params::from_form(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => params,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "A parameter was given more than once.",
+            );
+        }
+    };
+    let request = match checked(&state, &params).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let user = match signed_in(&state, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let Some(user_id) = user.user_id.as_ref() else {
+        return error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.");
+    };
+    let workspaces = match state.service.consent_workspaces(user_id).await {
+        Ok(list) => list,
+        Err(err) => return outage(err),
+    };
+    let now = state.service.clock().now().as_secs();
+    let csrf = state.csrf.issue(user_id.as_str(), &user.credential_id, now);
+    consent_page(&request, &workspaces, &csrf)
+}
+
+pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut params = match Params::from_form(&body) {
+        Ok(params) => params,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "A form field was given more than once.",
+            );
+        }
+    };
+    let request = match checked(&state, &params).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let user = match signed_in(&state, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let Some(user_id) = user.user_id.clone() else {
+        return error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.");
+    };
+    let now = state.service.clock().now().as_secs();
+    let csrf = params.take("csrf_token").unwrap_or_default();
+    if !state
+        .csrf
+        .verify(&csrf, user_id.as_str(), &user.credential_id, now)
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired or was not issued to you. Go back to the app and start again.",
+        );
+    }
+    match params.get("decision") {
+        Some("deny") => Redirect::to(&state.service.deny(&request)).into_response(),
+        Some("approve") => {
+            let workspace = params.get("workspace").unwrap_or_default();
+            match state.service.approve(&user_id, &request, workspace).await {
+                Ok(location) => Redirect::to(&location).into_response(),
+                Err(Error::PermissionDenied(Reason::NotAMember)) => error_page(
+                    StatusCode::FORBIDDEN,
+                    "You are not a member of that workspace.",
+                ),
+                Err(err) => outage(err),
+            }
+        }
+        _ => error_page(StatusCode::BAD_REQUEST, "Choose Approve or Deny."),
+    }
+}
+
+/// Validates the request; errors become our page or a redirect to the client.
+async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthorization, Response> {
+    let field = |name: &str| params.get(name).map(str::to_owned);
+    let request = AuthorizationRequest {
+        client_id: field("client_id"),
+        redirect_uri: field("redirect_uri"),
+        response_type: field("response_type"),
+        scope: field("scope"),
+        state: field("state"),
+        code_challenge: field("code_challenge"),
+        code_challenge_method: field("code_challenge_method"),
+    };
+    match state.service.check_authorization(&request).await {
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(AuthorizeError::Page(message))) => Err(error_page(StatusCode::BAD_REQUEST, message)),
+        Ok(Err(redirect)) => match redirect.location() {
+            Some(location) => Err(Redirect::to(&location).into_response()),
+            None => Err(error_page(StatusCode::BAD_REQUEST, "invalid request")),
+        },
+        Err(err) => Err(outage(err)),
+    }
+}
+
+/// The signed-in user: a session token from `Authorization: Bearer` or the
+/// `sb-access-token` cookie. Keys and app tokens cannot consent.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let token = bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE));
+    let Some(token) = token else {
+        return Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in to Velocity to continue.",
+        ));
+    };
+    match state.service.authenticate(&token, None, &[]).await {
+        Ok(principal) if principal.kind == PrincipalKind::Session => Ok(principal),
+        Ok(_) => Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Only a signed-in user can approve an app.",
+        )),
+        Err(Error::Unavailable(err)) => Err(outage(Error::Unavailable(err))),
+        Err(_) => Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Sign in again.",
+        )),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+fn outage(err: Error) -> Response {
+    match &err {
+        Error::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
+        other => tracing::error!(error = %other, "consent failed"),
+    }
+    let status = match err {
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error_page(
+        status,
+        "Something went wrong on our side. Try again in a moment.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; sb-access-token=abc.def.ghi; x=1"),
+        );
+        assert_eq!(
+            cookie(&headers, SESSION_COOKIE).as_deref(),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! Request parameters as RFC 6749 wants them: form-encoded (or JSON on the
+//! token endpoint), each at most once, client credentials by body or HTTP
+//! Basic but not both.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use velocity_domain::Error;
+use velocity_domain::error::OAuthErrorCode;
+use velocity_domain::service::ClientAuth;
+
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+fn invalid_request(message: &str) -> Error {
+    Error::OAuth(OAuthErrorCode::InvalidRequest, message.to_owned())
+}
+
+impl Params {
+    /// `application/x-www-form-urlencoded` pairs; a repeated name is refused.
+    pub fn from_form(body: &[u8]) -> Result<Params, Error> {
+        let mut map = HashMap::new();
+        for (name, value) in url::form_urlencoded::parse(body) {
+            if map.insert(name.into_owned(), value.into_owned()).is_some() {
+                return Err(invalid_request("a parameter was repeated"));
+            }
+        }
+        Ok(Params(map))
+    }
+
+    /// A flat JSON object of strings (numbers are taken as their text).
+    pub fn from_json(body: &[u8]) -> Result<Params, Error> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| invalid_request("the body is not valid JSON"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid_request("the body must be a JSON object"))?;
+        let mut map = HashMap::new();
+        for (name, value) in object {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Null => continue,
+                _ => return Err(invalid_request("parameters must be strings")),
+            };
+            map.insert(name.clone(), text);
+        }
+        Ok(Params(map))
+    }
+
+    /// Picks the parser from `Content-Type`.
+    pub fn from_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Error> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match content_type.as_str() {
+            "application/json" => Self::from_json(body),
+            "application/x-www-form-urlencoded" => Self::from_form(body),
+            _ => Err(invalid_request(
+                "send application/x-www-form-urlencoded or application/json",
+            )),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// Client credentials from HTTP Basic or the body, never both.
+    pub fn client_auth(&mut self, headers: &HeaderMap) -> Result<ClientAuth, Error> {
+        let body_id = self.take("client_id");
+        let body_secret = self.take("client_secret");
+        match basic_credentials(headers)? {
+            Some((id, secret)) => {
+                if body_secret.is_some() {
+                    return Err(invalid_request(
+                        "use one client authentication method, not two",
+                    ));
+                }
+                if body_id.as_deref().is_some_and(|b| b != id) {
+                    return Err(invalid_request(
+                        "client_id differs from the Basic credentials",
+                    ));
+                }
+                Ok(ClientAuth {
+                    client_id: id,
+                    client_secret: Some(secret),
+                })
+            }
+            None => Ok(ClientAuth {
+                client_id: body_id.ok_or_else(|| invalid_request("client_id is required"))?,
+                client_secret: body_secret,
+            }),
+        }
+    }
+}
+
+/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Error> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::OAuth(
+            OAuthErrorCode::InvalidClient,
+            "malformed Basic credentials".to_owned(),
+        )
+    };
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| -> String {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), unescape(secret))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn repeated_form_parameters_are_refused() {
+        assert!(Params::from_form(b"a=1&a=2").is_err());
+        assert_eq!(
+            Params::from_form(b"a=1&b=x%20y").unwrap().get("b"),
+            Some("x y")
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_url_decoded() {
+        let mut headers = HeaderMap::new();
+        let encoded = STANDARD.encode("my%20app:s%3Acret");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
+        let auth = Params::default().client_auth(&headers).unwrap();
+        assert_eq!(auth.client_id, "my app");
+        assert_eq!(auth.client_secret.as_deref(), Some("s:cret"));
+        let mut both = Params::from_form(b"client_secret=x").unwrap();
+        assert!(both.client_auth(&headers).is_err());
+    }
+}

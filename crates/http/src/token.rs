@@ -1,0 +1,143 @@
+//! `POST /api/oauth/token`, `/api/oauth/revoke` (RFC 7009) and
+//! `/api/oauth/introspect` (RFC 7662): thin translations to the use-cases
+//! the gRPC API calls too.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use velocity_domain::Error;
+use velocity_domain::error::OAuthErrorCode;
+use velocity_domain::oauth::{ClientType, TokenKind};
+
+use crate::params::Params;
+use crate::{AppState, HttpError};
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let mut params = Params::from_body(&headers, &body)?;
+    let client = params.client_auth(&headers)?;
+    let tokens = match params.get("grant_type") {
+        Some("authorization_code") => {
+            state
+                .service
+                .exchange_code(
+                    &client,
+                    params.get("code").unwrap_or_default(),
+                    params.get("redirect_uri").unwrap_or_default(),
+                    params.get("code_verifier").unwrap_or_default(),
+                )
+                .await?
+        }
+        Some("refresh_token") => {
+            state
+                .service
+                .refresh(
+                    &client,
+                    params.get("refresh_token").unwrap_or_default(),
+                    params.get("scope"),
+                )
+                .await?
+        }
+        None | Some("") => {
+            return Err(oauth(
+                OAuthErrorCode::InvalidRequest,
+                "grant_type is required",
+            ));
+        }
+        Some(_) => {
+            return Err(oauth(
+                OAuthErrorCode::UnsupportedGrantType,
+                "use authorization_code or refresh_token",
+            ));
+        }
+    };
+    let body = json!({
+        "access_token": tokens.access_token.expose(),
+        "token_type": "Bearer",
+        "expires_in": tokens.expires_in,
+        "refresh_token": tokens.refresh_token.expose(),
+        "scope": tokens.scopes.to_space_separated(),
+    });
+    Ok(no_store(Json(body).into_response()))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let mut params = Params::from_body(&headers, &body)?;
+    let client = params.client_auth(&headers)?;
+    let token = params
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| oauth(OAuthErrorCode::InvalidRequest, "token is required"))?;
+    state.service.revoke_oauth_token(&client, token).await?;
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Callers: a confidential client (its own tokens), or an internal service
+/// with `Authorization: Bearer <admin token>` (every token).
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let mut params = Params::from_body(&headers, &body)?;
+    let internal = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("Bearer ") || v.starts_with("bearer "))
+        .map(|v| state.admin.check(v).is_ok());
+    let caller = match internal {
+        Some(true) => None,
+        Some(false) => return Err(oauth(OAuthErrorCode::InvalidClient, "unknown bearer token")),
+        None => {
+            let client = params.client_auth(&headers)?;
+            let app = state.service.authenticate_client(&client).await?;
+            if app.client_type != ClientType::Confidential {
+                return Err(oauth(
+                    OAuthErrorCode::InvalidClient,
+                    "only confidential clients may introspect",
+                ));
+            }
+            Some(app)
+        }
+    };
+    let token = params
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| oauth(OAuthErrorCode::InvalidRequest, "token is required"))?;
+    let answer = state.service.introspect(caller.as_ref(), token).await?;
+    let body = match answer.token {
+        Some(t) if answer.active => json!({
+            "active": true,
+            "scope": t.scopes.to_space_separated(),
+            "client_id": t.client_id,
+            "sub": t.user_id.0,
+            "token_type": match t.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
+            "exp": t.expires_at.as_secs(),
+            "iat": t.created_at.as_secs(),
+            "workspace_id": t.workspace_id.0,
+        }),
+        _ => json!({ "active": false }),
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+fn oauth(code: OAuthErrorCode, message: &str) -> HttpError {
+    HttpError(Error::OAuth(code, message.to_owned()))
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
