@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use velocity_domain::api_key::KeyOwner;
+use velocity_domain::oauth::ClientType;
 use velocity_domain::service::KeySpec;
 use velocity_domain::{
     ApiKey, ApiKeyId, KeyKind, ScopeSet, Service, ServiceConfig, SystemClock, UserId,
@@ -29,6 +30,34 @@ pub enum Command {
     /// Workspace (`vel_`) and personal (`velu_`) API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Third-party OAuth apps.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum AppCommand {
+    /// Register an app; prints its client_id, then (confidential apps) its
+    /// `vels_` secret, shown only this once.
+    Register {
+        #[arg(long)]
+        name: String,
+        /// Exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Comma-separated scopes the app may request.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// A server-side app that can keep a secret (default: public, PKCE only).
+        #[arg(long)]
+        confidential: bool,
+    },
+    /// List registered apps.
+    List,
+    /// Issue a new secret for a confidential app; the old one stops working.
+    RotateSecret { client_id: String },
+    /// Delete an app and every code and token issued to it.
+    Delete { client_id: String },
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -237,6 +266,52 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
             {
                 println!("{}", key_line(&key));
             }
+        }
+        Command::App(AppCommand::Register {
+            name,
+            redirect_uris,
+            scopes,
+            confidential,
+        }) => {
+            let client_type = if confidential {
+                ClientType::Confidential
+            } else {
+                ClientType::Public
+            };
+            let (app, secret) = service
+                .register_app(&name, redirect_uris, &scopes, client_type)
+                .await
+                .map_err(public)?;
+            eprintln!("registered {} app {:?}", app.client_type, app.name);
+            println!("{}", app.client_id);
+            if let Some(secret) = secret {
+                eprintln!("client secret (shown only now):");
+                println!("{}", secret.expose());
+            }
+        }
+        Command::App(AppCommand::List) => {
+            for app in service.list_apps().await.map_err(public)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    app.client_id,
+                    app.client_type,
+                    app.name,
+                    app.allowed_scopes.to_space_separated(),
+                    app.redirect_uris.join(" ")
+                );
+            }
+        }
+        Command::App(AppCommand::RotateSecret { client_id }) => {
+            let secret = service
+                .rotate_app_secret(&client_id)
+                .await
+                .map_err(public)?;
+            eprintln!("new client secret for {client_id} (shown only now):");
+            println!("{}", secret.expose());
+        }
+        Command::App(AppCommand::Delete { client_id }) => {
+            service.delete_app(&client_id).await.map_err(public)?;
+            eprintln!("deleted app {client_id}");
         }
         Command::Key(KeyCommand::Revoke { key_id }) => {
             let at = service

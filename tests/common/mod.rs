@@ -19,6 +19,8 @@ use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
 use velocity_storage::testing::TestDatabase;
 
+pub mod oauth;
+
 pub const JWT_SECRET: &str = "test-only-supabase-jwt-secret-at-least-32-bytes";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const ISSUER: &str = "https://velocity-test.supabase.co/auth/v1";

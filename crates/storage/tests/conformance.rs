@@ -1,5 +1,7 @@
 //! One behavioural story for the Store trait, run against every backend.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use velocity_domain::api_key::KeyOwner;
