@@ -201,6 +201,7 @@ impl Error {
         match self {
             Error::Unavailable(_) => Reason::StorageUnavailable.description().to_owned(),
             Error::Internal(_) => Reason::Internal.description().to_owned(),
+            Error::OAuth(_, message) => message.clone(),
             other => other.to_string(),
         }
     }
