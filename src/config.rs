@@ -55,6 +55,16 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_HEALTH_INTERVAL_MS", default_value_t = 5000)]
     pub health_interval_ms: u64,
 
+    /// Longest a cached verification is served before storage is asked
+    /// again, in milliseconds (the fallback should an invalidation be late).
+    #[arg(long, env = "VELOCITY_CACHE_TTL_MS", default_value_t = 10_000)]
+    pub cache_ttl_ms: u64,
+
+    /// How often the invalidation log is polled, in milliseconds; PostgreSQL
+    /// replicas are also woken at once by NOTIFY.
+    #[arg(long, env = "VELOCITY_INVALIDATION_POLL_MS", default_value_t = 500)]
+    pub invalidation_poll_ms: u64,
+
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -107,6 +117,8 @@ impl ServeConfig {
             usage_flush_ms: 5000,
             health_interval_ms: 5000,
             shutdown_grace_ms: 2000,
+            cache_ttl_ms: 10_000,
+            invalidation_poll_ms: 500,
         }
     }
 

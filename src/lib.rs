@@ -65,12 +65,19 @@ impl RunningServer {
 /// Opens storage, builds the service and starts gRPC and HTTP.
 pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
     let database = config.open_database().await?;
+    let mut service_config = ServiceConfig::default();
+    service_config.cache.ttl = Duration::from_millis(config.cache_ttl_ms.max(1));
     let service = Service::new(
         database.store(),
         clock,
         config.session_verifier()?,
-        ServiceConfig::default(),
+        service_config,
     );
+    let loaded = service
+        .load_known_credentials()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the known-credential filter: {e}"))?;
+    tracing::info!(credentials = loaded, "known-credential filter loaded");
 
     let grpc_listener = TcpListener::bind(&config.grpc_addr)
         .await
@@ -136,6 +143,35 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                         }
                     }
                 }
+            }
+        }));
+    }
+    {
+        let (service, token) = (service.clone(), shutdown.clone());
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let listener = database.spawn_invalidation_listener(notify.clone());
+        let every = Duration::from_millis(config.invalidation_poll_ms.max(10));
+        tasks.push(tokio::spawn(async move {
+            let mut polls: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(err) = service.sync_invalidations().await {
+                    tracing::warn!(error = %err, "invalidation poll failed; will retry");
+                }
+                polls += 1;
+                // About every ten minutes at the default poll interval.
+                if polls.is_multiple_of(1200)
+                    && let Err(err) = service.prune_invalidations().await
+                {
+                    tracing::warn!(error = %err, "pruning the invalidation log failed");
+                }
+            }
+            if let Some(listener) = listener {
+                listener.abort();
             }
         }));
     }

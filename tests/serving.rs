@@ -108,13 +108,23 @@ async fn health_and_reflection(backend: Backend) {
     h.stop().await;
 }
 
-/// A storage outage is UNAVAILABLE (retry), never UNAUTHENTICATED, and
-/// health follows it down and back up.
+/// A storage outage is UNAVAILABLE (retry), never UNAUTHENTICATED, for a
+/// credential the cache does not hold; one it holds keeps working. Health
+/// follows storage down and back up.
 #[tokio::test]
 async fn postgres_outage_is_unavailable_and_not_serving() {
     let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
     let owner = h.member("acme", "owner").await;
     let (_, secret) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let (_, cold) = h
         .create_key(
             &h.session(&owner),
             pb::KeyKind::Workspace,
@@ -143,20 +153,24 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
 
     let mut outcome = None;
     for _ in 0..5 {
-        outcome = Some(h.authenticate(&secret, "", &[]).await);
+        outcome = Some(h.authenticate(&cold, "", &[]).await);
         if outcome.as_ref().is_some_and(|r| r.is_err()) {
             break;
         }
     }
     assert_refused(outcome.unwrap(), Code::Unavailable, "STORAGE_UNAVAILABLE");
     wait_for_health(&h.channel, "", ServingStatus::NotServing).await;
+    assert!(
+        h.authenticate(&secret, "", &[]).await.is_ok(),
+        "a cached key rides out the outage"
+    );
 
     sqlx::query(sqlx::AssertSqlSafe(block(true)))
         .execute(&admin)
         .await
         .unwrap();
     wait_for_health(&h.channel, "", ServingStatus::Serving).await;
-    h.authenticate(&secret, "", &[]).await.unwrap();
+    h.authenticate(&cold, "", &[]).await.unwrap();
     admin.close().await;
     h.stop().await;
 }

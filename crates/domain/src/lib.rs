@@ -4,10 +4,12 @@
 
 pub mod admin;
 pub mod api_key;
+pub mod cache;
 pub mod clock;
 pub mod credential;
 pub mod directory;
 pub mod error;
+pub mod invalidation;
 pub mod oauth;
 pub mod principal;
 pub mod resolve;

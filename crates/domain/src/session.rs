@@ -133,6 +133,10 @@ impl SessionVerifier {
         })
     }
 
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
     /// Whether `text` has the shape of a JWT: three base64url parts.
     pub fn looks_like_jwt(text: &str) -> bool {
         let parts: Vec<&str> = text.split('.').collect();

@@ -8,12 +8,13 @@ use crate::clock::Timestamp;
 use crate::credential::SecretHash;
 use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
+use crate::invalidation::Invalidation;
 use crate::oauth::{AuthorizationCode, OAuthApp, OAuthToken};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: OAuthStore + Send + Sync + 'static {
+pub trait Store: OAuthStore + InvalidationStore + Send + Sync + 'static {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -105,4 +106,34 @@ pub trait OAuthStore: Send + Sync + 'static {
     /// A 32-byte secret shared by every replica: `candidate` is stored if
     /// none exists yet under `name`, and the stored one is returned.
     async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]>;
+}
+
+/// The invalidation log and what the known-credential filter is built from.
+#[async_trait]
+pub trait InvalidationStore: Send + Sync + 'static {
+    /// Log entries with an id above `cursor` or written since `since`
+    /// (PostgreSQL may commit ids out of order; re-reading a recent window
+    /// catches those, and applying an invalidation twice is harmless).
+    async fn invalidations_after(
+        &self,
+        cursor: i64,
+        since: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, Invalidation)>>;
+    /// The newest log id (0 when empty).
+    async fn invalidation_cursor(&self) -> StoreResult<i64>;
+    async fn prune_invalidations(&self, older_than: Timestamp) -> StoreResult<u64>;
+    /// API key hashes above `after`, in order, one page at a time.
+    async fn key_hashes_after(
+        &self,
+        after: Option<&SecretHash>,
+        limit: i64,
+    ) -> StoreResult<Vec<SecretHash>>;
+    /// Unexpired access-token hashes above `after`, one page at a time.
+    async fn access_token_hashes_after(
+        &self,
+        after: Option<&SecretHash>,
+        limit: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SecretHash>>;
 }

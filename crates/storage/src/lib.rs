@@ -71,6 +71,23 @@ impl Database {
         }
     }
 
+    /// For backends that can push changes (PostgreSQL LISTEN/NOTIFY): a
+    /// task that wakes `notify` when another replica logs an invalidation.
+    pub fn spawn_invalidation_listener(
+        &self,
+        notify: Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Database::Postgres(store) => {
+                let store = store.clone();
+                Some(tokio::spawn(async move {
+                    store.listen_for_invalidations(notify).await
+                }))
+            }
+            Database::Sqlite(_) => None,
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Database::Sqlite(store) => store.close().await,

@@ -101,12 +101,21 @@ macro_rules! impl_oauth_store {
             }
 
             async fn delete_app(&self, client_id: &str) -> velocity_domain::store::StoreResult<bool> {
-                sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
-                    .bind(client_id)
-                    .execute(&self.pool)
+                let classify = |e| crate::error::classify(e, "app");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let affected = sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
+                        .bind(client_id)
+                    .execute(&mut *tx)
                     .await
-                    .map(|done| done.rows_affected() == 1)
-                    .map_err(|e| crate::error::classify(e, "app"))
+                    .map_err(classify)?
+                    .rows_affected();
+                if affected > 0 {
+                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(affected == 1)
             }
 
             async fn insert_code(&self, code: &velocity_domain::oauth::AuthorizationCode) -> velocity_domain::store::StoreResult<()> {
@@ -217,13 +226,22 @@ macro_rules! impl_oauth_store {
             }
 
             async fn revoke_token(&self, id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<bool> {
-                sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(id)
-                    .bind(at.0)
-                    .execute(&self.pool)
+                let classify = |e| crate::error::classify(e, "token");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let affected = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                        .bind(id)
+                        .bind(at.0)
+                    .execute(&mut *tx)
                     .await
-                    .map(|done| done.rows_affected() == 1)
-                    .map_err(|e| crate::error::classify(e, "token"))
+                    .map_err(classify)?
+                    .rows_affected();
+                if affected > 0 {
+                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(affected == 1)
             }
 
             async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> velocity_domain::store::StoreResult<[u8; 32]> {
@@ -244,13 +262,22 @@ macro_rules! impl_oauth_store {
             }
 
             async fn revoke_family(&self, family_id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<u64> {
-                sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-                    .bind(family_id)
-                    .bind(at.0)
-                    .execute(&self.pool)
+                let classify = |e| crate::error::classify(e, "token");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let affected = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+                        .bind(family_id)
+                        .bind(at.0)
+                    .execute(&mut *tx)
                     .await
-                    .map(|done| done.rows_affected())
-                    .map_err(|e| crate::error::classify(e, "token"))
+                    .map_err(classify)?
+                    .rows_affected();
+                if affected > 0 {
+                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(affected)
             }
         }
     };

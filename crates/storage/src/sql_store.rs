@@ -11,10 +11,120 @@ pub(crate) const MEMBERSHIP_SELECT: &str = "SELECT w.id, w.slug, w.name, w.creat
 pub(crate) const API_KEY_COLUMNS: &str = "id, kind, key_hash, display, name, scopes, workspace_id, \
      user_id, created_by, created_at, expires_at, revoked_at, last_used_at";
 
+/// Milliseconds since the epoch by the machine's clock, for log rows.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Implements `velocity_domain::Store` for `$store`, whose `pool` field is a
-/// `sqlx::Pool<$db>`.
+/// `sqlx::Pool<$db>`. `$notify` is the statement, if any, that wakes other
+/// replicas when an invalidation commits.
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $notify:expr) => {
+        impl $store {
+            /// Appends to the invalidation log inside the caller's transaction.
+            async fn log_invalidation(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                invalidation: &velocity_domain::invalidation::Invalidation,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("INSERT INTO invalidations (payload, created_at) VALUES ($1, $2)")
+                    .bind(invalidation.encode())
+                    .bind(crate::sql_store::wall_clock_ms())
+                    .execute(&mut **tx)
+                    .await?;
+                let notify: Option<&'static str> = $notify;
+                if let Some(statement) = notify {
+                    sqlx::query(statement).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl velocity_domain::store::InvalidationStore for $store {
+            async fn invalidations_after(
+                &self,
+                cursor: i64,
+                since: velocity_domain::Timestamp,
+                limit: i64,
+            ) -> velocity_domain::store::StoreResult<Vec<(i64, velocity_domain::invalidation::Invalidation)>> {
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, payload FROM invalidations WHERE id > $1 OR created_at >= $2 ORDER BY id LIMIT $3",
+                )
+                .bind(cursor)
+                .bind(since.0)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "invalidation"))?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, payload)| {
+                        let decoded = velocity_domain::invalidation::Invalidation::decode(&payload);
+                        if decoded.is_none() {
+                            tracing::warn!(id, "unreadable invalidation skipped");
+                        }
+                        decoded.map(|inv| (id, inv))
+                    })
+                    .collect())
+            }
+
+            async fn invalidation_cursor(&self) -> velocity_domain::store::StoreResult<i64> {
+                sqlx::query_scalar::<$db, Option<i64>>("SELECT MAX(id) FROM invalidations")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|max| max.unwrap_or(0))
+                    .map_err(|e| crate::error::classify(e, "invalidation"))
+            }
+
+            async fn prune_invalidations(&self, older_than: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<u64> {
+                sqlx::query("DELETE FROM invalidations WHERE created_at < $1")
+                    .bind(older_than.0)
+                    .execute(&self.pool)
+                    .await
+                    .map(|done| done.rows_affected())
+                    .map_err(|e| crate::error::classify(e, "invalidation"))
+            }
+
+            async fn key_hashes_after(
+                &self,
+                after: Option<&velocity_domain::SecretHash>,
+                limit: i64,
+            ) -> velocity_domain::store::StoreResult<Vec<velocity_domain::SecretHash>> {
+                let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT key_hash FROM api_keys WHERE key_hash > $1 ORDER BY key_hash LIMIT $2",
+                )
+                .bind(after.map(|h| h.as_bytes().to_vec()).unwrap_or_default())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "key"))?;
+                Ok(rows.iter().filter_map(|b| velocity_domain::SecretHash::from_slice(b)).collect())
+            }
+
+            async fn access_token_hashes_after(
+                &self,
+                after: Option<&velocity_domain::SecretHash>,
+                limit: i64,
+                now: velocity_domain::Timestamp,
+            ) -> velocity_domain::store::StoreResult<Vec<velocity_domain::SecretHash>> {
+                let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT token_hash FROM oauth_tokens WHERE token_hash > $1 AND kind = 'access' \
+                     AND expires_at > $3 AND revoked_at IS NULL ORDER BY token_hash LIMIT $2",
+                )
+                .bind(after.map(|h| h.as_bytes().to_vec()).unwrap_or_default())
+                .bind(limit)
+                .bind(now.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| crate::error::classify(e, "token"))?;
+                Ok(rows.iter().filter_map(|b| velocity_domain::SecretHash::from_slice(b)).collect())
+            }
+        }
+
         #[async_trait::async_trait]
         impl velocity_domain::Store for $store {
             async fn ping(&self) -> velocity_domain::store::StoreResult<()> {
@@ -88,6 +198,8 @@ macro_rules! impl_store {
                 user: &velocity_domain::UserId,
                 role: velocity_domain::Role,
             ) -> velocity_domain::store::StoreResult<()> {
+                let classify = |e| crate::error::classify(e, "user or workspace");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
                 sqlx::query(
                     "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
                      ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
@@ -95,10 +207,13 @@ macro_rules! impl_store {
                 .bind(&workspace.0)
                 .bind(&user.0)
                 .bind(role.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
-                .map(|_| ())
-                .map_err(|e| crate::error::classify(e, "user or workspace"))
+                .map_err(classify)?;
+                Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::Membership(user.clone()))
+                    .await
+                    .map_err(classify)?;
+                tx.commit().await.map_err(classify)
             }
 
             async fn delete_membership(
@@ -106,13 +221,23 @@ macro_rules! impl_store {
                 workspace: &velocity_domain::WorkspaceId,
                 user: &velocity_domain::UserId,
             ) -> velocity_domain::store::StoreResult<bool> {
-                sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                let classify = |e| crate::error::classify(e, "membership");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let removed = sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
                     .bind(&workspace.0)
                     .bind(&user.0)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
-                    .map(|done| done.rows_affected() > 0)
-                    .map_err(|e| crate::error::classify(e, "membership"))
+                    .map_err(classify)?
+                    .rows_affected()
+                    > 0;
+                if removed {
+                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::Membership(user.clone()))
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(removed)
             }
 
             async fn membership_by_slug(
@@ -182,6 +307,8 @@ macro_rules! impl_store {
             }
 
             async fn insert_api_key(&self, key: &velocity_domain::ApiKey) -> velocity_domain::store::StoreResult<()> {
+                let classify = |e| crate::error::classify(e, "key");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO api_keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     crate::sql_store::API_KEY_COLUMNS
@@ -199,10 +326,13 @@ macro_rules! impl_store {
                 .bind(crate::rows::ms(key.expires_at))
                 .bind(crate::rows::ms(key.revoked_at))
                 .bind(crate::rows::ms(key.last_used_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
-                .map(|_| ())
-                .map_err(|e| crate::error::classify(e, "key"))
+                .map_err(classify)?;
+                Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::KeyCreated(key.hash))
+                    .await
+                    .map_err(classify)?;
+                tx.commit().await.map_err(classify)
             }
 
             async fn api_key_by_hash(
@@ -265,16 +395,29 @@ macro_rules! impl_store {
                 id: &velocity_domain::ApiKeyId,
                 at: velocity_domain::Timestamp,
             ) -> velocity_domain::store::StoreResult<Option<velocity_domain::Timestamp>> {
+                let classify = |e| crate::error::classify(e, "key");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
                 // COALESCE keeps the first revocation time: revoking is idempotent.
-                sqlx::query_scalar::<$db, i64>(
-                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING revoked_at",
+                let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+                     RETURNING revoked_at, key_hash",
                 )
                 .bind(&id.0)
                 .bind(at.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
-                .map(|t| t.map(velocity_domain::Timestamp))
-                .map_err(|e| crate::error::classify(e, "key"))
+                .map_err(classify)?;
+                let Some((revoked_at, hash)) = row else {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(None);
+                };
+                if let Some(hash) = velocity_domain::SecretHash::from_slice(&hash) {
+                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::KeyRevoked(hash))
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(Some(velocity_domain::Timestamp(revoked_at)))
             }
 
             async fn record_key_usage(

@@ -1,4 +1,10 @@
+use std::sync::Arc;
+
 use tracing::instrument;
+
+use crate::cache::MembershipKey;
+use crate::credential::SecretHash;
+use crate::directory::UserId;
 
 use crate::api_key::KeyKind;
 use crate::credential::{CredentialKind, Secret};
@@ -14,7 +20,8 @@ use super::{Service, limits};
 impl Service {
     /// Authenticate (CONTRACT §3): who is calling, in which workspace, with
     /// which scopes; refused with a reason otherwise.
-    #[instrument(skip_all, fields(slug = slug.unwrap_or_default()))]
+    // Debug level: at the default level the hot path creates no span.
+    #[instrument(level = "debug", skip_all, fields(slug = slug.unwrap_or_default()))]
     pub async fn authenticate(
         &self,
         credential: &str,
@@ -34,7 +41,7 @@ impl Service {
         let now = self.clock.now();
         let principal = resolve_principal(&verified, slug, membership.as_ref(), required, now)?;
         if let VerifiedCredential::WorkspaceKey { key, .. }
-        | VerifiedCredential::PersonalKey { key } = &verified
+        | VerifiedCredential::PersonalKey { key } = &*verified
         {
             self.usage.record(&key.id, now);
         }
@@ -56,87 +63,137 @@ impl Service {
     }
 
     /// Checks the credential's form and signature or checksum, then what
-    /// storage knows of it. Expiry and revocation are the rules' business.
-    async fn verify_credential(&self, credential: &str) -> Result<VerifiedCredential, Error> {
+    /// storage (or the cache in front of it) knows of it. Expiry and
+    /// revocation are the rules' business.
+    async fn verify_credential(&self, credential: &str) -> Result<Arc<VerifiedCredential>, Error> {
         let credential = strip_bearer(credential);
         if credential.is_empty() {
             return Err(Error::Unauthenticated(Reason::CredentialMissing));
         }
         if CredentialKind::of(credential).is_none() {
-            if !SessionVerifier::looks_like_jwt(credential) {
-                return Err(Error::Unauthenticated(Reason::CredentialMalformed));
-            }
-            let verifier = self
-                .sessions
-                .as_ref()
-                .ok_or(Error::Unauthenticated(Reason::CredentialKindNotAccepted))?;
-            let claims = verifier
-                .verify(credential)
-                .map_err(Error::Unauthenticated)?;
-            return Ok(VerifiedCredential::Session { claims });
+            return self.verify_session(credential).map(Arc::new);
         }
         let secret = Secret::parse(credential).map_err(Error::Unauthenticated)?;
         let hash = secret.hash();
-        match secret.kind() {
-            CredentialKind::WorkspaceKey | CredentialKind::PersonalKey => {
-                let key = self
-                    .store
-                    .api_key_by_hash(&hash)
-                    .await?
-                    .filter(|key| {
-                        key.hash.ct_eq(&hash) && key.kind.credential_kind() == secret.kind()
-                    })
-                    .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
-                match key.kind {
-                    KeyKind::Personal => Ok(VerifiedCredential::PersonalKey { key }),
-                    KeyKind::Workspace => {
-                        let workspace_id = key.workspace_id.as_ref().ok_or_else(|| {
-                            Error::Internal("workspace key without workspace".into())
-                        })?;
-                        let workspace = self
-                            .store
-                            .workspace_by_id(workspace_id)
-                            .await?
-                            .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
-                        Ok(VerifiedCredential::WorkspaceKey { key, workspace })
-                    }
-                }
+        if let Some(hit) = self.cache.credential(&hash) {
+            return Ok(hit);
+        }
+        let accepted = matches!(
+            secret.kind(),
+            CredentialKind::WorkspaceKey
+                | CredentialKind::PersonalKey
+                | CredentialKind::AccessToken
+        );
+        if !accepted {
+            return Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted));
+        }
+        // Never stored: refuse without storage. Tokens minted on another
+        // replica a moment ago may not be in our filter yet, so those get a
+        // small budget of lookups.
+        if self.cache.known().may_contain(&hash) == Some(false) {
+            let retry = secret.kind() == CredentialKind::AccessToken
+                && self.cache.allow_unknown_token_lookup();
+            if !retry {
+                return Err(Error::Unauthenticated(Reason::CredentialUnknown));
             }
-            CredentialKind::AccessToken => self.verify_access_token(&hash).await,
-            CredentialKind::RefreshToken
-            | CredentialKind::AuthorizationCode
-            | CredentialKind::ClientSecret => {
-                Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted))
+        }
+        let verified = Arc::new(self.lookup_credential(secret.kind(), &hash).await?);
+        self.cache.known().insert(&hash);
+        self.cache.put_credential(hash, verified.clone());
+        Ok(verified)
+    }
+
+    fn verify_session(&self, token: &str) -> Result<VerifiedCredential, Error> {
+        if !SessionVerifier::looks_like_jwt(token) {
+            return Err(Error::Unauthenticated(Reason::CredentialMalformed));
+        }
+        let verifier = self
+            .sessions
+            .as_ref()
+            .ok_or(Error::Unauthenticated(Reason::CredentialKindNotAccepted))?;
+        // A signature check (ES256 especially) costs far more than a hash.
+        let token_hash = SecretHash::of(token);
+        if let Some(claims) = self.cache.session(&token_hash) {
+            let leeway = i64::try_from(verifier.leeway_secs()).unwrap_or(0);
+            if claims.exp.saturating_add(leeway) <= self.clock.now().as_secs() {
+                return Err(Error::Unauthenticated(Reason::CredentialExpired));
+            }
+            return Ok(VerifiedCredential::Session {
+                claims: (*claims).clone(),
+            });
+        }
+        let claims = verifier.verify(token).map_err(Error::Unauthenticated)?;
+        self.cache.put_session(token_hash, Arc::new(claims.clone()));
+        Ok(VerifiedCredential::Session { claims })
+    }
+
+    /// What storage knows of a key or access token.
+    async fn lookup_credential(
+        &self,
+        kind: CredentialKind,
+        hash: &SecretHash,
+    ) -> Result<VerifiedCredential, Error> {
+        if kind == CredentialKind::AccessToken {
+            return self.verify_access_token(hash).await;
+        }
+        let key = self
+            .store
+            .api_key_by_hash(hash)
+            .await?
+            .filter(|key| key.hash.ct_eq(hash) && key.kind.credential_kind() == kind)
+            .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+        match key.kind {
+            KeyKind::Personal => Ok(VerifiedCredential::PersonalKey { key }),
+            KeyKind::Workspace => {
+                let workspace_id = key
+                    .workspace_id
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("workspace key without workspace".into()))?;
+                let workspace = self
+                    .store
+                    .workspace_by_id(workspace_id)
+                    .await?
+                    .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+                Ok(VerifiedCredential::WorkspaceKey { key, workspace })
             }
         }
     }
 
+    /// The membership the rules need, through the cache.
     async fn membership_for(
         &self,
         verified: &VerifiedCredential,
         slug: Option<&str>,
     ) -> Result<Option<Membership>, Error> {
+        let session_user;
         let lookup = match verified {
-            VerifiedCredential::Session { claims } => {
-                return match slug {
-                    Some(slug) => Ok(self
-                        .store
-                        .membership_by_slug(&crate::directory::UserId(claims.sub.clone()), slug)
-                        .await?),
-                    None => Ok(None),
-                };
-            }
+            VerifiedCredential::Session { claims } => match slug {
+                Some(slug) => {
+                    session_user = UserId(claims.sub.clone());
+                    Some((&session_user, MembershipLookup::BySlug(slug)))
+                }
+                None => None,
+            },
             other => other.membership_needed(slug),
         };
-        Ok(match lookup {
-            None => None,
-            Some((user, MembershipLookup::BySlug(slug))) => {
-                self.store.membership_by_slug(user, slug).await?
+        let Some((user, lookup)) = lookup else {
+            return Ok(None);
+        };
+        let key = match lookup {
+            MembershipLookup::BySlug(slug) => MembershipKey::BySlug(user.clone(), slug.to_owned()),
+            MembershipLookup::ById(workspace) => {
+                MembershipKey::ById(user.clone(), workspace.clone())
             }
-            Some((user, MembershipLookup::ById(workspace))) => {
-                self.store.membership(workspace, user).await?
-            }
-        })
+        };
+        if let Some(hit) = self.cache.membership(&key) {
+            return Ok(hit);
+        }
+        let found = match lookup {
+            MembershipLookup::BySlug(slug) => self.store.membership_by_slug(user, slug).await?,
+            MembershipLookup::ById(workspace) => self.store.membership(workspace, user).await?,
+        };
+        self.cache.put_membership(key, found.clone());
+        Ok(found)
     }
 }
 

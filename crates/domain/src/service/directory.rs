@@ -79,6 +79,7 @@ impl Service {
         self.store
             .upsert_membership(&workspace.id, user, role)
             .await?;
+        self.after_change().await;
         Ok(Membership {
             workspace,
             user_id: user.clone(),
@@ -91,6 +92,7 @@ impl Service {
         if !self.store.delete_membership(&workspace.id, user).await? {
             return Err(Error::NotFound("membership"));
         }
+        self.after_change().await;
         Ok(())
     }
 

@@ -133,6 +133,7 @@ impl Service {
             last_used_at: None,
         };
         self.store.insert_api_key(&key).await?;
+        self.cache.known().insert(&key.hash);
         tracing::info!(key_id = %key.id, kind = %key.kind, "api key created");
         Ok((key, secret))
     }
@@ -172,6 +173,7 @@ impl Service {
             .revoke_api_key(key_id, self.clock.now())
             .await?
             .ok_or(Error::NotFound("key"))?;
+        self.after_change().await;
         tracing::info!(key_id = %key_id, "api key revoked");
         Ok(revoked_at)
     }

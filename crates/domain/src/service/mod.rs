@@ -2,6 +2,7 @@
 
 mod authenticate;
 mod directory;
+mod invalidations;
 mod keys;
 mod oauth;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 pub use keys::{KeySpec, NewKey};
 pub use oauth::{ClientAuth, Introspection, IssuedTokens};
 
+use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::session::SessionVerifier;
@@ -28,12 +30,14 @@ pub mod limits {
 pub struct ServiceConfig {
     /// Longest lifetime a caller may give a new API key, in seconds.
     pub max_key_lifetime_secs: i64,
+    pub cache: CacheConfig,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_key_lifetime_secs: 5 * 365 * 24 * 3600,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     sessions: Option<Arc<SessionVerifier>>,
     usage: Arc<UsageRecorder>,
+    cache: Arc<VerificationCache>,
+    sync: Arc<invalidations::SyncState>,
     config: ServiceConfig,
 }
 
@@ -60,6 +66,8 @@ impl Service {
             clock,
             sessions: sessions.map(Arc::new),
             usage: Arc::new(UsageRecorder::default()),
+            cache: Arc::new(VerificationCache::new(&config.cache)),
+            sync: Arc::new(invalidations::SyncState::default()),
             config,
         }
     }

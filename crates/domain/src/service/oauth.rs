@@ -129,6 +129,7 @@ impl Service {
         if !self.store.delete_app(client_id).await? {
             return Err(Error::NotFound("app"));
         }
+        self.after_change().await;
         tracing::info!(client_id, "oauth app deleted with its codes and tokens");
         Ok(())
     }
@@ -322,6 +323,7 @@ impl Service {
                 "the code was already used; tokens issued from it are revoked",
             ));
         }
+        self.cache.known().insert(&issued.access_token.hash());
         Ok(issued)
     }
 
@@ -403,6 +405,7 @@ impl Service {
                 "the refresh token was already used; its family is revoked",
             ));
         }
+        self.cache.known().insert(&issued.access_token.hash());
         Ok(issued)
     }
 
@@ -428,6 +431,7 @@ impl Service {
                 self.store.revoke_token(&stored.id, now).await?;
             }
         }
+        self.after_change().await;
         tracing::info!(client_id = %app.client_id, kind = stored.kind.as_str(), "oauth token revoked");
         Ok(())
     }
@@ -517,6 +521,7 @@ impl Service {
         what: &str,
     ) -> Result<(), Error> {
         let revoked = self.store.revoke_family(family_id, now).await?;
+        self.after_change().await;
         tracing::warn!(family_id, revoked, "{what} reused; token family revoked");
         Ok(())
     }

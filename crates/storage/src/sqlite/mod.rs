@@ -43,5 +43,5 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite);
+impl_store!(SqliteStore, sqlx::Sqlite, None);
 impl_oauth_store!(SqliteStore, sqlx::Sqlite);

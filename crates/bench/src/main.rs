@@ -1,0 +1,146 @@
+//! `velocity-bench`: seeds a Velocity Auth server, drives each scenario
+//! for a fixed time after a warm-up, and reports throughput and latency
+//! next to grpc.health's, the ceiling of the same transport on the same
+//! machine. Progress goes to stderr; the table and a JSON line to stdout.
+
+mod cli;
+mod drive;
+mod report;
+mod scenarios;
+mod seed;
+mod server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::drive::Load;
+use crate::report::{Report, ScenarioResult};
+use crate::scenarios::Scenario;
+use crate::seed::{Fixtures, SessionMinter};
+use crate::server::Target;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The in-process server logs through tracing; keep it to warnings so
+    // per-request logging does not become part of what is measured.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    cli.validate()?;
+    let order = scenarios::run_order(&cli.scenarios);
+    scenarios::reject_unwired(&order)?;
+    let run_time = Duration::from_secs((cli.warmup_secs + cli.duration_secs) * order.len() as u64);
+    let minter = SessionMinter::new(&cli.jwt_secret, &cli.jwt_issuer, run_time)?;
+    if cli.print_jwks {
+        println!("{}", serde_json::to_string_pretty(&minter.jwks()?)?);
+        return Ok(());
+    }
+
+    let target = Target::start(&cli, &minter).await?;
+    let result = bench(&cli, &order, &minter, &target).await;
+    target.stop().await;
+    let report = result?;
+
+    print!("{}", report.table());
+    let json = serde_json::to_string(&report)?;
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+async fn bench(
+    cli: &Cli,
+    order: &[Scenario],
+    minter: &SessionMinter,
+    target: &Target,
+) -> anyhow::Result<Report> {
+    let channels = drive::connect(&target.url, cli.connections).await?;
+
+    let seeding = Instant::now();
+    let directory = seed::directory(channels[0].clone(), &cli.admin_token, minter).await?;
+    let cold_sample = match (&target.database, cli.keys) {
+        (_, 0) => Vec::new(),
+        (Some(database), count) => {
+            eprintln!("seeding {count} keys into {} ...", target.backend);
+            seed::bulk_keys(
+                database.store(),
+                &directory,
+                count,
+                cli.sample,
+                cli.seed_concurrency,
+            )
+            .await?
+        }
+        (None, _) => {
+            eprintln!("not seeding --keys: a --target run needs its --database-url for that");
+            Vec::new()
+        }
+    };
+    let keys = if cold_sample.is_empty() { 0 } else { cli.keys };
+    let seed_secs = seeding.elapsed().as_secs_f64();
+    eprintln!("seeding took {seed_secs:.2}s ({keys} bulk keys)");
+
+    let fixtures = Arc::new(Fixtures {
+        user_id: directory.user_id,
+        slug: directory.slug,
+        workspace_key: directory.workspace_key,
+        personal_key: directory.personal_key,
+        cold_sample,
+    });
+    let load = Load {
+        concurrency: cli.concurrency,
+        warmup: Duration::from_secs(cli.warmup_secs),
+        duration: Duration::from_secs(cli.duration_secs),
+        rate: cli.rate,
+    };
+
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    for &scenario in order {
+        if let Some(why) = scenario.unavailable(&fixtures) {
+            eprintln!("skipping {}: {why}", scenario.name());
+            continue;
+        }
+        eprintln!(
+            "running {} ({}s warm-up + {}s) ...",
+            scenario.name(),
+            cli.warmup_secs,
+            cli.duration_secs
+        );
+        let outcome = drive::run(scenario, &channels, &fixtures, minter, &load).await?;
+        for (kind, count) in &outcome.error_kinds {
+            eprintln!("  {count} x {kind}");
+        }
+        let health = results.first().filter(|r| r.scenario == Scenario::Health);
+        let result = ScenarioResult::new(scenario, &outcome, health);
+        results.push(result);
+    }
+
+    Ok(Report {
+        version: velocity_auth::VERSION,
+        backend: target.backend.clone(),
+        target: target.url.clone(),
+        in_process: cli.target.is_none(),
+        keys,
+        cold_sample: fixtures.cold_sample.len(),
+        seed_secs,
+        concurrency: cli.concurrency,
+        connections: cli.connections,
+        rate: cli.rate,
+        warmup_secs: cli.warmup_secs,
+        duration_secs: cli.duration_secs,
+        scenarios: results,
+    })
+}
