@@ -65,6 +65,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 64)]
     pub seed_concurrency: usize,
 
+    /// Authorization codes minted ahead for `token_endpoint` (each call
+    /// exchanges one, then refreshes the tokens it got).
+    #[arg(long, default_value_t = 30_000)]
+    pub codes: usize,
+
     /// Scenarios to run, comma-separated; `health` always runs first.
     /// Default: every wired scenario.
     #[arg(long, value_delimiter = ',', value_enum)]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod drive;
+mod oauth;
 mod report;
 mod scenarios;
 mod seed;
@@ -38,7 +39,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.validate()?;
     let order = scenarios::run_order(&cli.scenarios);
-    scenarios::reject_unwired(&order)?;
     let run_time = Duration::from_secs((cli.warmup_secs + cli.duration_secs) * order.len() as u64);
     let minter = SessionMinter::new(&cli.jwt_secret, &cli.jwt_issuer, run_time)?;
     if cli.print_jwks {
@@ -90,10 +90,41 @@ async fn bench(
         }
     };
     let keys = if cold_sample.is_empty() { 0 } else { cli.keys };
-    let seed_secs = seeding.elapsed().as_secs_f64();
-    eprintln!("seeding took {seed_secs:.2}s ({keys} bulk keys)");
+    eprintln!(
+        "seeding took {:.2}s ({keys} bulk keys)",
+        seeding.elapsed().as_secs_f64()
+    );
 
+    let wants_oauth = order
+        .iter()
+        .any(|s| matches!(s, Scenario::OauthAccessToken | Scenario::TokenEndpoint));
+    let oauth = match (&target.service, wants_oauth) {
+        (Some((service, http_url)), true) => {
+            eprintln!(
+                "seeding an OAuth app and {} authorization codes ...",
+                cli.codes
+            );
+            Some(
+                oauth::seed(
+                    service,
+                    http_url.clone(),
+                    &directory.user_id,
+                    &directory.slug,
+                    cli.codes,
+                    cli.seed_concurrency,
+                )
+                .await?,
+            )
+        }
+        (None, true) => {
+            eprintln!("OAuth scenarios need the in-process server (no --target)");
+            None
+        }
+        _ => None,
+    };
+    let seed_secs = seeding.elapsed().as_secs_f64();
     let fixtures = Arc::new(Fixtures {
+        oauth,
         user_id: directory.user_id,
         slug: directory.slug,
         workspace_key: directory.workspace_key,
@@ -119,12 +150,22 @@ async fn bench(
             cli.warmup_secs,
             cli.duration_secs
         );
+        let before = storage_lookups(target).await;
         let outcome = drive::run(scenario, &channels, &fixtures, minter, &load).await?;
+        // PostgreSQL publishes a backend's table counters within a second.
+        let after = match before {
+            Some(_) => {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                storage_lookups(target).await
+            }
+            None => None,
+        };
         for (kind, count) in &outcome.error_kinds {
             eprintln!("  {count} x {kind}");
         }
         let health = results.first().filter(|r| r.scenario == Scenario::Health);
-        let result = ScenarioResult::new(scenario, &outcome, health);
+        let mut result = ScenarioResult::new(scenario, &outcome, health);
+        result.storage_lookups = before.zip(after).map(|(b, a)| a - b);
         results.push(result);
     }
 
@@ -143,4 +184,19 @@ async fn bench(
         duration_secs: cli.duration_secs,
         scenarios: results,
     })
+}
+
+/// Scans of the credential tables so far (PostgreSQL only).
+async fn storage_lookups(target: &Target) -> Option<i64> {
+    let Some(velocity_storage::Database::Postgres(store)) = &target.database else {
+        return None;
+    };
+    sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT SUM(COALESCE(idx_scan, 0) + COALESCE(seq_scan, 0))::BIGINT FROM pg_stat_user_tables \
+         WHERE relname IN ('api_keys', 'oauth_tokens')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .ok()
+    .flatten()
 }

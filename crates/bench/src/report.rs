@@ -40,6 +40,10 @@ pub struct ScenarioResult {
     pub throughput_vs_health: Option<f64>,
     /// p99 over health's p99.
     pub p99_vs_health: Option<f64>,
+    /// PostgreSQL only: index and sequential scans of `api_keys` and
+    /// `oauth_tokens` during the scenario (warm-up included), from
+    /// pg_stat_user_tables: how many lookups reached storage.
+    pub storage_lookups: Option<i64>,
 }
 
 impl ScenarioResult {
@@ -72,6 +76,7 @@ impl ScenarioResult {
             max_us: outcome.latency.max(),
             throughput_vs_health: ratio(throughput, health_throughput),
             p99_vs_health: ratio(p99_us as f64, health_p99 as f64),
+            storage_lookups: None,
         }
     }
 }
@@ -115,10 +120,14 @@ impl Report {
             "x thru",
             "x p99"
         );
+        let lookups = |r: &ScenarioResult| {
+            r.storage_lookups
+                .map_or_else(|| "-".to_owned(), |n| n.to_string())
+        };
         for r in &self.scenarios {
             let _ = writeln!(
                 out,
-                "{:<18} {:>10} {:>7} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+                "{:<18} {:>10} {:>7} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}   db lookups {}",
                 r.scenario.name(),
                 r.calls,
                 r.errors,
@@ -129,6 +138,7 @@ impl Report {
                 ms(r.max_us),
                 times(r.throughput_vs_health),
                 times(r.p99_vs_health),
+                lookups(r),
             );
         }
         let _ = writeln!(

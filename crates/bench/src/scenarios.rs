@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -38,18 +37,16 @@ pub enum Scenario {
     UnknownKey,
     /// A random key from the seeded sample of `--keys` keys.
     ColdKeys,
-    // EXTENSION POINT (OAuth): not wired yet. When OAuth lands, seed a
-    // client + consent in `seed.rs`, then replace the `not_wired` arms in
-    // `Caller::new` and `Caller::call` below.
-    /// Authenticate with an OAuth access token (`velo_`). Not wired yet.
+    /// Authenticate with an OAuth access token (`velo_`).
     OauthAccessToken,
-    /// Exchange or refresh at the token endpoint. Not wired yet.
+    /// Over HTTP: exchange a fresh code at `/api/oauth/token`, then refresh
+    /// the refresh token it returned. One call is both requests.
     TokenEndpoint,
 }
 
 impl Scenario {
     /// The scenarios a default run measures, ceiling first.
-    pub const WIRED: [Scenario; 7] = [
+    pub const WIRED: [Scenario; 9] = [
         Scenario::Health,
         Scenario::WorkspaceKey,
         Scenario::PersonalKeySlug,
@@ -57,6 +54,8 @@ impl Scenario {
         Scenario::SessionEs256,
         Scenario::UnknownKey,
         Scenario::ColdKeys,
+        Scenario::OauthAccessToken,
+        Scenario::TokenEndpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,14 +78,12 @@ impl Scenario {
             Scenario::ColdKeys if fixtures.cold_sample.is_empty() => {
                 Some("no seeded keys (--keys 0, or --target without --database-url)".into())
             }
-            Scenario::OauthAccessToken | Scenario::TokenEndpoint => Some(not_wired(self)),
+            Scenario::OauthAccessToken | Scenario::TokenEndpoint if fixtures.oauth.is_none() => {
+                Some("OAuth fixtures need the in-process server".into())
+            }
             _ => None,
         }
     }
-}
-
-fn not_wired(scenario: Scenario) -> String {
-    format!("scenario {} is not wired yet", scenario.name())
 }
 
 /// One worker's client and per-worker credentials for one scenario.
@@ -99,6 +96,13 @@ pub struct Caller {
     /// would send; minted once because real tokens live for an hour.
     session: String,
     rng: StdRng,
+    /// Keep-alive HTTP/1.1 connections to the token endpoint.
+    http: reqwest::Client,
+    /// Never-stored keys, made before the run so the client's CSPRNG calls
+    /// are not measured as server time (the server keeps no negative cache,
+    /// so a repeat is as unknown as a new one).
+    unknown: Vec<String>,
+    next_unknown: usize,
 }
 
 impl Caller {
@@ -111,9 +115,6 @@ impl Caller {
         let session = match scenario {
             Scenario::SessionHs256 => minter.hs256(&fixtures.user_id)?,
             Scenario::SessionEs256 => minter.es256(&fixtures.user_id)?,
-            Scenario::OauthAccessToken | Scenario::TokenEndpoint => {
-                anyhow::bail!(not_wired(scenario))
-            }
             _ => String::new(),
         };
         Ok(Caller {
@@ -123,6 +124,19 @@ impl Caller {
             fixtures,
             session,
             rng: StdRng::from_os_rng(),
+            http: reqwest::Client::new(),
+            unknown: if scenario == Scenario::UnknownKey {
+                (0..4096)
+                    .map(|_| {
+                        Secret::generate(CredentialKind::WorkspaceKey)
+                            .expose()
+                            .to_owned()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            next_unknown: 0,
         })
     }
 
@@ -155,8 +169,13 @@ impl Caller {
                 expect_user(&principal, pb::PrincipalKind::Session, &fx, "issues:read")
             }
             Scenario::UnknownKey => {
-                let secret = Secret::generate(CredentialKind::WorkspaceKey);
-                match self.authenticate(secret.expose(), "", "issues:read").await {
+                self.next_unknown = (self.next_unknown + 1) % self.unknown.len().max(1);
+                let secret = self
+                    .unknown
+                    .get(self.next_unknown)
+                    .cloned()
+                    .unwrap_or_default();
+                match self.authenticate(&secret, "", "issues:read").await {
                     Ok(_) => Err("unknown key was accepted".into()),
                     Err(AuthError::Status(status)) => {
                         expect_refusal(&status, Code::Unauthenticated, "CREDENTIAL_UNKNOWN")
@@ -171,8 +190,82 @@ impl Caller {
                     .await?;
                 expect_workspace_key(&principal, &fx, "issues:read")
             }
-            Scenario::OauthAccessToken | Scenario::TokenEndpoint => Err(not_wired(self.scenario)),
+            Scenario::OauthAccessToken => {
+                let oauth = fx.oauth.as_ref().ok_or("no OAuth fixtures")?;
+                let principal = self
+                    .authenticate(&oauth.access_token, "", "issues:write")
+                    .await?;
+                if principal.kind != pb::PrincipalKind::OauthAccessToken as i32
+                    || principal.client_id != oauth.client_id
+                {
+                    return Err("access token resolved to the wrong principal".into());
+                }
+                expect_user(
+                    &principal,
+                    pb::PrincipalKind::OauthAccessToken,
+                    &fx,
+                    "issues:write",
+                )
+            }
+            Scenario::TokenEndpoint => self.token_endpoint(&fx).await,
         }
+    }
+
+    async fn token_endpoint(&self, fx: &Fixtures) -> Result<(), String> {
+        let oauth = fx.oauth.as_ref().ok_or("no OAuth fixtures")?;
+        let (code, verifier) = oauth
+            .take_code()
+            .ok_or("code pool exhausted (raise --codes)")?;
+        let url = format!("{}/api/oauth/token", oauth.http_url);
+        let exchange = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", crate::oauth::REDIRECT),
+            ("client_id", oauth.client_id.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let tokens = self.post_token(&url, &exchange).await?;
+        let refresh_token = tokens["refresh_token"]
+            .as_str()
+            .ok_or("no refresh_token")?
+            .to_owned();
+        let refresh = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+            ("client_id", oauth.client_id.as_str()),
+        ];
+        let rotated = self.post_token(&url, &refresh).await?;
+        if rotated["refresh_token"].as_str() == Some(refresh_token.as_str()) {
+            return Err("refresh token was not rotated".into());
+        }
+        Ok(())
+    }
+
+    async fn post_token(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<serde_json::Value, String> {
+        let response = self
+            .http
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.map_err(|e| format!("body: {e}"))?;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("token endpoint {status}: {}", body["error"]));
+        }
+        let access = body["access_token"].as_str().unwrap_or_default();
+        if !access.starts_with("velo_")
+            || body["token_type"] != "Bearer"
+            || body["expires_in"] != 3600
+        {
+            return Err(format!("malformed token response {body}"));
+        }
+        Ok(body)
     }
 
     async fn check_health(&mut self) -> Result<(), String> {
@@ -327,20 +420,6 @@ pub fn run_order(requested: &[Scenario]) -> Vec<Scenario> {
     order
 }
 
-/// Fails early, before seeding, on scenarios that can never run.
-pub fn reject_unwired(order: &[Scenario]) -> anyhow::Result<()> {
-    for &scenario in order {
-        if matches!(
-            scenario,
-            Scenario::OauthAccessToken | Scenario::TokenEndpoint
-        ) {
-            return Err(anyhow::anyhow!(not_wired(scenario)))
-                .context("remove it from --scenarios until OAuth is wired");
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,12 +429,5 @@ mod tests {
         let order = run_order(&[Scenario::UnknownKey, Scenario::Health, Scenario::UnknownKey]);
         assert_eq!(order, vec![Scenario::Health, Scenario::UnknownKey]);
         assert_eq!(run_order(&[]), Scenario::WIRED.to_vec());
-    }
-
-    #[test]
-    fn oauth_scenarios_are_refused_until_wired() {
-        assert!(reject_unwired(&Scenario::WIRED).is_ok());
-        assert!(reject_unwired(&[Scenario::OauthAccessToken]).is_err());
-        assert!(reject_unwired(&[Scenario::TokenEndpoint]).is_err());
     }
 }

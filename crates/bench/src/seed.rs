@@ -35,6 +35,8 @@ pub struct Fixtures {
     pub personal_key: String,
     /// Secrets of bulk-seeded keys (all in `slug`'s workspace).
     pub cold_sample: Vec<String>,
+    /// Present when an OAuth scenario was asked for (in-process runs only).
+    pub oauth: Option<crate::oauth::OAuthFixtures>,
 }
 
 /// The ES256 test fixture key; the only private key the repository ships.

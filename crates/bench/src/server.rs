@@ -21,6 +21,8 @@ pub struct Target {
     /// Storage for bulk seeding: the in-process server's own pool, or one
     /// opened on `--database-url` next to a remote server.
     pub database: Option<Database>,
+    /// The in-process server's use-cases and HTTP address, for OAuth seeding.
+    pub service: Option<(velocity_domain::Service, String)>,
     server: Option<RunningServer>,
     temp_files: Vec<PathBuf>,
 }
@@ -49,6 +51,7 @@ impl Target {
                 .map_or("remote", |db| db.backend())
                 .to_owned(),
             database,
+            service: None,
             server: None,
             temp_files: Vec::new(),
         })
@@ -93,6 +96,10 @@ impl Target {
             url: format!("http://{}", server.grpc_addr),
             backend: server.database.backend().to_owned(),
             database: Some(server.database.clone()),
+            service: Some((
+                server.service.clone(),
+                format!("http://{}", server.http_addr),
+            )),
             server: Some(server),
             temp_files,
         })

@@ -15,9 +15,16 @@ use crate::session::SessionClaims;
 /// storage knows about it.
 #[derive(Clone, Debug)]
 pub enum VerifiedCredential {
-    WorkspaceKey { key: ApiKey, workspace: Workspace },
-    PersonalKey { key: ApiKey },
-    Session { claims: SessionClaims },
+    WorkspaceKey {
+        key: ApiKey,
+        workspace: Workspace,
+    },
+    PersonalKey {
+        key: ApiKey,
+    },
+    Session {
+        claims: std::sync::Arc<SessionClaims>,
+    },
     AccessToken(AccessTokenGrant),
 }
 
@@ -257,13 +264,13 @@ mod tests {
 
     fn session() -> VerifiedCredential {
         VerifiedCredential::Session {
-            claims: SessionClaims {
+            claims: std::sync::Arc::new(SessionClaims {
                 sub: "ada".into(),
                 exp: NOW.as_secs() + 3600,
                 role: Some("authenticated".into()),
                 session_id: Some("sess-1".into()),
                 email: None,
-            },
+            }),
         }
     }
 

@@ -31,7 +31,8 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthApi {
-    #[instrument(skip_all)]
+    // Debug level: no span on the hot path at the default log level.
+    #[instrument(level = "debug", skip_all)]
     async fn authenticate(
         &self,
         request: Request<pb::AuthenticateRequest>,

@@ -74,10 +74,6 @@ impl Service {
             return self.verify_session(credential).map(Arc::new);
         }
         let secret = Secret::parse(credential).map_err(Error::Unauthenticated)?;
-        let hash = secret.hash();
-        if let Some(hit) = self.cache.credential(&hash) {
-            return Ok(hit);
-        }
         let accepted = matches!(
             secret.kind(),
             CredentialKind::WorkspaceKey
@@ -87,10 +83,16 @@ impl Service {
         if !accepted {
             return Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted));
         }
-        // Never stored: refuse without storage. Tokens minted on another
-        // replica a moment ago may not be in our filter yet, so those get a
-        // small budget of lookups.
-        if self.cache.known().may_contain(&hash) == Some(false) {
+        let hash = secret.hash();
+        // Never stored: refuse without storage (the filter is cheaper than a
+        // cache miss, so it goes first). Tokens minted on another replica a
+        // moment ago may not be in our filter yet, so those get a small
+        // budget of lookups.
+        let unseen = self.cache.known().may_contain(&hash) == Some(false);
+        if !unseen && let Some(hit) = self.cache.credential(&hash) {
+            return Ok(hit);
+        }
+        if unseen {
             let retry = secret.kind() == CredentialKind::AccessToken
                 && self.cache.allow_unknown_token_lookup();
             if !retry {
@@ -118,12 +120,10 @@ impl Service {
             if claims.exp.saturating_add(leeway) <= self.clock.now().as_secs() {
                 return Err(Error::Unauthenticated(Reason::CredentialExpired));
             }
-            return Ok(VerifiedCredential::Session {
-                claims: (*claims).clone(),
-            });
+            return Ok(VerifiedCredential::Session { claims });
         }
-        let claims = verifier.verify(token).map_err(Error::Unauthenticated)?;
-        self.cache.put_session(token_hash, Arc::new(claims.clone()));
+        let claims = Arc::new(verifier.verify(token).map_err(Error::Unauthenticated)?);
+        self.cache.put_session(token_hash, claims.clone());
         Ok(VerifiedCredential::Session { claims })
     }
 
