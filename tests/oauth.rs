@@ -881,6 +881,84 @@ async fn revocation_and_introspection(backend: Backend) {
     h.stop().await;
 }
 
+async fn app_secret_rotation_and_deletion(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ada = h.member("acme", "owner").await;
+    let app = h.register_app(true, SCOPES).await;
+    let old_secret = app.secret.clone().unwrap();
+    let mut apps = pb::o_auth_app_service_client::OAuthAppServiceClient::new(h.channel.clone());
+    let listed = apps
+        .list_apps(common::admin(pb::ListAppsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.apps.iter().any(|a| a.client_id == app.client_id
+            && a.client_type == pb::ClientType::Confidential as i32)
+    );
+    assert!(
+        !format!("{listed:?}").contains(&old_secret[5..]),
+        "listings never show secrets"
+    );
+    assert_refused(
+        apps.list_apps(pb::ListAppsRequest {}).await,
+        Code::Unauthenticated,
+        "ADMIN_TOKEN_INVALID",
+    );
+
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let new_secret = apps
+        .rotate_app_secret(common::admin(pb::RotateAppSecretRequest {
+            client_id: app.client_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    assert!(new_secret.starts_with("vels_") && new_secret != old_secret);
+    let exchange = |secret: &str| {
+        h.token(TokenBody::Json(
+            json!({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "client_id": app.client_id, "client_secret": secret, "code_verifier": verifier}),
+        ))
+    };
+    let (status, _, body) = exchange(&old_secret).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let (status, _, body) = exchange(&new_secret).await;
+    assert_eq!(status, StatusCode::OK);
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    assert!(h.authenticate(&access, "", &[]).await.is_ok());
+
+    apps.delete_app(common::admin(pb::DeleteAppRequest {
+        client_id: app.client_id.clone(),
+    }))
+    .await
+    .unwrap();
+    assert_refused(
+        h.authenticate(&access, "", &[]).await,
+        Code::Unauthenticated,
+        "CREDENTIAL_UNKNOWN",
+    );
+    assert_refused(
+        apps.delete_app(common::admin(pb::DeleteAppRequest {
+            client_id: app.client_id.clone(),
+        }))
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let (status, _, _) = exchange(&new_secret).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a deleted app is an unknown client"
+    );
+    h.stop().await;
+}
+
 /// A client library nobody here wrote: the `oauth2` crate, for a public and
 /// a confidential client (it sends form-encoded bodies, secrets by Basic).
 async fn oauth2_crate_drives_the_flow(backend: Backend) {
@@ -997,4 +1075,5 @@ for_each_backend!(
     grpc_exchange_and_refresh_share_the_implementation,
     revocation_and_introspection,
     oauth2_crate_drives_the_flow,
+    app_secret_rotation_and_deletion,
 );

@@ -111,14 +111,18 @@ pub trait OAuthStore: Send + Sync + 'static {
 /// The invalidation log and what the known-credential filter is built from.
 #[async_trait]
 pub trait InvalidationStore: Send + Sync + 'static {
-    /// Log entries with an id above `cursor` or written since `since`
-    /// (PostgreSQL may commit ids out of order; re-reading a recent window
-    /// catches those, and applying an invalidation twice is harmless).
+    /// Log entries with an id above `cursor`, oldest first, at most `limit`.
     async fn invalidations_after(
         &self,
         cursor: i64,
-        since: Timestamp,
         limit: i64,
+    ) -> StoreResult<Vec<(i64, Invalidation)>>;
+    /// Log entries with ids in `from..=to` (to look again for ids a
+    /// PostgreSQL sequence handed out but had not committed when we read).
+    async fn invalidations_between(
+        &self,
+        from: i64,
+        to: i64,
     ) -> StoreResult<Vec<(i64, Invalidation)>>;
     /// The newest log id (0 when empty).
     async fn invalidation_cursor(&self) -> StoreResult<i64>;

@@ -19,6 +19,20 @@ pub(crate) fn wall_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
+pub(crate) fn decode_invalidations(
+    rows: Vec<(i64, String)>,
+) -> Vec<(i64, velocity_domain::invalidation::Invalidation)> {
+    rows.into_iter()
+        .filter_map(|(id, payload)| {
+            let decoded = velocity_domain::invalidation::Invalidation::decode(&payload);
+            if decoded.is_none() {
+                tracing::warn!(id, "unreadable invalidation skipped");
+            }
+            decoded.map(|inv| (id, inv))
+        })
+        .collect()
+}
+
 /// Implements `velocity_domain::Store` for `$store`, whose `pool` field is a
 /// `sqlx::Pool<$db>`. `$notify` is the statement, if any, that wakes other
 /// replicas when an invalidation commits.
@@ -48,28 +62,31 @@ macro_rules! impl_store {
             async fn invalidations_after(
                 &self,
                 cursor: i64,
-                since: velocity_domain::Timestamp,
                 limit: i64,
             ) -> velocity_domain::store::StoreResult<Vec<(i64, velocity_domain::invalidation::Invalidation)>> {
-                let rows: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT id, payload FROM invalidations WHERE id > $1 OR created_at >= $2 ORDER BY id LIMIT $3",
-                )
-                .bind(cursor)
-                .bind(since.0)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| crate::error::classify(e, "invalidation"))?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|(id, payload)| {
-                        let decoded = velocity_domain::invalidation::Invalidation::decode(&payload);
-                        if decoded.is_none() {
-                            tracing::warn!(id, "unreadable invalidation skipped");
-                        }
-                        decoded.map(|inv| (id, inv))
-                    })
-                    .collect())
+                let rows: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT id, payload FROM invalidations WHERE id > $1 ORDER BY id LIMIT $2")
+                        .bind(cursor)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(|e| crate::error::classify(e, "invalidation"))?;
+                Ok(crate::sql_store::decode_invalidations(rows))
+            }
+
+            async fn invalidations_between(
+                &self,
+                from: i64,
+                to: i64,
+            ) -> velocity_domain::store::StoreResult<Vec<(i64, velocity_domain::invalidation::Invalidation)>> {
+                let rows: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT id, payload FROM invalidations WHERE id >= $1 AND id <= $2 ORDER BY id")
+                        .bind(from)
+                        .bind(to)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(|e| crate::error::classify(e, "invalidation"))?;
+                Ok(crate::sql_store::decode_invalidations(rows))
             }
 
             async fn invalidation_cursor(&self) -> velocity_domain::store::StoreResult<i64> {

@@ -1,7 +1,10 @@
 //! Keeping this replica's cache and known-credential filter in step with
 //! storage: loaded once at start, then fed from the invalidation log.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::credential::SecretHash;
@@ -10,17 +13,32 @@ use crate::error::Error;
 use super::Service;
 
 const PAGE: i64 = 10_000;
-/// Log rows are re-read for this long: PostgreSQL may commit sequence ids
-/// out of order, and applying an invalidation twice is harmless.
-const REREAD_WINDOW_SECS: i64 = 5;
-/// Log rows are kept this long; a replica cut off longer clears its cache.
+/// How long an id the log skipped is looked for again. A PostgreSQL
+/// sequence hands out ids before commit, so a later id can commit first;
+/// a rolled-back transaction leaves a gap for good.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+/// Log rows are kept this long.
 pub const LOG_RETENTION_SECS: i64 = 3600;
+/// A replica that could not read the log for this long may have missed
+/// pruned rows, so it starts again from a clean cache.
+const STALE_AFTER: Duration = Duration::from_secs(LOG_RETENTION_SECS as u64 / 2);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SyncState {
     cursor: AtomicI64,
-    /// Set when a poll failed: the next good one starts from a clean cache.
-    interrupted: AtomicBool,
+    /// Ids below the cursor not seen yet, with when they were first missed.
+    gaps: Mutex<BTreeMap<i64, Instant>>,
+    last_success: Mutex<Instant>,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        SyncState {
+            cursor: AtomicI64::new(0),
+            gaps: Mutex::new(BTreeMap::new()),
+            last_success: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 impl Service {
@@ -62,33 +80,86 @@ impl Service {
         Ok(loaded)
     }
 
-    /// Applies what the log holds past our cursor. Called on every wake-up
-    /// (NOTIFY), on a timer, and after every local change.
+    /// Applies what the log holds past our cursor, and any late commits
+    /// below it. Called on every wake-up (NOTIFY), on a timer, and after
+    /// every local change; concurrent calls are harmless (applying an
+    /// invalidation twice changes nothing).
     pub async fn sync_invalidations(&self) -> Result<usize, Error> {
-        // Log rows carry the writer's wall-clock time, so compare with ours.
-        let since = Timestamp(SystemClock.now().0 - REREAD_WINDOW_SECS * 1000);
-        let cursor = self.sync.cursor.load(Ordering::Acquire);
-        let rows = match self.store.invalidations_after(cursor, since, PAGE).await {
-            Ok(rows) => rows,
-            Err(err) => {
-                self.sync.interrupted.store(true, Ordering::Release);
-                return Err(err.into());
-            }
+        let applied = match self.read_log().await {
+            Ok(applied) => applied,
+            Err(err) => return Err(err),
         };
-        if self.sync.interrupted.swap(false, Ordering::AcqRel) {
-            self.cache.clear();
+        if let Ok(mut last) = self.sync.last_success.lock() {
+            if last.elapsed() > STALE_AFTER {
+                self.cache.clear();
+            }
+            *last = Instant::now();
         }
-        let mut newest = cursor;
+        Ok(applied)
+    }
+
+    async fn read_log(&self) -> Result<usize, Error> {
+        let mut applied = 0;
+        loop {
+            let cursor = self.sync.cursor.load(Ordering::Acquire);
+            let rows = self.store.invalidations_after(cursor, PAGE).await?;
+            let mut expected = cursor + 1;
+            let now = Instant::now();
+            for (id, invalidation) in &rows {
+                self.cache.apply(invalidation);
+                if let Ok(mut gaps) = self.sync.gaps.lock() {
+                    for missing in expected..*id {
+                        gaps.entry(missing).or_insert(now);
+                    }
+                    gaps.remove(id);
+                }
+                expected = expected.max(id + 1);
+            }
+            applied += rows.len();
+            if let Some((last, _)) = rows.last() {
+                self.sync.cursor.fetch_max(*last, Ordering::AcqRel);
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        applied += self.recheck_gaps().await?;
+        Ok(applied)
+    }
+
+    async fn recheck_gaps(&self) -> Result<usize, Error> {
+        let range = match self.sync.gaps.lock() {
+            Ok(mut gaps) => {
+                gaps.retain(|_, first_missed| first_missed.elapsed() < GAP_PATIENCE);
+                gaps.keys()
+                    .next()
+                    .copied()
+                    .zip(gaps.keys().next_back().copied())
+            }
+            Err(_) => None,
+        };
+        let Some((from, to)) = range else {
+            return Ok(0);
+        };
+        let rows = self.store.invalidations_between(from, to).await?;
+        let mut applied = 0;
         for (id, invalidation) in &rows {
-            self.cache.apply(invalidation);
-            newest = newest.max(*id);
+            let was_missing = self
+                .sync
+                .gaps
+                .lock()
+                .map(|mut g| g.remove(id).is_some())
+                .unwrap_or(false);
+            if was_missing {
+                self.cache.apply(invalidation);
+                applied += 1;
+            }
         }
-        self.sync.cursor.fetch_max(newest, Ordering::AcqRel);
-        Ok(rows.len())
+        Ok(applied)
     }
 
     /// After a local change: apply it here at once rather than at the next
-    /// poll. A failure leaves it to the poll (and marks the cache for a reset).
+    /// poll. A failure leaves it to the poll.
     pub(super) async fn after_change(&self) {
         if let Err(err) = self.sync_invalidations().await {
             tracing::warn!(error = %err, "could not apply a local change to the cache; the next poll will");
@@ -97,6 +168,7 @@ impl Service {
 
     /// Deletes log rows every replica has had time to read.
     pub async fn prune_invalidations(&self) -> Result<u64, Error> {
+        // Log rows carry the writer's wall-clock time, so compare with ours.
         let cutoff = Timestamp(SystemClock.now().0 - LOG_RETENTION_SECS * 1000);
         Ok(self.store.prune_invalidations(cutoff).await?)
     }
