@@ -70,6 +70,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 30_000)]
     pub codes: usize,
 
+    /// Where the cold-key sample is saved after seeding, and read from when
+    /// `--keys 0`: seed a million keys once, measure many times.
+    #[arg(long)]
+    pub sample_file: Option<std::path::PathBuf>,
+
     /// Scenarios to run, comma-separated; `health` always runs first.
     /// Default: every wired scenario.
     #[arg(long, value_delimiter = ',', value_enum)]

@@ -71,8 +71,22 @@ async fn bench(
 
     let seeding = Instant::now();
     let directory = seed::directory(channels[0].clone(), &cli.admin_token, minter).await?;
+    let mut cold_slug = directory.slug.clone();
     let cold_sample = match (&target.database, cli.keys) {
-        (_, 0) => Vec::new(),
+        (_, 0) => match &cli.sample_file {
+            Some(path) if path.exists() => {
+                let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+                cold_slug = saved["slug"].as_str().unwrap_or_default().to_owned();
+                let sample: Vec<String> = serde_json::from_value(saved["secrets"].clone())?;
+                eprintln!(
+                    "read {} cold keys of workspace {cold_slug} from {}",
+                    sample.len(),
+                    path.display()
+                );
+                sample
+            }
+            _ => Vec::new(),
+        },
         (Some(database), count) => {
             eprintln!("seeding {count} keys into {} ...", target.backend);
             seed::bulk_keys(
@@ -89,6 +103,12 @@ async fn bench(
             Vec::new()
         }
     };
+    if cli.keys > 0
+        && let Some(path) = &cli.sample_file
+    {
+        let saved = serde_json::json!({ "slug": cold_slug, "secrets": cold_sample });
+        std::fs::write(path, serde_json::to_vec(&saved)?)?;
+    }
     let keys = if cold_sample.is_empty() { 0 } else { cli.keys };
     eprintln!(
         "seeding took {:.2}s ({keys} bulk keys)",
@@ -125,6 +145,7 @@ async fn bench(
     let seed_secs = seeding.elapsed().as_secs_f64();
     let fixtures = Arc::new(Fixtures {
         oauth,
+        cold_slug,
         user_id: directory.user_id,
         slug: directory.slug,
         workspace_key: directory.workspace_key,

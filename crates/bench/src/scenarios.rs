@@ -188,7 +188,13 @@ impl Caller {
                 let principal = self
                     .authenticate(&fx.cold_sample[index], "", "issues:read")
                     .await?;
-                expect_workspace_key(&principal, &fx, "issues:read")
+                if principal.workspace_slug != fx.cold_slug {
+                    return Err(format!(
+                        "cold key resolved to workspace {:?}",
+                        principal.workspace_slug
+                    ));
+                }
+                Ok(())
             }
             Scenario::OauthAccessToken => {
                 let oauth = fx.oauth.as_ref().ok_or("no OAuth fixtures")?;

@@ -35,6 +35,8 @@ pub struct Fixtures {
     pub personal_key: String,
     /// Secrets of bulk-seeded keys (all in `slug`'s workspace).
     pub cold_sample: Vec<String>,
+    /// The workspace the cold keys belong to.
+    pub cold_slug: String,
     /// Present when an OAuth scenario was asked for (in-process runs only).
     pub oauth: Option<crate::oauth::OAuthFixtures>,
 }

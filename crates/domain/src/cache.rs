@@ -14,7 +14,7 @@ use fastbloom::AtomicBloomFilter;
 use moka::sync::Cache;
 
 use crate::credential::SecretHash;
-use crate::directory::{Membership, UserId, WorkspaceId};
+use crate::directory::{Membership, UserId, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
 use crate::resolve::VerifiedCredential;
 use crate::session::SessionClaims;
@@ -64,6 +64,8 @@ impl MembershipKey {
 pub struct VerificationCache {
     credentials: Cache<SecretHash, Arc<VerifiedCredential>>,
     memberships: Cache<MembershipKey, Option<Membership>>,
+    /// Workspaces by id: a cold key then costs one storage round trip, not two.
+    workspaces: Cache<WorkspaceId, Workspace>,
     sessions: Cache<SecretHash, Arc<SessionClaims>>,
     known: KnownCredentials,
     token_budget: Budget,
@@ -81,6 +83,10 @@ impl VerificationCache {
                 .max_capacity(config.max_memberships)
                 .time_to_live(config.ttl)
                 .support_invalidation_closures()
+                .build(),
+            workspaces: Cache::builder()
+                .max_capacity(config.max_memberships)
+                .time_to_live(config.ttl)
                 .build(),
             // Session answers depend on nothing mutable but time, which the
             // verifier re-checks on every hit.
@@ -107,6 +113,14 @@ impl VerificationCache {
 
     pub fn put_membership(&self, key: MembershipKey, membership: Option<Membership>) {
         self.memberships.insert(key, membership);
+    }
+
+    pub fn workspace(&self, id: &WorkspaceId) -> Option<Workspace> {
+        self.workspaces.get(id)
+    }
+
+    pub fn put_workspace(&self, workspace: Workspace) {
+        self.workspaces.insert(workspace.id.clone(), workspace);
     }
 
     pub fn session(&self, token_hash: &SecretHash) -> Option<Arc<SessionClaims>> {
@@ -149,6 +163,7 @@ impl VerificationCache {
     pub fn clear(&self) {
         self.credentials.invalidate_all();
         self.memberships.invalidate_all();
+        self.workspaces.invalidate_all();
     }
 }
 

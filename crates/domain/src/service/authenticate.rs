@@ -149,14 +149,27 @@ impl Service {
                     .workspace_id
                     .as_ref()
                     .ok_or_else(|| Error::Internal("workspace key without workspace".into()))?;
-                let workspace = self
-                    .store
-                    .workspace_by_id(workspace_id)
-                    .await?
-                    .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+                let workspace = self.workspace_by_id(workspace_id).await?;
                 Ok(VerifiedCredential::WorkspaceKey { key, workspace })
             }
         }
+    }
+
+    /// A key's workspace, through the cache (workspaces do not change).
+    pub(super) async fn workspace_by_id(
+        &self,
+        id: &crate::directory::WorkspaceId,
+    ) -> Result<crate::directory::Workspace, Error> {
+        if let Some(hit) = self.cache.workspace(id) {
+            return Ok(hit);
+        }
+        let workspace = self
+            .store
+            .workspace_by_id(id)
+            .await?
+            .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+        self.cache.put_workspace(workspace.clone());
+        Ok(workspace)
     }
 
     /// The membership the rules need, through the cache.

@@ -498,11 +498,7 @@ impl Service {
             .await?
             .filter(|t| t.kind == TokenKind::Access && t.hash.ct_eq(hash))
             .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
-        let workspace = self
-            .store
-            .workspace_by_id(&token.workspace_id)
-            .await?
-            .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+        let workspace = self.workspace_by_id(&token.workspace_id).await?;
         Ok(VerifiedCredential::AccessToken(AccessTokenGrant {
             token_id: token.id,
             user_id: token.user_id,
