@@ -12,6 +12,11 @@ mod seed;
 mod server;
 
 use std::sync::Arc;
+
+/// The same allocator as the `velocity-auth` binary, so the in-process
+/// server is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
