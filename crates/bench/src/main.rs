@@ -178,14 +178,7 @@ async fn bench(
         );
         let before = storage_lookups(target).await;
         let outcome = drive::run(scenario, &channels, &fixtures, minter, &load).await?;
-        // PostgreSQL publishes a backend's table counters within a second.
-        let after = match before {
-            Some(_) => {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                storage_lookups(target).await
-            }
-            None => None,
-        };
+        let after = storage_lookups(target).await;
         for (kind, count) in &outcome.error_kinds {
             eprintln!("  {count} x {kind}");
         }
@@ -212,17 +205,9 @@ async fn bench(
     })
 }
 
-/// Scans of the credential tables so far (PostgreSQL only).
+/// Authenticate's trips to storage so far, as the in-process server counts
+/// them (keys, tokens, memberships, workspaces; not usage flushes).
 async fn storage_lookups(target: &Target) -> Option<i64> {
-    let Some(velocity_storage::Database::Postgres(store)) = &target.database else {
-        return None;
-    };
-    sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT SUM(COALESCE(idx_scan, 0) + COALESCE(seq_scan, 0))::BIGINT FROM pg_stat_user_tables \
-         WHERE relname IN ('api_keys', 'oauth_tokens')",
-    )
-    .fetch_one(store.pool())
-    .await
-    .ok()
-    .flatten()
+    let (service, _) = target.service.as_ref()?;
+    i64::try_from(service.storage_lookups()).ok()
 }

@@ -40,9 +40,8 @@ pub struct ScenarioResult {
     pub throughput_vs_health: Option<f64>,
     /// p99 over health's p99.
     pub p99_vs_health: Option<f64>,
-    /// PostgreSQL only: index and sequential scans of `api_keys` and
-    /// `oauth_tokens` during the scenario (warm-up included), from
-    /// pg_stat_user_tables: how many lookups reached storage.
+    /// In-process only: Authenticate's trips to storage during the scenario
+    /// (warm-up included), counted by the server.
     pub storage_lookups: Option<i64>,
 }
 

@@ -63,6 +63,10 @@ impl MembershipKey {
 
 pub struct VerificationCache {
     credentials: Cache<SecretHash, Arc<VerifiedCredential>>,
+    /// Access tokens apart from keys: a burst of one-off key lookups must
+    /// not cost the hot tokens their places, and token revocations can
+    /// drop all tokens without touching keys.
+    tokens: Cache<SecretHash, Arc<VerifiedCredential>>,
     memberships: Cache<MembershipKey, Option<Membership>>,
     /// Workspaces by id: a cold key then costs one storage round trip, not two.
     workspaces: Cache<WorkspaceId, Workspace>,
@@ -78,6 +82,10 @@ impl VerificationCache {
                 .max_capacity(config.max_credentials)
                 .time_to_live(config.ttl)
                 .support_invalidation_closures()
+                .build(),
+            tokens: Cache::builder()
+                .max_capacity(config.max_credentials)
+                .time_to_live(config.ttl)
                 .build(),
             memberships: Cache::builder()
                 .max_capacity(config.max_memberships)
@@ -104,7 +112,15 @@ impl VerificationCache {
     }
 
     pub fn put_credential(&self, hash: SecretHash, credential: Arc<VerifiedCredential>) {
-        self.credentials.insert(hash, credential);
+        if matches!(*credential, VerifiedCredential::AccessToken(_)) {
+            self.tokens.insert(hash, credential);
+        } else {
+            self.credentials.insert(hash, credential);
+        }
+    }
+
+    pub fn token(&self, hash: &SecretHash) -> Option<Arc<VerifiedCredential>> {
+        self.tokens.get(hash)
     }
 
     pub fn membership(&self, key: &MembershipKey) -> Option<Option<Membership>> {
@@ -151,17 +167,14 @@ impl VerificationCache {
                     .memberships
                     .invalidate_entries_if(move |key, _| key.user() == &user);
             }
-            Invalidation::AccessTokens => {
-                let _ = self.credentials.invalidate_entries_if(|_, cred| {
-                    matches!(**cred, VerifiedCredential::AccessToken(_))
-                });
-            }
+            Invalidation::AccessTokens => self.tokens.invalidate_all(),
         }
     }
 
     /// Drops everything (after the invalidation feed was interrupted).
     pub fn clear(&self) {
         self.credentials.invalidate_all();
+        self.tokens.invalidate_all();
         self.memberships.invalidate_all();
         self.workspaces.invalidate_all();
     }
@@ -272,5 +285,46 @@ mod tests {
         let budget = Budget::new(3);
         let granted = (0..10).filter(|_| budget.take()).count();
         assert!(granted <= 3 || budget.epoch.elapsed() >= Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod churn_tests {
+    use super::*;
+    use crate::credential::{CredentialKind, Secret};
+    use crate::session::SessionClaims;
+
+    /// A burst of one-off lookups (cold keys) must not push out an entry
+    /// that is read all the time.
+    #[test]
+    fn hot_entry_survives_a_burst_of_cold_ones() {
+        let cache = VerificationCache::new(&CacheConfig::default());
+        let cold = || {
+            Arc::new(VerifiedCredential::Session {
+                claims: Arc::new(SessionClaims {
+                    sub: "u".into(),
+                    exp: 0,
+                    role: None,
+                    session_id: None,
+                    email: None,
+                }),
+            })
+        };
+        for _ in 0..50_000 {
+            cache.put_credential(
+                Secret::generate(CredentialKind::WorkspaceKey).hash(),
+                cold(),
+            );
+        }
+        let hot = Secret::generate(CredentialKind::AccessToken).hash();
+        cache.put_credential(hot, cold());
+        let mut misses = 0;
+        for _ in 0..10_000 {
+            if cache.credential(&hot).is_none() {
+                misses += 1;
+                cache.put_credential(hot, cold());
+            }
+        }
+        assert_eq!(misses, 0, "the hot entry was dropped {misses} times");
     }
 }

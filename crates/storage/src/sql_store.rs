@@ -19,6 +19,22 @@ pub(crate) fn wall_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Keys per usage UPDATE (two parameters each, well under SQLite's limit).
+pub(crate) const USAGE_CHUNK: usize = 500;
+
+/// `UPDATE … FROM (SELECT $1, $2 UNION ALL …)`: SQLite (3.33+) and
+/// PostgreSQL both accept it; never moves `last_used_at` backwards.
+pub(crate) fn usage_update(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| format!("SELECT ${} AS id, ${} AS at", 2 * i + 1, 2 * i + 2))
+        .collect();
+    format!(
+        "UPDATE api_keys SET last_used_at = u.at FROM ({}) AS u \
+         WHERE api_keys.id = u.id AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < u.at)",
+        values.join(" UNION ALL ")
+    )
+}
+
 pub(crate) fn decode_invalidations(
     rows: Vec<(i64, String)>,
 ) -> Vec<(i64, velocity_domain::invalidation::Invalidation)> {
@@ -441,19 +457,19 @@ macro_rules! impl_store {
                 &self,
                 usage: &[(velocity_domain::ApiKeyId, velocity_domain::Timestamp)],
             ) -> velocity_domain::store::StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(|e| crate::error::classify(e, "key usage"))?;
-                for (id, at) in usage {
-                    sqlx::query(
-                        "UPDATE api_keys SET last_used_at = $2 \
-                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-                    )
-                    .bind(&id.0)
-                    .bind(at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| crate::error::classify(e, "key usage"))?;
+                let classify = |e| crate::error::classify(e, "key usage");
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                // One statement per chunk: a flush after a burst of distinct
+                // keys must not become tens of thousands of round trips.
+                for chunk in usage.chunks(crate::sql_store::USAGE_CHUNK) {
+                    let sql = crate::sql_store::usage_update(chunk.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (id, at) in chunk {
+                        query = query.bind(&id.0).bind(at.0);
+                    }
+                    query.execute(&mut *tx).await.map_err(classify)?;
                 }
-                tx.commit().await.map_err(|e| crate::error::classify(e, "key usage"))
+                tx.commit().await.map_err(classify)
             }
         }
     };

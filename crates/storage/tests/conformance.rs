@@ -225,6 +225,11 @@ async fn key_story(store: Arc<dyn Store>) {
         .record_key_usage(&[(personal.id.clone(), Timestamp(65))])
         .await
         .unwrap();
+    // Flushes larger than one statement's chunk.
+    let many: Vec<_> = (0..1200)
+        .map(|i| (ApiKeyId(format!("missing-{i}")), Timestamp(80)))
+        .collect();
+    store.record_key_usage(&many).await.unwrap();
     let used = store.api_key_by_id(&personal.id).await.unwrap().unwrap();
     assert_eq!(
         used.last_used_at,

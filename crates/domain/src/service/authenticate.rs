@@ -89,8 +89,14 @@ impl Service {
         // moment ago may not be in our filter yet, so those get a small
         // budget of lookups.
         let unseen = self.cache.known().may_contain(&hash) == Some(false);
-        if !unseen && let Some(hit) = self.cache.credential(&hash) {
-            return Ok(hit);
+        if !unseen {
+            let hit = match secret.kind() {
+                CredentialKind::AccessToken => self.cache.token(&hash),
+                _ => self.cache.credential(&hash),
+            };
+            if let Some(hit) = hit {
+                return Ok(hit);
+            }
         }
         if unseen {
             let retry = secret.kind() == CredentialKind::AccessToken
@@ -133,6 +139,7 @@ impl Service {
         kind: CredentialKind,
         hash: &SecretHash,
     ) -> Result<VerifiedCredential, Error> {
+        self.count_lookup();
         if kind == CredentialKind::AccessToken {
             return self.verify_access_token(hash).await;
         }
@@ -163,6 +170,7 @@ impl Service {
         if let Some(hit) = self.cache.workspace(id) {
             return Ok(hit);
         }
+        self.count_lookup();
         let workspace = self
             .store
             .workspace_by_id(id)
@@ -201,6 +209,7 @@ impl Service {
         if let Some(hit) = self.cache.membership(&key) {
             return Ok(hit);
         }
+        self.count_lookup();
         let found = match lookup {
             MembershipLookup::BySlug(slug) => self.store.membership_by_slug(user, slug).await?,
             MembershipLookup::ById(workspace) => self.store.membership(workspace, user).await?,

@@ -51,6 +51,9 @@ pub struct Service {
     usage: Arc<UsageRecorder>,
     cache: Arc<VerificationCache>,
     sync: Arc<invalidations::SyncState>,
+    /// Authenticate's trips to storage (keys, tokens, memberships,
+    /// workspaces): what the cache and the filter are there to avoid.
+    storage_lookups: Arc<std::sync::atomic::AtomicU64>,
     config: ServiceConfig,
 }
 
@@ -68,6 +71,7 @@ impl Service {
             usage: Arc::new(UsageRecorder::default()),
             cache: Arc::new(VerificationCache::new(&config.cache)),
             sync: Arc::new(invalidations::SyncState::default()),
+            storage_lookups: Arc::default(),
             config,
         }
     }
@@ -78,6 +82,17 @@ impl Service {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// How many times Authenticate has gone to storage since start.
+    pub fn storage_lookups(&self) -> u64 {
+        self.storage_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_lookup(&self) {
+        self.storage_lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes batched `last_used_at` values; the server calls this on a timer
