@@ -62,7 +62,7 @@ pub struct ServeConfig {
 
     /// How often the invalidation log is polled, in milliseconds; PostgreSQL
     /// replicas are also woken at once by NOTIFY.
-    #[arg(long, env = "VELOCITY_INVALIDATION_POLL_MS", default_value_t = 500)]
+    #[arg(long, env = "VELOCITY_INVALIDATION_POLL_MS", default_value_t = 100)]
     pub invalidation_poll_ms: u64,
 
     /// How long shutdown waits for in-flight requests, in milliseconds.
@@ -118,7 +118,7 @@ impl ServeConfig {
             health_interval_ms: 5000,
             shutdown_grace_ms: 2000,
             cache_ttl_ms: 10_000,
-            invalidation_poll_ms: 500,
+            invalidation_poll_ms: 100,
         }
     }
 

@@ -164,7 +164,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                 }
                 polls += 1;
                 // About every ten minutes at the default poll interval.
-                if polls.is_multiple_of(1200)
+                if polls.is_multiple_of(6000)
                     && let Err(err) = service.prune_invalidations().await
                 {
                     tracing::warn!(error = %err, "pruning the invalidation log failed");
