@@ -112,21 +112,30 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     {
         let (service, token) = (service.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            let stop = async move { token.cancelled().await };
-            if let Err(err) =
-                velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await
-            {
+            let stop = {
+                let token = token.clone();
+                async move { token.cancelled().await }
+            };
+            let result =
+                velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await;
+            if let Err(err) = result {
                 tracing::error!(error = %err, "gRPC server failed");
             }
+            // Either listener ending takes the whole process down with it.
+            token.cancel();
         }));
     }
     {
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let stop = async move { token.cancelled().await };
+            let stop = {
+                let token = token.clone();
+                async move { token.cancelled().await }
+            };
             if let Err(err) = velocity_http::serve_http(http_state, http_listener, stop).await {
                 tracing::error!(error = %err, "HTTP server failed");
             }
+            token.cancel();
         }));
     }
     {

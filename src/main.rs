@@ -36,9 +36,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve) => {
             let server = velocity_auth::start(cli.serve, Arc::new(SystemClock)).await?;
-            velocity_auth::shutdown_signal().await;
+            let stopped = server.shutdown_token();
+            let failed = tokio::select! {
+                _ = velocity_auth::shutdown_signal() => false,
+                _ = stopped.cancelled() => true,
+            };
             tracing::info!("shutting down");
             server.shutdown().await;
+            if failed {
+                anyhow::bail!("a listener stopped unexpectedly; see the log above");
+            }
             Ok(())
         }
         Some(command) => cli::run(command, &cli.serve.database).await,

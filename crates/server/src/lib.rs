@@ -69,8 +69,9 @@ pub async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
     let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection_v1, reflection_v1alpha) else {
-        // The descriptor sets are compiled in; failing here is a build bug.
-        tracing::error!("reflection descriptors are invalid; serving without reflection");
+        // The descriptor sets are compiled in, so this is a build bug; say
+        // so loudly rather than serve a port that `grpcurl list` cannot read.
+        tracing::error!("reflection descriptors are invalid (a build bug); gRPC is not served");
         return Ok(());
     };
 
