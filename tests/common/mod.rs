@@ -40,6 +40,13 @@ pub struct Harness {
     jwks_path: PathBuf,
 }
 
+/// A failed test still removes its JWKS file (its database guard drops too).
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.jwks_path);
+    }
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
