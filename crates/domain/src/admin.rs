@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::credential::strip_bearer;
 use crate::error::{Error, Reason};
 
 #[derive(Clone)]
@@ -20,11 +21,7 @@ impl AdminToken {
     }
 
     pub fn check(&self, presented: &str) -> Result<(), Error> {
-        let presented = presented.trim();
-        let presented = presented
-            .strip_prefix("Bearer ")
-            .or_else(|| presented.strip_prefix("bearer "))
-            .unwrap_or(presented);
+        let presented = strip_bearer(presented);
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         match &self.0 {
             Some(expected) if bool::from(expected.ct_eq(&digest)) => Ok(()),

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use fastbloom::AtomicBloomFilter;
 use moka::sync::Cache;
 
-use crate::credential::SecretHash;
-use crate::directory::{Membership, UserId, Workspace, WorkspaceId};
+use crate::credential::{CredentialKind, SecretHash};
+use crate::directory::{Membership, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
-use crate::resolve::VerifiedCredential;
+use crate::resolve::{MembershipKey, VerifiedCredential};
 use crate::session::SessionClaims;
 
 #[derive(Clone, Debug)]
@@ -42,21 +42,6 @@ impl Default for CacheConfig {
             max_memberships: 200_000,
             filter_bits: 32 * 1024 * 1024,
             unknown_token_lookups_per_sec: 500,
-        }
-    }
-}
-
-/// Which membership a lookup asked for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum MembershipKey {
-    BySlug(UserId, String),
-    ById(UserId, WorkspaceId),
-}
-
-impl MembershipKey {
-    fn user(&self) -> &UserId {
-        match self {
-            MembershipKey::BySlug(user, _) | MembershipKey::ById(user, _) => user,
         }
     }
 }
@@ -107,8 +92,16 @@ impl VerificationCache {
         }
     }
 
-    pub fn credential(&self, hash: &SecretHash) -> Option<Arc<VerifiedCredential>> {
-        self.credentials.get(hash)
+    /// A cached key (`vel_`, `velu_`) or access token (`velo_`).
+    pub fn credential(
+        &self,
+        kind: CredentialKind,
+        hash: &SecretHash,
+    ) -> Option<Arc<VerifiedCredential>> {
+        match kind {
+            CredentialKind::AccessToken => self.tokens.get(hash),
+            _ => self.credentials.get(hash),
+        }
     }
 
     pub fn put_credential(&self, hash: SecretHash, credential: Arc<VerifiedCredential>) {
@@ -117,10 +110,6 @@ impl VerificationCache {
         } else {
             self.credentials.insert(hash, credential);
         }
-    }
-
-    pub fn token(&self, hash: &SecretHash) -> Option<Arc<VerifiedCredential>> {
-        self.tokens.get(hash)
     }
 
     pub fn membership(&self, key: &MembershipKey) -> Option<Option<Membership>> {
@@ -320,7 +309,10 @@ mod churn_tests {
         cache.put_credential(hot, cold());
         let mut misses = 0;
         for _ in 0..10_000 {
-            if cache.credential(&hot).is_none() {
+            if cache
+                .credential(CredentialKind::WorkspaceKey, &hot)
+                .is_none()
+            {
                 misses += 1;
                 cache.put_credential(hot, cold());
             }

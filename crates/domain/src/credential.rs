@@ -93,6 +93,16 @@ impl Secret {
 
     /// Parses a presented secret, checking shape and checksum without storage.
     pub fn parse(text: &str) -> Result<Secret, Reason> {
+        let kind = Self::validate(text)?;
+        Ok(Secret {
+            kind,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Checks shape and checksum without copying the secret: what
+    /// Authenticate needs before it hashes the text for the lookup.
+    pub fn validate(text: &str) -> Result<CredentialKind, Reason> {
         if text.len() > MAX_CREDENTIAL_LEN {
             return Err(Reason::CredentialMalformed);
         }
@@ -102,14 +112,10 @@ impl Secret {
             return Err(Reason::CredentialMalformed);
         }
         let (signed, check) = text.split_at(text.len() - CHECK_LEN);
-        let expected = checksum(signed);
-        if !bool::from(expected.as_bytes().ct_eq(check.as_bytes())) {
+        if !bool::from(checksum_digits(signed).ct_eq(check.as_bytes())) {
             return Err(Reason::CredentialChecksumMismatch);
         }
-        Ok(Secret {
-            kind,
-            text: text.to_owned(),
-        })
+        Ok(kind)
     }
 
     pub fn kind(&self) -> CredentialKind {
@@ -145,19 +151,32 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Tolerates a credential passed with its `Bearer ` scheme.
+pub fn strip_bearer(credential: &str) -> &str {
+    let trimmed = credential.trim();
+    match trimmed.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => trimmed[7..].trim_start(),
+        _ => trimmed,
+    }
+}
+
 fn is_base62(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
 /// CRC32 of `signed`, as six zero-padded base62 digits.
 pub fn checksum(signed: &str) -> String {
+    checksum_digits(signed).iter().map(|&b| b as char).collect()
+}
+
+fn checksum_digits(signed: &str) -> [u8; CHECK_LEN] {
     let mut n = crc32fast::hash(signed.as_bytes()) as u64;
     let mut out = [b'0'; CHECK_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    out.iter().map(|&b| b as char).collect()
+    out
 }
 
 /// SHA-256 of a secret: the only form in which secrets are stored.

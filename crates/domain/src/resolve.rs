@@ -5,7 +5,7 @@
 
 use crate::api_key::ApiKey;
 use crate::clock::Timestamp;
-use crate::directory::{Membership, UserId, Workspace};
+use crate::directory::{Membership, UserId, Workspace, WorkspaceId};
 use crate::error::{Error, Reason};
 use crate::principal::{Principal, PrincipalKind};
 use crate::scope::ScopeSet;
@@ -41,30 +41,40 @@ pub struct AccessTokenGrant {
 }
 
 impl VerifiedCredential {
-    /// The user whose membership the rules need, and in which workspace:
-    /// `Some((user, None))` means "look the membership up by the slug".
-    pub fn membership_needed<'a>(
-        &'a self,
-        slug: Option<&'a str>,
-    ) -> Option<(&'a UserId, MembershipLookup<'a>)> {
+    /// The membership the rules need for this credential and slug, if any:
+    /// by slug for personal keys and sessions, by the token's workspace for
+    /// access tokens. Workspace keys need none.
+    pub fn membership_needed(&self, slug: Option<&str>) -> Option<MembershipKey> {
         match self {
             VerifiedCredential::WorkspaceKey { .. } => None,
             VerifiedCredential::PersonalKey { key } => {
-                let user = key.user_id.as_ref()?;
-                slug.map(|s| (user, MembershipLookup::BySlug(s)))
+                let user = key.user_id.clone()?;
+                slug.map(|s| MembershipKey::BySlug(user, s.to_owned()))
             }
-            VerifiedCredential::Session { .. } => None,
-            VerifiedCredential::AccessToken(grant) => {
-                Some((&grant.user_id, MembershipLookup::ById(&grant.workspace.id)))
+            VerifiedCredential::Session { claims } => {
+                slug.map(|s| MembershipKey::BySlug(UserId(claims.sub.clone()), s.to_owned()))
             }
+            VerifiedCredential::AccessToken(grant) => Some(MembershipKey::ById(
+                grant.user_id.clone(),
+                grant.workspace.id.clone(),
+            )),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MembershipLookup<'a> {
-    BySlug(&'a str),
-    ById(&'a crate::directory::WorkspaceId),
+/// Which membership a lookup asks for; also the cache's key for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MembershipKey {
+    BySlug(UserId, String),
+    ById(UserId, WorkspaceId),
+}
+
+impl MembershipKey {
+    pub fn user(&self) -> &UserId {
+        match self {
+            MembershipKey::BySlug(user, _) | MembershipKey::ById(user, _) => user,
+        }
+    }
 }
 
 /// Applies the rules. `membership` is the caller's membership in the

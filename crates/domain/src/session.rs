@@ -139,13 +139,21 @@ impl SessionVerifier {
 
     /// Whether `text` has the shape of a JWT: three base64url parts.
     pub fn looks_like_jwt(text: &str) -> bool {
-        let parts: Vec<&str> = text.split('.').collect();
-        parts.len() == 3
-            && parts.iter().take(2).all(|p| !p.is_empty())
-            && parts.iter().all(|p| {
-                p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
+        let mut parts = text.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let base64url = |part: &str| {
+            part.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        !header.is_empty()
+            && !payload.is_empty()
+            && base64url(header)
+            && base64url(payload)
+            && base64url(signature)
     }
 
     /// Verifies a session token and returns its claims.

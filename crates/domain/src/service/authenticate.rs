@@ -2,16 +2,12 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
-use crate::cache::MembershipKey;
-use crate::credential::SecretHash;
-use crate::directory::UserId;
-
 use crate::api_key::KeyKind;
-use crate::credential::{CredentialKind, Secret};
+use crate::credential::{CredentialKind, Secret, SecretHash, strip_bearer};
 use crate::directory::Membership;
 use crate::error::{Error, Reason};
 use crate::principal::{Principal, PrincipalKind};
-use crate::resolve::{MembershipLookup, VerifiedCredential, resolve_principal};
+use crate::resolve::{MembershipKey, VerifiedCredential, resolve_principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::session::SessionVerifier;
 
@@ -73,9 +69,9 @@ impl Service {
         if CredentialKind::of(credential).is_none() {
             return self.verify_session(credential).map(Arc::new);
         }
-        let secret = Secret::parse(credential).map_err(Error::Unauthenticated)?;
+        let kind = Secret::validate(credential).map_err(Error::Unauthenticated)?;
         let accepted = matches!(
-            secret.kind(),
+            kind,
             CredentialKind::WorkspaceKey
                 | CredentialKind::PersonalKey
                 | CredentialKind::AccessToken
@@ -83,29 +79,22 @@ impl Service {
         if !accepted {
             return Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted));
         }
-        let hash = secret.hash();
+        let hash = SecretHash::of(credential);
         // Never stored: refuse without storage (the filter is cheaper than a
         // cache miss, so it goes first). Tokens minted on another replica a
         // moment ago may not be in our filter yet, so those get a small
         // budget of lookups.
         let unseen = self.cache.known().may_contain(&hash) == Some(false);
-        if !unseen {
-            let hit = match secret.kind() {
-                CredentialKind::AccessToken => self.cache.token(&hash),
-                _ => self.cache.credential(&hash),
-            };
-            if let Some(hit) = hit {
-                return Ok(hit);
-            }
-        }
         if unseen {
-            let retry = secret.kind() == CredentialKind::AccessToken
-                && self.cache.allow_unknown_token_lookup();
+            let retry =
+                kind == CredentialKind::AccessToken && self.cache.allow_unknown_token_lookup();
             if !retry {
                 return Err(Error::Unauthenticated(Reason::CredentialUnknown));
             }
+        } else if let Some(hit) = self.cache.credential(kind, &hash) {
+            return Ok(hit);
         }
-        let verified = Arc::new(self.lookup_credential(secret.kind(), &hash).await?);
+        let verified = Arc::new(self.lookup_credential(kind, &hash).await?);
         self.cache.known().insert(&hash);
         self.cache.put_credential(hash, verified.clone());
         Ok(verified)
@@ -186,51 +175,25 @@ impl Service {
         verified: &VerifiedCredential,
         slug: Option<&str>,
     ) -> Result<Option<Membership>, Error> {
-        let session_user;
-        let lookup = match verified {
-            VerifiedCredential::Session { claims } => match slug {
-                Some(slug) => {
-                    session_user = UserId(claims.sub.clone());
-                    Some((&session_user, MembershipLookup::BySlug(slug)))
-                }
-                None => None,
-            },
-            other => other.membership_needed(slug),
-        };
-        let Some((user, lookup)) = lookup else {
+        let Some(key) = verified.membership_needed(slug) else {
             return Ok(None);
-        };
-        let key = match lookup {
-            MembershipLookup::BySlug(slug) => MembershipKey::BySlug(user.clone(), slug.to_owned()),
-            MembershipLookup::ById(workspace) => {
-                MembershipKey::ById(user.clone(), workspace.clone())
-            }
         };
         if let Some(hit) = self.cache.membership(&key) {
             return Ok(hit);
         }
         self.count_lookup();
-        let found = match lookup {
-            MembershipLookup::BySlug(slug) => self.store.membership_by_slug(user, slug).await?,
-            MembershipLookup::ById(workspace) => self.store.membership(workspace, user).await?,
+        let found = match &key {
+            MembershipKey::BySlug(user, slug) => self.store.membership_by_slug(user, slug).await?,
+            MembershipKey::ById(user, workspace) => self.store.membership(workspace, user).await?,
         };
         self.cache.put_membership(key, found.clone());
         Ok(found)
     }
 }
 
-/// Tolerates a credential passed with its `Bearer ` scheme.
-pub(crate) fn strip_bearer(credential: &str) -> &str {
-    let trimmed = credential.trim();
-    match trimmed.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => trimmed[7..].trim_start(),
-        _ => trimmed,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::strip_bearer;
+    use crate::credential::strip_bearer;
 
     #[test]
     fn bearer_scheme_is_optional() {
