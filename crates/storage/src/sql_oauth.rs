@@ -12,6 +12,27 @@ pub(crate) const TOKEN_COLUMNS: &str = "id, token_hash, kind, family_id, client_
 macro_rules! impl_oauth_store {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Runs `claim` (a conditional UPDATE) and, if it changed exactly
+            /// one row, stores `tokens` in the same transaction: of any number
+            /// of concurrent attempts, one wins. `false` when it lost.
+            async fn claim_then_insert(
+                &self,
+                claim: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>,
+                tokens: &[velocity_domain::oauth::OAuthToken],
+                what: &'static str,
+            ) -> velocity_domain::store::StoreResult<bool> {
+                let classify = |e| crate::error::classify(e, what);
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let won = claim.execute(&mut *tx).await.map_err(classify)?.rows_affected() == 1;
+                if !won {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(false);
+                }
+                Self::insert_tokens(&mut tx, tokens).await.map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(true)
+            }
+
             async fn insert_tokens(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 tokens: &[velocity_domain::oauth::OAuthToken],
@@ -101,20 +122,11 @@ macro_rules! impl_oauth_store {
             }
 
             async fn delete_app(&self, client_id: &str) -> velocity_domain::store::StoreResult<bool> {
-                let classify = |e| crate::error::classify(e, "app");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let affected = sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
-                        .bind(client_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected();
-                if affected > 0 {
-                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)?;
+                let change = sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
+                    .bind(client_id);
+                let affected = self
+                    .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "app")
+                    .await?;
                 Ok(affected == 1)
             }
 
@@ -162,23 +174,10 @@ macro_rules! impl_oauth_store {
                 at: velocity_domain::Timestamp,
                 tokens: &[velocity_domain::oauth::OAuthToken],
             ) -> velocity_domain::store::StoreResult<bool> {
-                let classify = |e| crate::error::classify(e, "code");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let won = sqlx::query("UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
+                let claim = sqlx::query("UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
                     .bind(hash.as_bytes().to_vec())
-                    .bind(at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected()
-                    == 1;
-                if !won {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(false);
-                }
-                Self::insert_tokens(&mut tx, tokens).await.map_err(classify)?;
-                tx.commit().await.map_err(classify)?;
-                Ok(true)
+                    .bind(at.0);
+                self.claim_then_insert(claim, tokens, "code").await
             }
 
             async fn token_by_hash(
@@ -203,44 +202,22 @@ macro_rules! impl_oauth_store {
                 at: velocity_domain::Timestamp,
                 tokens: &[velocity_domain::oauth::OAuthToken],
             ) -> velocity_domain::store::StoreResult<bool> {
-                let classify = |e| crate::error::classify(e, "token");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let won = sqlx::query(
+                let claim = sqlx::query(
                     "UPDATE oauth_tokens SET rotated_at = $2 \
                      WHERE id = $1 AND kind = 'refresh' AND rotated_at IS NULL AND revoked_at IS NULL",
                 )
                 .bind(id)
-                .bind(at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?
-                .rows_affected()
-                    == 1;
-                if !won {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(false);
-                }
-                Self::insert_tokens(&mut tx, tokens).await.map_err(classify)?;
-                tx.commit().await.map_err(classify)?;
-                Ok(true)
+                .bind(at.0);
+                self.claim_then_insert(claim, tokens, "token").await
             }
 
             async fn revoke_token(&self, id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<bool> {
-                let classify = |e| crate::error::classify(e, "token");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let affected = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                        .bind(id)
-                        .bind(at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected();
-                if affected > 0 {
-                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)?;
+                let change = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(at.0);
+                let affected = self
+                    .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "token")
+                    .await?;
                 Ok(affected == 1)
             }
 
@@ -262,21 +239,12 @@ macro_rules! impl_oauth_store {
             }
 
             async fn revoke_family(&self, family_id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<u64> {
-                let classify = |e| crate::error::classify(e, "token");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let affected = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-                        .bind(family_id)
-                        .bind(at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected();
-                if affected > 0 {
-                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::AccessTokens)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)?;
+                let change = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+                    .bind(family_id)
+                    .bind(at.0);
+                let affected = self
+                    .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "token")
+                    .await?;
                 Ok(affected)
             }
         }

@@ -55,6 +55,24 @@ pub(crate) fn decode_invalidations(
 macro_rules! impl_store {
     ($store:ty, $db:ty, $notify:expr) => {
         impl $store {
+            /// Runs `change` and, if it touched any row, logs `invalidation`
+            /// in the same transaction; returns the rows touched.
+            async fn execute_logged(
+                &self,
+                change: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>,
+                invalidation: velocity_domain::invalidation::Invalidation,
+                what: &'static str,
+            ) -> velocity_domain::store::StoreResult<u64> {
+                let classify = |e| crate::error::classify(e, what);
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let affected = change.execute(&mut *tx).await.map_err(classify)?.rows_affected();
+                if affected > 0 {
+                    Self::log_invalidation(&mut tx, &invalidation).await.map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(affected)
+            }
+
             /// Appends to the invalidation log inside the caller's transaction.
             async fn log_invalidation(
                 tx: &mut sqlx::Transaction<'static, $db>,
@@ -231,22 +249,15 @@ macro_rules! impl_store {
                 user: &velocity_domain::UserId,
                 role: velocity_domain::Role,
             ) -> velocity_domain::store::StoreResult<()> {
-                let classify = |e| crate::error::classify(e, "user or workspace");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                sqlx::query(
+                let change = sqlx::query(
                     "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
                      ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
                 )
                 .bind(&workspace.0)
                 .bind(&user.0)
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-                Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::Membership(user.clone()))
-                    .await
-                    .map_err(classify)?;
-                tx.commit().await.map_err(classify)
+                .bind(role.as_str());
+                let invalidation = velocity_domain::invalidation::Invalidation::Membership(user.clone());
+                self.execute_logged(change, invalidation, "user or workspace").await.map(|_| ())
             }
 
             async fn delete_membership(
@@ -254,23 +265,11 @@ macro_rules! impl_store {
                 workspace: &velocity_domain::WorkspaceId,
                 user: &velocity_domain::UserId,
             ) -> velocity_domain::store::StoreResult<bool> {
-                let classify = |e| crate::error::classify(e, "membership");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let removed = sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                let change = sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
                     .bind(&workspace.0)
-                    .bind(&user.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected()
-                    > 0;
-                if removed {
-                    Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::Membership(user.clone()))
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)?;
-                Ok(removed)
+                    .bind(&user.0);
+                let invalidation = velocity_domain::invalidation::Invalidation::Membership(user.clone());
+                Ok(self.execute_logged(change, invalidation, "membership").await? > 0)
             }
 
             async fn membership_by_slug(
@@ -340,9 +339,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_api_key(&self, key: &velocity_domain::ApiKey) -> velocity_domain::store::StoreResult<()> {
-                let classify = |e| crate::error::classify(e, "key");
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
+                let change = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO api_keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     crate::sql_store::API_KEY_COLUMNS
                 )))
@@ -358,14 +355,9 @@ macro_rules! impl_store {
                 .bind(key.created_at.0)
                 .bind(crate::rows::ms(key.expires_at))
                 .bind(crate::rows::ms(key.revoked_at))
-                .bind(crate::rows::ms(key.last_used_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-                Self::log_invalidation(&mut tx, &velocity_domain::invalidation::Invalidation::KeyCreated(key.hash))
-                    .await
-                    .map_err(classify)?;
-                tx.commit().await.map_err(classify)
+                .bind(crate::rows::ms(key.last_used_at));
+                let invalidation = velocity_domain::invalidation::Invalidation::KeyCreated(key.hash);
+                self.execute_logged(change, invalidation, "key").await.map(|_| ())
             }
 
             async fn api_key_by_hash(
