@@ -5,7 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
-use velocity_domain::{Error, Principal, PrincipalKind, Reason};
+use velocity_domain::{Error, Principal, PrincipalKind, Reason, UserId};
 
 use crate::AppState;
 use crate::page::{consent_page, error_page};
@@ -19,62 +19,42 @@ pub async fn show(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let params = match Params::from_form(query.unwrap_or_default().as_bytes()) {
-        Ok(params) => params,
-        Err(_) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "A parameter was given more than once.",
-            );
-        }
+    let consent = match Params::from_form(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => Consent::begin(&state, &params, &headers).await,
+        Err(_) => Err(repeated("A parameter was given more than once.")),
     };
-    let request = match checked(&state, &params).await {
-        Ok(request) => request,
+    let Consent {
+        request,
+        user,
+        session,
+    } = match consent {
+        Ok(consent) => consent,
         Err(response) => return response,
     };
-    let user = match signed_in(&state, &headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
-    let Some(user_id) = user.user_id.as_ref() else {
-        return error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.");
-    };
-    let workspaces = match state.service.consent_workspaces(user_id).await {
+    let workspaces = match state.service.consent_workspaces(&user).await {
         Ok(list) => list,
         Err(err) => return outage(err),
     };
     let now = state.service.clock().now().as_secs();
-    let csrf = state.csrf.issue(user_id.as_str(), &user.credential_id, now);
+    let csrf = state.csrf.issue(user.as_str(), &session, now);
     consent_page(&request, &workspaces, &csrf)
 }
 
 pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut params = match Params::from_form(&body) {
-        Ok(params) => params,
-        Err(_) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "A form field was given more than once.",
-            );
-        }
+    let Ok(mut params) = Params::from_form(&body) else {
+        return repeated("A form field was given more than once.");
     };
-    let request = match checked(&state, &params).await {
-        Ok(request) => request,
+    let Consent {
+        request,
+        user,
+        session,
+    } = match Consent::begin(&state, &params, &headers).await {
+        Ok(consent) => consent,
         Err(response) => return response,
-    };
-    let user = match signed_in(&state, &headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
-    let Some(user_id) = user.user_id.clone() else {
-        return error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.");
     };
     let now = state.service.clock().now().as_secs();
     let csrf = params.take("csrf_token").unwrap_or_default();
-    if !state
-        .csrf
-        .verify(&csrf, user_id.as_str(), &user.credential_id, now)
-    {
+    if !state.csrf.verify(&csrf, user.as_str(), &session, now) {
         return error_page(
             StatusCode::FORBIDDEN,
             "This form has expired or was not issued to you. Go back to the app and start again.",
@@ -84,7 +64,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Some("deny") => Redirect::to(&state.service.deny(&request)).into_response(),
         Some("approve") => {
             let workspace = params.get("workspace").unwrap_or_default();
-            match state.service.approve(&user_id, &request, workspace).await {
+            match state.service.approve(&user, &request, workspace).await {
                 Ok(location) => Redirect::to(&location).into_response(),
                 Err(Error::PermissionDenied(Reason::NotAMember)) => error_page(
                     StatusCode::FORBIDDEN,
@@ -95,6 +75,37 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
         _ => error_page(StatusCode::BAD_REQUEST, "Choose Approve or Deny."),
     }
+}
+
+/// What both halves of the flow start from: a valid request and the
+/// signed-in user, with the session the CSRF token is bound to.
+struct Consent {
+    request: ValidatedAuthorization,
+    user: UserId,
+    session: String,
+}
+
+impl Consent {
+    async fn begin(
+        state: &AppState,
+        params: &Params,
+        headers: &HeaderMap,
+    ) -> Result<Consent, Response> {
+        let request = checked(state, params).await?;
+        let principal = signed_in(state, headers).await?;
+        let user = principal.user_id.ok_or_else(|| {
+            error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.")
+        })?;
+        Ok(Consent {
+            request,
+            user,
+            session: principal.credential_id,
+        })
+    }
+}
+
+fn repeated(message: &str) -> Response {
+    error_page(StatusCode::BAD_REQUEST, message)
 }
 
 /// Validates the request; errors become our page or a redirect to the client.
