@@ -96,15 +96,16 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .shared_secret("consent-csrf", &candidate)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the shared CSRF key: {e}"))?;
+    let admin_token = velocity_server::AdminToken::new(config.admin_token.as_deref());
     let http_state = velocity_http::AppState {
         service: service.clone(),
         csrf: velocity_http::CsrfKey::new(csrf_key),
-        admin: velocity_server::AdminToken::new(config.admin_token.as_deref()),
+        admin: admin_token.clone(),
     };
 
     let shutdown = CancellationToken::new();
     let grpc_config = GrpcConfig {
-        admin_token: velocity_server::AdminToken::new(config.admin_token.as_deref()),
+        admin_token,
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         ..GrpcConfig::default()
     };
