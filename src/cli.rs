@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use velocity_domain::api_key::KeyOwner;
-use velocity_domain::oauth::ClientType;
+use velocity_domain::oauth::{ClientId, ClientType};
 use velocity_domain::service::KeySpec;
-use velocity_domain::{
-    ApiKey, ApiKeyId, KeyKind, ScopeSet, Service, ServiceConfig, SystemClock, UserId,
-};
+use velocity_domain::{ApiKey, ApiKeyId, ScopeSet, Service, ServiceConfig, SystemClock, UserId};
 
 use crate::config::DatabaseArgs;
 
@@ -18,6 +16,13 @@ use crate::config::DatabaseArgs;
 pub enum Command {
     /// Run the service (the default).
     Serve,
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// The subcommands that work on the database directly, with no server.
+#[derive(Subcommand, Clone, Debug)]
+pub enum AdminCommand {
     /// Users mirrored from the main app.
     #[command(subcommand)]
     User(UserCommand),
@@ -148,7 +153,7 @@ pub enum KeyCommand {
     Revoke { key_id: String },
 }
 
-pub async fn run(command: Command, database: &DatabaseArgs) -> anyhow::Result<()> {
+pub async fn run(command: AdminCommand, database: &DatabaseArgs) -> anyhow::Result<()> {
     let db = database.open().await?;
     let service = Service::new(
         db.store(),
@@ -161,10 +166,9 @@ pub async fn run(command: Command, database: &DatabaseArgs) -> anyhow::Result<()
     result
 }
 
-async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
+async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()> {
     match command {
-        Command::Serve => unreachable_serve(),
-        Command::User(UserCommand::Create { email, name, id }) => {
+        AdminCommand::User(UserCommand::Create { email, name, id }) => {
             let user = service
                 .create_user(id, &email, &name)
                 .await
@@ -172,7 +176,7 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
             eprintln!("created user {} <{}>", user.name, user.email);
             println!("{}", user.id);
         }
-        Command::Workspace(WorkspaceCommand::Create { slug, name }) => {
+        AdminCommand::Workspace(WorkspaceCommand::Create { slug, name }) => {
             let ws = service
                 .create_workspace(&slug, &name)
                 .await
@@ -180,7 +184,7 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
             eprintln!("created workspace {} ({})", ws.slug, ws.name);
             println!("{}", ws.id);
         }
-        Command::Member(MemberCommand::Add {
+        AdminCommand::Member(MemberCommand::Add {
             workspace,
             user,
             role,
@@ -191,14 +195,14 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 .map_err(public)?;
             eprintln!("{} is {} of {}", m.user_id, m.role, m.workspace.slug);
         }
-        Command::Member(MemberCommand::Remove { workspace, user }) => {
+        AdminCommand::Member(MemberCommand::Remove { workspace, user }) => {
             service
                 .remove_membership(&workspace, &UserId(user.clone()))
                 .await
                 .map_err(public)?;
             eprintln!("removed {user} from {workspace}");
         }
-        Command::Member(MemberCommand::List { workspace }) => {
+        AdminCommand::Member(MemberCommand::List { workspace }) => {
             for m in service
                 .memberships_of_workspace(&workspace)
                 .await
@@ -207,7 +211,7 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 println!("{}\t{}", m.user_id, m.role);
             }
         }
-        Command::Key(KeyCommand::Create {
+        AdminCommand::Key(KeyCommand::Create {
             owner,
             name,
             scopes,
@@ -215,26 +219,23 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
         }) => {
             let scopes = ScopeSet::parse(scopes.iter().map(String::as_str))
                 .map_err(|_| anyhow::anyhow!("unknown scope in {scopes:?}"))?;
-            let (kind, workspace_id, user_id) = match (owner.workspace, owner.user) {
+            let owner = match (owner.workspace, owner.user) {
                 (Some(slug), _) => {
-                    let ws = service.workspace(&slug).await.map_err(public)?;
-                    (KeyKind::Workspace, Some(ws.id), None)
+                    KeyOwner::Workspace(service.workspace(&slug).await.map_err(public)?.id)
                 }
                 (None, Some(user)) => {
                     let user = UserId(user);
                     if service.store().user(&user).await?.is_none() {
                         anyhow::bail!("no user {user}");
                     }
-                    (KeyKind::Personal, None, Some(user))
+                    KeyOwner::User(user)
                 }
                 (None, None) => anyhow::bail!("give --workspace or --user"),
             };
             let now = service.clock().now();
             let (key, secret) = service
                 .issue_key(KeySpec {
-                    kind,
-                    workspace_id,
-                    user_id,
+                    owner,
                     created_by: None,
                     name,
                     scopes,
@@ -244,11 +245,13 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 .map_err(public)?;
             eprintln!(
                 "created {} key {} ({}); the secret is shown only now:",
-                key.kind, key.id, key.display
+                key.kind(),
+                key.id,
+                key.display
             );
             println!("{}", secret.expose());
         }
-        Command::Key(KeyCommand::List {
+        AdminCommand::Key(KeyCommand::List {
             owner,
             include_revoked,
         }) => {
@@ -267,7 +270,7 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 println!("{}", key_line(&key));
             }
         }
-        Command::App(AppCommand::Register {
+        AdminCommand::App(AppCommand::Register {
             name,
             redirect_uris,
             scopes,
@@ -289,7 +292,7 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 println!("{}", secret.expose());
             }
         }
-        Command::App(AppCommand::List) => {
+        AdminCommand::App(AppCommand::List) => {
             for app in service.list_apps().await.map_err(public)? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -301,19 +304,22 @@ async fn execute(command: Command, service: &Service) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::App(AppCommand::RotateSecret { client_id }) => {
+        AdminCommand::App(AppCommand::RotateSecret { client_id }) => {
             let secret = service
-                .rotate_app_secret(&client_id)
+                .rotate_app_secret(&ClientId(client_id.clone()))
                 .await
                 .map_err(public)?;
             eprintln!("new client secret for {client_id} (shown only now):");
             println!("{}", secret.expose());
         }
-        Command::App(AppCommand::Delete { client_id }) => {
-            service.delete_app(&client_id).await.map_err(public)?;
+        AdminCommand::App(AppCommand::Delete { client_id }) => {
+            service
+                .delete_app(&ClientId(client_id.clone()))
+                .await
+                .map_err(public)?;
             eprintln!("deleted app {client_id}");
         }
-        Command::Key(KeyCommand::Revoke { key_id }) => {
+        AdminCommand::Key(KeyCommand::Revoke { key_id }) => {
             let at = service
                 .revoke_key_unchecked(&ApiKeyId(key_id.clone()))
                 .await
@@ -344,9 +350,4 @@ fn key_line(key: &ApiKey) -> String {
 
 fn public(err: velocity_domain::Error) -> anyhow::Error {
     anyhow::anyhow!("{} ({})", err.public_message(), err.reason())
-}
-
-fn unreachable_serve() -> ! {
-    // main handles `serve` before dispatching here.
-    std::process::exit(2)
 }

@@ -48,6 +48,6 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(command) => cli::run(command, &cli.serve.database).await,
+        Some(Command::Admin(command)) => cli::run(command, &cli.serve.database).await,
     }
 }

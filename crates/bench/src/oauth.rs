@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use anyhow::Context;
-use velocity_domain::oauth::{AuthorizationRequest, ClientType};
+use velocity_domain::oauth::{AuthorizationRequest, ClientId, ClientType};
 use velocity_domain::service::ClientAuth;
 use velocity_domain::{Service, UserId};
 
@@ -42,12 +42,12 @@ fn pkce() -> (String, String) {
 async fn mint_code(
     service: &Service,
     user: &UserId,
-    client_id: &str,
+    client_id: &ClientId,
     slug: &str,
 ) -> anyhow::Result<(String, String)> {
     let (verifier, challenge) = pkce();
     let request = AuthorizationRequest {
-        client_id: Some(client_id.to_owned()),
+        client_id: Some(client_id.0.clone()),
         redirect_uri: Some(REDIRECT.to_owned()),
         response_type: Some("code".into()),
         scope: Some("issues:read issues:write".into()),
@@ -119,7 +119,7 @@ pub async fn seed(
         pool.push(task.await??);
     }
     Ok(OAuthFixtures {
-        client_id: app.client_id,
+        client_id: app.client_id.0,
         http_url,
         access_token: tokens.access_token.expose().to_owned(),
         codes: Mutex::new(pool),

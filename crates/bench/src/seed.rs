@@ -16,9 +16,10 @@ use serde_json::json;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use velocity_domain::api_key::KeyOwner;
 use velocity_domain::{
-    ApiKey, ApiKeyId, Clock, CredentialKind, KeyKind, Scope, ScopeSet, Secret, Store, SystemClock,
-    UserId, WorkspaceId,
+    ApiKey, ApiKeyId, Clock, CredentialKind, Scope, ScopeSet, Secret, Store, SystemClock, UserId,
+    WorkspaceId,
 };
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
@@ -234,13 +235,11 @@ pub async fn bulk_keys(
         }
         ApiKey {
             id: ApiKeyId::generate(),
-            kind: KeyKind::Workspace,
             hash: secret.hash(),
             display: secret.display_form(),
             name: format!("bench-{index}"),
             scopes,
-            workspace_id: Some(workspace_id.clone()),
-            user_id: None,
+            owner: KeyOwner::Workspace(workspace_id.clone()),
             created_by: Some(created_by.clone()),
             created_at: SystemClock.now(),
             expires_at: None,

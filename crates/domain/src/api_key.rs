@@ -50,15 +50,12 @@ impl fmt::Display for KeyKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: ApiKeyId,
-    pub kind: KeyKind,
     pub hash: SecretHash,
     pub display: String,
     pub name: String,
     pub scopes: ScopeSet,
-    /// Set for workspace keys.
-    pub workspace_id: Option<WorkspaceId>,
-    /// The owner of a personal key.
-    pub user_id: Option<UserId>,
+    /// A workspace for `vel_` keys, a user for `velu_` keys.
+    pub owner: KeyOwner,
     pub created_by: Option<UserId>,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -67,14 +64,42 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    pub fn kind(&self) -> KeyKind {
+        self.owner.kind()
+    }
+
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }
 
-/// Which keys a listing covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Whom a key belongs to, which also fixes its kind; a listing covers one
+/// owner's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyOwner {
     Workspace(WorkspaceId),
     User(UserId),
+}
+
+impl KeyOwner {
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            KeyOwner::Workspace(_) => KeyKind::Workspace,
+            KeyOwner::User(_) => KeyKind::Personal,
+        }
+    }
+
+    pub fn workspace(&self) -> Option<&WorkspaceId> {
+        match self {
+            KeyOwner::Workspace(id) => Some(id),
+            KeyOwner::User(_) => None,
+        }
+    }
+
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            KeyOwner::User(id) => Some(id),
+            KeyOwner::Workspace(_) => None,
+        }
+    }
 }

@@ -71,8 +71,10 @@ impl Secret {
         // Rejection sampling keeps every base62 character equally likely.
         let mut buf = [0u8; 64];
         while random.len() < RANDOM_LEN {
-            // The OS RNG failing is not something we can serve through.
-            #[allow(clippy::expect_used)]
+            #[expect(
+                clippy::expect_used,
+                reason = "without the OS RNG no secret can be issued safely; nothing to serve through"
+            )]
             OsRng
                 .try_fill_bytes(&mut buf)
                 .expect("the OS random number generator failed");

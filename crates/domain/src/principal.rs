@@ -2,6 +2,7 @@
 
 use crate::clock::Timestamp;
 use crate::directory::{Role, UserId, Workspace};
+use crate::oauth::ClientId;
 use crate::scope::ScopeSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct Principal {
     pub credential_id: String,
     pub expires_at: Option<Timestamp>,
     /// The OAuth app, for access tokens.
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// The membership role that granted workspace scopes, if one did.
     pub role: Option<Role>,
 }

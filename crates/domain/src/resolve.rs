@@ -7,6 +7,7 @@ use crate::api_key::ApiKey;
 use crate::clock::Timestamp;
 use crate::directory::{Membership, UserId, Workspace, WorkspaceId};
 use crate::error::{Error, Reason};
+use crate::oauth::{ClientId, TokenId};
 use crate::principal::{Principal, PrincipalKind};
 use crate::scope::ScopeSet;
 use crate::session::SessionClaims;
@@ -21,6 +22,8 @@ pub enum VerifiedCredential {
     },
     PersonalKey {
         key: ApiKey,
+        /// The key's owner.
+        user: UserId,
     },
     Session {
         claims: std::sync::Arc<SessionClaims>,
@@ -31,10 +34,10 @@ pub enum VerifiedCredential {
 /// What an OAuth access token was granted at consent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessTokenGrant {
-    pub token_id: String,
+    pub token_id: TokenId,
     pub user_id: UserId,
     pub workspace: Workspace,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub scopes: ScopeSet,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
@@ -47,9 +50,8 @@ impl VerifiedCredential {
     pub fn membership_needed(&self, slug: Option<&str>) -> Option<MembershipKey> {
         match self {
             VerifiedCredential::WorkspaceKey { .. } => None,
-            VerifiedCredential::PersonalKey { key } => {
-                let user = key.user_id.clone()?;
-                slug.map(|s| MembershipKey::BySlug(user, s.to_owned()))
+            VerifiedCredential::PersonalKey { user, .. } => {
+                slug.map(|s| MembershipKey::BySlug(user.clone(), s.to_owned()))
             }
             VerifiedCredential::Session { claims } => {
                 slug.map(|s| MembershipKey::BySlug(UserId(claims.sub.clone()), s.to_owned()))
@@ -104,7 +106,7 @@ pub fn resolve_principal(
                 role: None,
             }
         }
-        VerifiedCredential::PersonalKey { key } => {
+        VerifiedCredential::PersonalKey { key, user } => {
             check_key_state(key, now)?;
             let personal = key.scopes.only_personal().effective();
             let (workspace, role, scopes) = match slug {
@@ -124,7 +126,7 @@ pub fn resolve_principal(
             };
             Principal {
                 kind: PrincipalKind::PersonalKey,
-                user_id: key.user_id.clone(),
+                user_id: Some(user.clone()),
                 workspace,
                 scopes,
                 credential_id: key.id.0.clone(),
@@ -182,7 +184,7 @@ pub fn resolve_principal(
                 user_id: Some(grant.user_id.clone()),
                 workspace: Some(grant.workspace.clone()),
                 scopes,
-                credential_id: grant.token_id.clone(),
+                credential_id: grant.token_id.0.clone(),
                 expires_at: Some(grant.expires_at),
                 client_id: Some(grant.client_id.clone()),
                 role: Some(m.role),
@@ -214,7 +216,7 @@ fn member_of<'a>(membership: Option<&'a Membership>, slug: &str) -> Result<&'a M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_key::{ApiKeyId, KeyKind};
+    use crate::api_key::{ApiKeyId, KeyKind, KeyOwner};
     use crate::credential::SecretHash;
     use crate::directory::{Role, WorkspaceId};
 
@@ -236,13 +238,14 @@ mod tests {
     fn key(kind: KeyKind, granted: &[&str]) -> ApiKey {
         ApiKey {
             id: ApiKeyId("key-1".into()),
-            kind,
             hash: SecretHash([0; 32]),
             display: "vel_abcd…wxyz".into(),
             name: "test".into(),
             scopes: scopes(granted),
-            workspace_id: (kind == KeyKind::Workspace).then(|| WorkspaceId("ws-acme".into())),
-            user_id: (kind == KeyKind::Personal).then(|| UserId("ada".into())),
+            owner: match kind {
+                KeyKind::Workspace => KeyOwner::Workspace(WorkspaceId("ws-acme".into())),
+                KeyKind::Personal => KeyOwner::User(UserId("ada".into())),
+            },
             created_by: Some(UserId("ada".into())),
             created_at: Timestamp(0),
             expires_at: None,
@@ -269,6 +272,7 @@ mod tests {
     fn personal_key(granted: &[&str]) -> VerifiedCredential {
         VerifiedCredential::PersonalKey {
             key: key(KeyKind::Personal, granted),
+            user: UserId("ada".into()),
         }
     }
 
@@ -370,7 +374,10 @@ mod tests {
         };
         assert!(resolve_principal(&cred, None, None, ScopeSet::EMPTY, NOW).is_ok());
         k.revoked_at = Some(NOW);
-        let cred = VerifiedCredential::PersonalKey { key: k };
+        let cred = VerifiedCredential::PersonalKey {
+            key: k,
+            user: UserId("ada".into()),
+        };
         assert_eq!(
             unauthenticated(resolve_principal(&cred, None, None, ScopeSet::EMPTY, NOW)),
             Reason::CredentialRevoked
@@ -514,10 +521,10 @@ mod tests {
 
     fn access_token() -> AccessTokenGrant {
         AccessTokenGrant {
-            token_id: "tok-1".into(),
+            token_id: TokenId("tok-1".into()),
             user_id: UserId("ada".into()),
             workspace: workspace("acme"),
-            client_id: "app-1".into(),
+            client_id: ClientId("app-1".into()),
             scopes: scopes(&["issues:write", "user:read"]),
             expires_at: NOW.plus_secs(3600),
             revoked_at: None,
@@ -529,7 +536,7 @@ mod tests {
         let m = member("acme", Role::Member);
         let cred = VerifiedCredential::AccessToken(access_token());
         let p = resolve_principal(&cred, None, Some(&m), scopes(&["issues:read"]), NOW).unwrap();
-        assert_eq!(p.client_id.as_deref(), Some("app-1"));
+        assert_eq!(p.client_id, Some(ClientId("app-1".into())));
         assert_eq!(
             p.scopes,
             scopes(&["issues:write", "issues:read", "user:read"])

@@ -9,7 +9,7 @@ use crate::credential::SecretHash;
 use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
 use crate::invalidation::Invalidation;
-use crate::oauth::{AuthorizationCode, OAuthApp, OAuthToken};
+use crate::oauth::{AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -71,12 +71,12 @@ pub trait Store: OAuthStore + InvalidationStore + Send + Sync + 'static {
 #[async_trait]
 pub trait OAuthStore: Send + Sync + 'static {
     async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()>;
-    async fn app(&self, client_id: &str) -> StoreResult<Option<OAuthApp>>;
+    async fn app(&self, client_id: &ClientId) -> StoreResult<Option<OAuthApp>>;
     async fn list_apps(&self) -> StoreResult<Vec<OAuthApp>>;
     /// Returns whether the app exists.
-    async fn set_app_secret(&self, client_id: &str, hash: &SecretHash) -> StoreResult<bool>;
+    async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool>;
     /// Deletes the app with its codes and tokens; returns whether it existed.
-    async fn delete_app(&self, client_id: &str) -> StoreResult<bool>;
+    async fn delete_app(&self, client_id: &ClientId) -> StoreResult<bool>;
 
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
     async fn code_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<AuthorizationCode>>;
@@ -94,14 +94,14 @@ pub trait OAuthStore: Send + Sync + 'static {
     /// `false` (and nothing stored) when it was already rotated or revoked.
     async fn rotate_refresh_token(
         &self,
-        id: &str,
+        id: &TokenId,
         at: Timestamp,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool>;
     /// Revokes one token; returns whether it was active.
-    async fn revoke_token(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+    async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool>;
     /// Revokes every token of a family; returns how many were active.
-    async fn revoke_family(&self, family_id: &str, at: Timestamp) -> StoreResult<u64>;
+    async fn revoke_family(&self, family_id: &FamilyId, at: Timestamp) -> StoreResult<u64>;
 
     /// A 32-byte secret shared by every replica: `candidate` is stored if
     /// none exists yet under `name`, and the stored one is returned.

@@ -123,10 +123,9 @@ async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthoriza
     match state.service.check_authorization(&request).await {
         Ok(Ok(request)) => Ok(request),
         Ok(Err(AuthorizeError::Page(message))) => Err(error_page(StatusCode::BAD_REQUEST, message)),
-        Ok(Err(redirect)) => match redirect.location() {
-            Some(location) => Err(Redirect::to(&location).into_response()),
-            None => Err(error_page(StatusCode::BAD_REQUEST, "invalid request")),
-        },
+        Ok(Err(AuthorizeError::Redirect(redirect))) => {
+            Err(Redirect::to(&redirect.location()).into_response())
+        }
         Err(err) => Err(outage(err)),
     }
 }

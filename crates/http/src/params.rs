@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
+use velocity_domain::oauth::ClientId;
 use velocity_domain::service::ClientAuth;
 
 #[derive(Debug, Default)]
@@ -95,12 +96,14 @@ impl Params {
                     ));
                 }
                 Ok(ClientAuth {
-                    client_id: id,
+                    client_id: ClientId(id),
                     client_secret: Some(secret),
                 })
             }
             None => Ok(ClientAuth {
-                client_id: body_id.ok_or_else(|| invalid_request("client_id is required"))?,
+                client_id: ClientId(
+                    body_id.ok_or_else(|| invalid_request("client_id is required"))?,
+                ),
                 client_secret: body_secret,
             }),
         }
@@ -162,7 +165,7 @@ mod tests {
             HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
         );
         let auth = Params::default().client_auth(&headers).unwrap();
-        assert_eq!(auth.client_id, "my app");
+        assert_eq!(auth.client_id.as_str(), "my app");
         assert_eq!(auth.client_secret.as_deref(), Some("s:cret"));
         let mut both = Params::from_form(b"client_secret=x").unwrap();
         assert!(both.client_auth(&headers).is_err());

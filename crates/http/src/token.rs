@@ -119,7 +119,7 @@ pub async fn introspect(
         Some(t) if answer.active => json!({
             "active": true,
             "scope": t.scopes.to_space_separated(),
-            "client_id": t.client_id,
+            "client_id": t.client_id.0,
             "sub": t.user_id.0,
             "token_type": match t.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
             "exp": t.expires_at.as_secs(),

@@ -43,7 +43,7 @@ impl From<Principal> for pb::Principal {
             scopes: p.scopes.names(),
             credential_id: p.credential_id,
             expires_at: p.expires_at.map(timestamp),
-            client_id: p.client_id.unwrap_or_default(),
+            client_id: p.client_id.map(|c| c.0).unwrap_or_default(),
             role: p.role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
         }
     }
@@ -73,14 +73,19 @@ impl TryFrom<pb::KeyKind> for KeyKind {
 /// A key as listings show it: the display form, never the secret or hash.
 impl From<ApiKey> for pb::ApiKey {
     fn from(key: ApiKey) -> Self {
+        let kind = pb::KeyKind::from(key.kind()) as i32;
         pb::ApiKey {
             id: key.id.0,
-            kind: pb::KeyKind::from(key.kind) as i32,
+            kind,
             name: key.name,
             display: key.display,
             scopes: key.scopes.names(),
-            workspace_id: key.workspace_id.map(|w| w.0).unwrap_or_default(),
-            user_id: key.user_id.map(|u| u.0).unwrap_or_default(),
+            workspace_id: key
+                .owner
+                .workspace()
+                .map(|w| w.0.clone())
+                .unwrap_or_default(),
+            user_id: key.owner.user().map(|u| u.0.clone()).unwrap_or_default(),
             created_by: key.created_by.map(|u| u.0).unwrap_or_default(),
             created_at: Some(timestamp(key.created_at)),
             expires_at: key.expires_at.map(timestamp),
@@ -93,7 +98,7 @@ impl From<ApiKey> for pb::ApiKey {
 impl From<velocity_domain::oauth::OAuthApp> for pb::OAuthApp {
     fn from(app: velocity_domain::oauth::OAuthApp) -> Self {
         pb::OAuthApp {
-            client_id: app.client_id,
+            client_id: app.client_id.0,
             name: app.name,
             client_type: match app.client_type {
                 velocity_domain::oauth::ClientType::Public => pb::ClientType::Public,

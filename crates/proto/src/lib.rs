@@ -1,8 +1,6 @@
 //! Generated types for `velocity.auth.v1`, and the descriptor set that
 //! server reflection serves.
 
-#![allow(clippy::all, missing_docs)]
-
 pub mod velocity {
     pub mod auth {
         pub mod v1 {

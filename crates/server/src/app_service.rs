@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use velocity_domain::oauth::ClientType;
+use velocity_domain::oauth::{ClientId, ClientType};
 use velocity_domain::{Error, Service};
 use velocity_proto::pb;
 
@@ -77,7 +77,7 @@ impl pb::o_auth_app_service_server::OAuthAppService for OAuthAppApi {
         check_admin(&self.admin, &request)?;
         let secret = self
             .service
-            .rotate_app_secret(&request.into_inner().client_id)
+            .rotate_app_secret(&ClientId(request.into_inner().client_id))
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RotateAppSecretResponse {
@@ -92,7 +92,7 @@ impl pb::o_auth_app_service_server::OAuthAppService for OAuthAppApi {
     ) -> Result<Response<pb::DeleteAppResponse>, Status> {
         check_admin(&self.admin, &request)?;
         self.service
-            .delete_app(&request.into_inner().client_id)
+            .delete_app(&ClientId(request.into_inner().client_id))
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DeleteAppResponse {}))

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
+use velocity_domain::oauth::ClientId;
 use velocity_domain::service::{ClientAuth, NewKey};
 use velocity_domain::{ApiKeyId, KeyKind, Principal, Service};
 use velocity_proto::convert::{from_timestamp, timestamp};
@@ -125,7 +126,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::TokenResponse>, Status> {
         let req = request.into_inner();
         let client = ClientAuth {
-            client_id: req.client_id,
+            client_id: ClientId(req.client_id),
             client_secret: req.client_secret,
         };
         let tokens = self
@@ -143,7 +144,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::TokenResponse>, Status> {
         let req = request.into_inner();
         let client = ClientAuth {
-            client_id: req.client_id,
+            client_id: ClientId(req.client_id),
             client_secret: req.client_secret,
         };
         let tokens = self

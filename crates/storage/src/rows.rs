@@ -1,6 +1,8 @@
 //! Row shapes shared by both backends, and their mapping to domain types.
 //! Times are i64 milliseconds, hashes bytes, scopes a bit set.
 
+use velocity_domain::api_key::KeyOwner;
+use velocity_domain::oauth::{ClientId, FamilyId, TokenId};
 use velocity_domain::{
     ApiKey, ApiKeyId, KeyKind, Membership, Role, ScopeSet, SecretHash, StoreError, Timestamp, User,
     UserId, Workspace, WorkspaceId,
@@ -91,7 +93,13 @@ impl TryFrom<ApiKeyRow> for ApiKey {
         let corrupt =
             |what: &str| StoreError::Other(format!("bad {what} in api_keys row {}", row.id));
         Ok(ApiKey {
-            kind: KeyKind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?,
+            owner: match (KeyKind::parse(&row.kind), row.workspace_id, row.user_id) {
+                (Some(KeyKind::Workspace), Some(workspace), _) => {
+                    KeyOwner::Workspace(WorkspaceId(workspace))
+                }
+                (Some(KeyKind::Personal), _, Some(user)) => KeyOwner::User(UserId(user)),
+                _ => return Err(corrupt("kind or owner")),
+            },
             hash: SecretHash::from_slice(&row.key_hash).ok_or_else(|| corrupt("hash"))?,
             scopes: u16::try_from(row.scopes)
                 .ok()
@@ -99,8 +107,6 @@ impl TryFrom<ApiKeyRow> for ApiKey {
                 .ok_or_else(|| corrupt("scopes"))?,
             display: row.display,
             name: row.name,
-            workspace_id: row.workspace_id.map(WorkspaceId),
-            user_id: row.user_id.map(UserId),
             created_by: row.created_by.map(UserId),
             created_at: Timestamp(row.created_at),
             expires_at: row.expires_at.map(Timestamp),
@@ -158,7 +164,7 @@ impl TryFrom<AppRow> for velocity_domain::oauth::OAuthApp {
             allowed_scopes: scopes(row.allowed_scopes).ok_or_else(|| corrupt("allowed_scopes"))?,
             name: row.name,
             created_at: Timestamp(row.created_at),
-            client_id: row.client_id,
+            client_id: ClientId(row.client_id),
         })
     }
 }
@@ -186,12 +192,12 @@ impl TryFrom<CodeRow> for velocity_domain::oauth::AuthorizationCode {
         Ok(velocity_domain::oauth::AuthorizationCode {
             hash: SecretHash::from_slice(&row.code_hash).ok_or_else(|| corrupt("hash"))?,
             scopes: scopes(row.scopes).ok_or_else(|| corrupt("scopes"))?,
-            client_id: row.client_id,
+            client_id: ClientId(row.client_id),
             redirect_uri: row.redirect_uri,
             user_id: UserId(row.user_id),
             workspace_id: WorkspaceId(row.workspace_id),
             code_challenge: row.code_challenge,
-            family_id: row.family_id,
+            family_id: FamilyId(row.family_id),
             created_at: Timestamp(row.created_at),
             expires_at: Timestamp(row.expires_at),
             used_at: row.used_at.map(Timestamp),
@@ -226,15 +232,15 @@ impl TryFrom<TokenRow> for velocity_domain::oauth::OAuthToken {
             kind: velocity_domain::oauth::TokenKind::parse(&row.kind)
                 .ok_or_else(|| corrupt("kind"))?,
             scopes: scopes(row.scopes).ok_or_else(|| corrupt("scopes"))?,
-            family_id: row.family_id,
-            client_id: row.client_id,
+            family_id: FamilyId(row.family_id),
+            client_id: ClientId(row.client_id),
             user_id: UserId(row.user_id),
             workspace_id: WorkspaceId(row.workspace_id),
             created_at: Timestamp(row.created_at),
             expires_at: Timestamp(row.expires_at),
             revoked_at: row.revoked_at.map(Timestamp),
             rotated_at: row.rotated_at.map(Timestamp),
-            id: row.id,
+            id: TokenId(row.id),
         })
     }
 }

@@ -42,11 +42,11 @@ macro_rules! impl_oauth_store {
                         "INSERT INTO oauth_tokens ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                         crate::sql_oauth::TOKEN_COLUMNS
                     )))
-                    .bind(&t.id)
+                    .bind(&t.id.0)
                     .bind(t.hash.as_bytes().to_vec())
                     .bind(t.kind.as_str())
-                    .bind(&t.family_id)
-                    .bind(&t.client_id)
+                    .bind(&t.family_id.0)
+                    .bind(&t.client_id.0)
                     .bind(&t.user_id.0)
                     .bind(&t.workspace_id.0)
                     .bind(i64::from(t.scopes.bits()))
@@ -68,7 +68,7 @@ macro_rules! impl_oauth_store {
                     "INSERT INTO oauth_apps ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     crate::sql_oauth::APP_COLUMNS
                 )))
-                .bind(&app.client_id)
+                .bind(&app.client_id.0)
                 .bind(&app.name)
                 .bind(app.client_type.as_str())
                 .bind(app.secret_hash.map(|h| h.as_bytes().to_vec()))
@@ -81,12 +81,12 @@ macro_rules! impl_oauth_store {
                 .map_err(|e| crate::error::classify(e, "app"))
             }
 
-            async fn app(&self, client_id: &str) -> velocity_domain::store::StoreResult<Option<velocity_domain::oauth::OAuthApp>> {
+            async fn app(&self, client_id: &velocity_domain::oauth::ClientId) -> velocity_domain::store::StoreResult<Option<velocity_domain::oauth::OAuthApp>> {
                 sqlx::query_as::<$db, crate::rows::AppRow>(sqlx::AssertSqlSafe(format!(
                     "SELECT {} FROM oauth_apps WHERE client_id = $1",
                     crate::sql_oauth::APP_COLUMNS
                 )))
-                .bind(client_id)
+                .bind(&client_id.0)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| crate::error::classify(e, "app"))?
@@ -109,11 +109,11 @@ macro_rules! impl_oauth_store {
 
             async fn set_app_secret(
                 &self,
-                client_id: &str,
+                client_id: &velocity_domain::oauth::ClientId,
                 hash: &velocity_domain::SecretHash,
             ) -> velocity_domain::store::StoreResult<bool> {
                 sqlx::query("UPDATE oauth_apps SET secret_hash = $2 WHERE client_id = $1 AND client_type = 'confidential'")
-                    .bind(client_id)
+                    .bind(&client_id.0)
                     .bind(hash.as_bytes().to_vec())
                     .execute(&self.pool)
                     .await
@@ -121,9 +121,9 @@ macro_rules! impl_oauth_store {
                     .map_err(|e| crate::error::classify(e, "app"))
             }
 
-            async fn delete_app(&self, client_id: &str) -> velocity_domain::store::StoreResult<bool> {
+            async fn delete_app(&self, client_id: &velocity_domain::oauth::ClientId) -> velocity_domain::store::StoreResult<bool> {
                 let change = sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
-                    .bind(client_id);
+                    .bind(&client_id.0);
                 let affected = self
                     .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "app")
                     .await?;
@@ -136,13 +136,13 @@ macro_rules! impl_oauth_store {
                     crate::sql_oauth::CODE_COLUMNS
                 )))
                 .bind(code.hash.as_bytes().to_vec())
-                .bind(&code.client_id)
+                .bind(&code.client_id.0)
                 .bind(&code.redirect_uri)
                 .bind(&code.user_id.0)
                 .bind(&code.workspace_id.0)
                 .bind(i64::from(code.scopes.bits()))
                 .bind(&code.code_challenge)
-                .bind(&code.family_id)
+                .bind(&code.family_id.0)
                 .bind(code.created_at.0)
                 .bind(code.expires_at.0)
                 .bind(crate::rows::ms(code.used_at))
@@ -198,7 +198,7 @@ macro_rules! impl_oauth_store {
 
             async fn rotate_refresh_token(
                 &self,
-                id: &str,
+                id: &velocity_domain::oauth::TokenId,
                 at: velocity_domain::Timestamp,
                 tokens: &[velocity_domain::oauth::OAuthToken],
             ) -> velocity_domain::store::StoreResult<bool> {
@@ -206,14 +206,14 @@ macro_rules! impl_oauth_store {
                     "UPDATE oauth_tokens SET rotated_at = $2 \
                      WHERE id = $1 AND kind = 'refresh' AND rotated_at IS NULL AND revoked_at IS NULL",
                 )
-                .bind(id)
+                .bind(&id.0)
                 .bind(at.0);
                 self.claim_then_insert(claim, tokens, "token").await
             }
 
-            async fn revoke_token(&self, id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<bool> {
+            async fn revoke_token(&self, id: &velocity_domain::oauth::TokenId, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<bool> {
                 let change = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(id)
+                    .bind(&id.0)
                     .bind(at.0);
                 let affected = self
                     .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "token")
@@ -238,9 +238,9 @@ macro_rules! impl_oauth_store {
                     .map_err(|_| velocity_domain::StoreError::Other(format!("server secret {name} is not 32 bytes")))
             }
 
-            async fn revoke_family(&self, family_id: &str, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<u64> {
+            async fn revoke_family(&self, family_id: &velocity_domain::oauth::FamilyId, at: velocity_domain::Timestamp) -> velocity_domain::store::StoreResult<u64> {
                 let change = sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-                    .bind(family_id)
+                    .bind(&family_id.0)
                     .bind(at.0);
                 let affected = self
                     .execute_logged(change, velocity_domain::invalidation::Invalidation::AccessTokens, "token")

@@ -31,15 +31,18 @@ fn workspace(slug: &str) -> Workspace {
 }
 
 fn key(kind: KeyKind, workspace: Option<&Workspace>, user: Option<&User>, n: u8) -> ApiKey {
+    let owner = match (kind, workspace, user) {
+        (KeyKind::Workspace, Some(w), _) => KeyOwner::Workspace(w.id.clone()),
+        (KeyKind::Personal, _, Some(u)) => KeyOwner::User(u.id.clone()),
+        _ => panic!("a {kind} key needs its owner"),
+    };
     ApiKey {
         id: ApiKeyId::generate(),
-        kind,
+        owner,
         hash: SecretHash([n; 32]),
         display: "vel_abcd…wxyz".into(),
         name: format!("key {n}"),
         scopes: ScopeSet::parse(["issues:read"]).unwrap_or_default(),
-        workspace_id: workspace.map(|w| w.id.clone()),
-        user_id: user.map(|u| u.id.clone()),
         created_by: user.map(|u| u.id.clone()),
         created_at: Timestamp(i64::from(n)),
         expires_at: Some(Timestamp(1_000_000)),

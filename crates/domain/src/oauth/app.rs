@@ -4,7 +4,13 @@ use std::fmt;
 
 use crate::clock::Timestamp;
 use crate::credential::SecretHash;
+use crate::directory::id_type;
 use crate::scope::ScopeSet;
+
+id_type!(
+    /// An OAuth app's public `client_id`.
+    ClientId
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientType {
@@ -39,7 +45,7 @@ impl fmt::Display for ClientType {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OAuthApp {
-    pub client_id: String,
+    pub client_id: ClientId,
     pub name: String,
     pub client_type: ClientType,
     /// Only for confidential clients.

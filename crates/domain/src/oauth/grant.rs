@@ -3,20 +3,30 @@
 
 use crate::clock::Timestamp;
 use crate::credential::SecretHash;
-use crate::directory::{UserId, WorkspaceId};
+use crate::directory::{UserId, WorkspaceId, id_type};
+use crate::oauth::app::ClientId;
+
+id_type!(
+    /// One access or refresh token.
+    TokenId
+);
+id_type!(
+    /// The tokens descended from one authorization code; reuse revokes them all.
+    FamilyId
+);
 use crate::scope::ScopeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthorizationCode {
     pub hash: SecretHash,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub redirect_uri: String,
     pub user_id: UserId,
     pub workspace_id: WorkspaceId,
     pub scopes: ScopeSet,
     pub code_challenge: String,
     /// The token family the code's tokens will join.
-    pub family_id: String,
+    pub family_id: FamilyId,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
@@ -47,11 +57,11 @@ impl TokenKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OAuthToken {
-    pub id: String,
+    pub id: TokenId,
     pub hash: SecretHash,
     pub kind: TokenKind,
-    pub family_id: String,
-    pub client_id: String,
+    pub family_id: FamilyId,
+    pub client_id: ClientId,
     pub user_id: UserId,
     pub workspace_id: WorkspaceId,
     pub scopes: ScopeSet,

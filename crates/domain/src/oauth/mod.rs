@@ -6,9 +6,9 @@ pub mod grant;
 pub mod pkce;
 pub mod request;
 
-pub use app::{ClientType, OAuthApp, validate_redirect_uri};
-pub use grant::{AuthorizationCode, OAuthToken, TokenKind};
-pub use request::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
+pub use app::{ClientId, ClientType, OAuthApp, validate_redirect_uri};
+pub use grant::{AuthorizationCode, FamilyId, OAuthToken, TokenId, TokenKind};
+pub use request::{AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization};
 
 /// Access tokens live one hour (CONTRACT §1).
 pub const ACCESS_TOKEN_SECS: i64 = 3600;

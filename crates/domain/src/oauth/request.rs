@@ -27,36 +27,31 @@ pub struct AuthorizationRequest {
 pub enum AuthorizeError {
     /// Shown on our own error page, never redirected.
     Page(&'static str),
-    /// Sent to the verified redirect URI as `error`, `error_description`, `state`.
-    Redirect {
-        redirect_uri: String,
-        error: OAuthErrorCode,
-        description: String,
-        state: Option<String>,
-    },
+    /// Sent back to the client's verified redirect URI.
+    Redirect(RedirectError),
 }
 
-impl AuthorizeError {
-    /// Where a browser should be sent for a redirect error.
-    pub fn location(&self) -> Option<String> {
-        match self {
-            AuthorizeError::Page(_) => None,
-            AuthorizeError::Redirect {
-                redirect_uri,
-                error,
-                description,
-                state,
-            } => {
-                let mut params = vec![
-                    ("error", error.as_str()),
-                    ("error_description", description.as_str()),
-                ];
-                if let Some(state) = state {
-                    params.push(("state", state));
-                }
-                Some(redirect_with(redirect_uri, &params))
-            }
+/// An error for the client, to its verified redirect URI, as `error`,
+/// `error_description` and `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectError {
+    pub redirect_uri: String,
+    pub error: OAuthErrorCode,
+    pub description: String,
+    pub state: Option<String>,
+}
+
+impl RedirectError {
+    /// Where a browser should be sent.
+    pub fn location(&self) -> String {
+        let mut params = vec![
+            ("error", self.error.as_str()),
+            ("error_description", self.description.as_str()),
+        ];
+        if let Some(state) = &self.state {
+            params.push(("state", state));
         }
+        redirect_with(&self.redirect_uri, &params)
     }
 }
 
@@ -184,12 +179,12 @@ fn redirect(
     error: OAuthErrorCode,
     description: &str,
 ) -> AuthorizeError {
-    AuthorizeError::Redirect {
+    AuthorizeError::Redirect(RedirectError {
         redirect_uri: redirect_uri.to_owned(),
         error,
         description: description.to_owned(),
         state,
-    }
+    })
 }
 
 /// Appends query parameters to a registered redirect URI, keeping its own.
@@ -225,13 +220,13 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
     use crate::clock::Timestamp;
-    use crate::oauth::app::ClientType;
+    use crate::oauth::app::{ClientId, ClientType};
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
     fn app() -> OAuthApp {
         OAuthApp {
-            client_id: "app-1".into(),
+            client_id: ClientId("app-1".into()),
             name: "Timetracker".into(),
             client_type: ClientType::Public,
             secret_hash: None,
@@ -255,12 +250,12 @@ mod tests {
 
     fn redirect_error(req: AuthorizationRequest) -> (OAuthErrorCode, Option<String>) {
         match validate_authorization(&req, Some(&app())) {
-            Err(AuthorizeError::Redirect {
+            Err(AuthorizeError::Redirect(RedirectError {
                 error,
                 state,
                 redirect_uri,
                 ..
-            }) => {
+            })) => {
                 assert_eq!(redirect_uri, "https://tt.example.com/cb");
                 (error, state)
             }
@@ -384,14 +379,14 @@ mod tests {
 
     #[test]
     fn redirect_keeps_the_registered_query() {
-        let err = AuthorizeError::Redirect {
+        let err = RedirectError {
             redirect_uri: "https://tt.example.com/cb?tenant=7".into(),
             error: OAuthErrorCode::AccessDenied,
             description: "the user said no".into(),
             state: Some("a b&c".into()),
         };
         assert_eq!(
-            err.location().unwrap(),
+            err.location(),
             "https://tt.example.com/cb?tenant=7&error=access_denied&error_description=the+user+said+no&state=a+b%26c"
         );
     }

@@ -2,12 +2,13 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
-use crate::api_key::KeyKind;
+use crate::api_key::KeyOwner;
 use crate::credential::{CredentialKind, Secret, SecretHash, strip_bearer};
 use crate::directory::Membership;
 use crate::error::{Error, Reason};
+use crate::oauth::TokenKind;
 use crate::principal::{Principal, PrincipalKind};
-use crate::resolve::{MembershipKey, VerifiedCredential, resolve_principal};
+use crate::resolve::{AccessTokenGrant, MembershipKey, VerifiedCredential, resolve_principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::session::SessionVerifier;
 
@@ -37,7 +38,7 @@ impl Service {
         let now = self.clock.now();
         let principal = resolve_principal(&verified, slug, membership.as_ref(), required, now)?;
         if let VerifiedCredential::WorkspaceKey { key, .. }
-        | VerifiedCredential::PersonalKey { key } = &*verified
+        | VerifiedCredential::PersonalKey { key, .. } = &*verified
         {
             self.usage.record(&key.id, now);
         }
@@ -130,29 +131,45 @@ impl Service {
     ) -> Result<VerifiedCredential, Error> {
         self.count_lookup();
         if kind == CredentialKind::AccessToken {
-            return self.verify_access_token(hash).await;
+            return self.lookup_access_token(hash).await;
         }
         let key = self
             .store
             .api_key_by_hash(hash)
             .await?
-            .filter(|key| key.hash.ct_eq(hash) && key.kind.credential_kind() == kind)
+            .filter(|key| key.hash.ct_eq(hash) && key.kind().credential_kind() == kind)
             .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
-        match key.kind {
-            KeyKind::Personal => Ok(VerifiedCredential::PersonalKey { key }),
-            KeyKind::Workspace => {
-                let workspace_id = key
-                    .workspace_id
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("workspace key without workspace".into()))?;
-                let workspace = self.workspace_by_id(workspace_id).await?;
+        match key.owner.clone() {
+            KeyOwner::User(user) => Ok(VerifiedCredential::PersonalKey { key, user }),
+            KeyOwner::Workspace(workspace_id) => {
+                let workspace = self.workspace_by_id(&workspace_id).await?;
                 Ok(VerifiedCredential::WorkspaceKey { key, workspace })
             }
         }
     }
 
+    /// An access token as the resolution rules see it.
+    async fn lookup_access_token(&self, hash: &SecretHash) -> Result<VerifiedCredential, Error> {
+        let token = self
+            .store
+            .token_by_hash(hash)
+            .await?
+            .filter(|t| t.kind == TokenKind::Access && t.hash.ct_eq(hash))
+            .ok_or(Error::Unauthenticated(Reason::CredentialUnknown))?;
+        let workspace = self.workspace_by_id(&token.workspace_id).await?;
+        Ok(VerifiedCredential::AccessToken(AccessTokenGrant {
+            token_id: token.id,
+            user_id: token.user_id,
+            workspace,
+            client_id: token.client_id,
+            scopes: token.scopes,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+        }))
+    }
+
     /// A key's workspace, through the cache (workspaces do not change).
-    pub(super) async fn workspace_by_id(
+    async fn workspace_by_id(
         &self,
         id: &crate::directory::WorkspaceId,
     ) -> Result<crate::directory::Workspace, Error> {

@@ -3,7 +3,7 @@ use tracing::instrument;
 use crate::api_key::{ApiKey, ApiKeyId, KeyKind, KeyOwner};
 use crate::clock::Timestamp;
 use crate::credential::Secret;
-use crate::directory::{UserId, WorkspaceId};
+use crate::directory::UserId;
 use crate::error::{Error, Reason};
 use crate::principal::Principal;
 use crate::scope::ScopeSet;
@@ -23,9 +23,7 @@ pub struct NewKey {
 /// A key to issue, authorisation already settled (the CLI's path).
 #[derive(Clone, Debug)]
 pub struct KeySpec {
-    pub kind: KeyKind,
-    pub workspace_id: Option<WorkspaceId>,
-    pub user_id: Option<UserId>,
+    pub owner: KeyOwner,
     pub created_by: Option<UserId>,
     pub name: String,
     pub scopes: ScopeSet,
@@ -47,7 +45,7 @@ impl Service {
             .ok_or(Error::PermissionDenied(Reason::CredentialKindNotAccepted))?;
         let scopes = parse_scopes(&request.scopes)?;
         check_scope_kind(request.kind, scopes)?;
-        let (workspace_id, user_id) = match request.kind {
+        let owner = match request.kind {
             KeyKind::Workspace => {
                 let slug = request
                     .workspace_slug
@@ -66,7 +64,7 @@ impl Service {
                 if !scopes.is_subset(ScopeSet::of_role(membership.role).effective()) {
                     return Err(Error::PermissionDenied(Reason::ScopeExceedsGrantor));
                 }
-                (Some(membership.workspace.id), None)
+                KeyOwner::Workspace(membership.workspace.id)
             }
             KeyKind::Personal => {
                 if !scopes.is_subset(caller.scopes.only_personal()) {
@@ -75,13 +73,11 @@ impl Service {
                 if self.store.user(&caller_id).await?.is_none() {
                     return Err(Error::NotFound("user"));
                 }
-                (None, Some(caller_id.clone()))
+                KeyOwner::User(caller_id.clone())
             }
         };
         self.issue_key(KeySpec {
-            kind: request.kind,
-            workspace_id,
-            user_id,
+            owner,
             created_by: Some(caller_id),
             name: request.name,
             scopes,
@@ -98,16 +94,8 @@ impl Service {
         if spec.scopes.is_empty() {
             return Err(Error::invalid("a key needs at least one scope"));
         }
-        check_scope_kind(spec.kind, spec.scopes)?;
-        match spec.kind {
-            KeyKind::Workspace if spec.workspace_id.is_none() => {
-                return Err(Error::invalid("workspace keys need a workspace"));
-            }
-            KeyKind::Personal if spec.user_id.is_none() => {
-                return Err(Error::invalid("personal keys need a user"));
-            }
-            _ => {}
-        }
+        let kind = spec.owner.kind();
+        check_scope_kind(kind, spec.scopes)?;
         if let Some(expires_at) = spec.expires_at {
             if expires_at <= now {
                 return Err(Error::invalid("expires_at must be in the future"));
@@ -116,16 +104,14 @@ impl Service {
                 return Err(Error::invalid("expires_at is too far in the future"));
             }
         }
-        let secret = Secret::generate(spec.kind.credential_kind());
+        let secret = Secret::generate(kind.credential_kind());
         let key = ApiKey {
             id: ApiKeyId::generate(),
-            kind: spec.kind,
             hash: secret.hash(),
             display: secret.display_form(),
             name,
             scopes: spec.scopes,
-            workspace_id: spec.workspace_id,
-            user_id: spec.user_id,
+            owner: spec.owner,
             created_by: spec.created_by,
             created_at: now,
             expires_at: spec.expires_at,
@@ -134,7 +120,7 @@ impl Service {
         };
         self.store.insert_api_key(&key).await?;
         self.cache.known().insert(&key.hash);
-        tracing::info!(key_id = %key.id, kind = %key.kind, "api key created");
+        tracing::info!(key_id = %key.id, kind = %kind, "api key created");
         Ok((key, secret))
     }
 
@@ -152,8 +138,8 @@ impl Service {
             .as_ref()
             .ok_or(Error::PermissionDenied(Reason::CredentialKindNotAccepted))?;
         let mut allowed =
-            key.created_by.as_ref() == Some(caller_id) || key.user_id.as_ref() == Some(caller_id);
-        if !allowed && let Some(workspace) = &key.workspace_id {
+            key.created_by.as_ref() == Some(caller_id) || key.owner.user() == Some(caller_id);
+        if !allowed && let Some(workspace) = key.owner.workspace() {
             allowed = self
                 .store
                 .membership(workspace, caller_id)

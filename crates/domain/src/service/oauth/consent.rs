@@ -1,0 +1,99 @@
+//! The consent page's use-cases: checking an authorization request, the
+//! workspaces a user may grant, and approving or denying.
+
+use tracing::instrument;
+
+use crate::credential::{CredentialKind, Secret};
+use crate::directory::{Membership, UserId};
+use crate::error::{Error, OAuthErrorCode, Reason};
+use crate::oauth::request::{
+    AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization, redirect_with,
+    validate_authorization,
+};
+use crate::oauth::{AuthorizationCode, CODE_SECS, ClientId, FamilyId};
+use crate::scope::ScopeSet;
+use crate::service::Service;
+
+impl Service {
+    /// Checks an authorization request; the outer error is an outage, the
+    /// inner one the request's fault.
+    pub async fn check_authorization(
+        &self,
+        request: &AuthorizationRequest,
+    ) -> Result<Result<ValidatedAuthorization, AuthorizeError>, Error> {
+        let app = match request.client_id.as_deref() {
+            Some(id) => self.app(&ClientId(id.to_owned())).await?,
+            None => None,
+        };
+        Ok(validate_authorization(request, app.as_ref()))
+    }
+
+    /// The workspaces a user can pick on the consent page.
+    pub async fn consent_workspaces(&self, user: &UserId) -> Result<Vec<Membership>, Error> {
+        Ok(self.store.memberships_of_user(user).await?)
+    }
+
+    /// Approve: a code bound to client, redirect URI, user, workspace, scopes
+    /// and challenge. Granted scopes are capped by the user's role there.
+    /// Returns where to send the browser.
+    #[instrument(skip_all, fields(client_id = %request.app.client_id))]
+    pub async fn approve(
+        &self,
+        user: &UserId,
+        request: &ValidatedAuthorization,
+        workspace_slug: &str,
+    ) -> Result<String, Error> {
+        let membership = self
+            .store
+            .membership_by_slug(user, workspace_slug)
+            .await?
+            .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
+        let allowed = ScopeSet::of_role(membership.role)
+            .effective()
+            .union(ScopeSet::personal());
+        let granted = request.scopes.intersection(allowed);
+        if granted.is_empty() {
+            let denied = RedirectError {
+                redirect_uri: request.redirect_uri.clone(),
+                error: OAuthErrorCode::InvalidScope,
+                description: "your role in that workspace allows none of the requested scopes"
+                    .into(),
+                state: request.state.clone(),
+            };
+            return Ok(denied.location());
+        }
+        let now = self.clock.now();
+        let code = Secret::generate(CredentialKind::AuthorizationCode);
+        self.store
+            .insert_code(&AuthorizationCode {
+                hash: code.hash(),
+                client_id: request.app.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                user_id: user.clone(),
+                workspace_id: membership.workspace.id.clone(),
+                scopes: granted,
+                code_challenge: request.code_challenge.clone(),
+                family_id: FamilyId::generate(),
+                created_at: now,
+                expires_at: now.plus_secs(CODE_SECS),
+                used_at: None,
+            })
+            .await?;
+        let mut params = vec![("code", code.expose())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        Ok(redirect_with(&request.redirect_uri, &params))
+    }
+
+    /// Deny: `error=access_denied` back to the client.
+    pub fn deny(&self, request: &ValidatedAuthorization) -> String {
+        RedirectError {
+            redirect_uri: request.redirect_uri.clone(),
+            error: OAuthErrorCode::AccessDenied,
+            description: "the user denied the request".into(),
+            state: request.state.clone(),
+        }
+        .location()
+    }
+}

@@ -1,0 +1,266 @@
+//! The token endpoint: `authorization_code` (RFC 6749 §4.1.3, RFC 7636
+//! §4.6) and `refresh_token` with rotation and reuse detection (RFC 6749 §6,
+//! RFC 9700 §4.14.2).
+//!
+//! Both grants take the same steps, in `redeem`: authenticate the client,
+//! parse what it presents, find it, check it is this client's, live and not
+//! yet spent (a spent one revokes its whole family), apply the grant's own
+//! checks, mint a pair, and claim the grant and store the pair in one
+//! transaction that exactly one caller wins.
+
+use tracing::instrument;
+
+use crate::clock::Timestamp;
+use crate::credential::{CredentialKind, Secret, SecretHash};
+use crate::directory::{UserId, WorkspaceId};
+use crate::error::{Error, OAuthErrorCode};
+use crate::oauth::{
+    ACCESS_TOKEN_SECS, ClientId, FamilyId, OAuthApp, OAuthToken, REFRESH_TOKEN_SECS, TokenId,
+    TokenKind, pkce,
+};
+use crate::scope::ScopeSet;
+use crate::service::Service;
+
+use super::apps::ClientAuth;
+use super::{invalid_grant, oauth_error};
+
+/// A token response: shown once, never stored in the clear.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub expires_in: i64,
+    pub scopes: ScopeSet,
+    pub workspace_id: WorkspaceId,
+}
+
+/// A stored code or refresh token, as the shared steps see it.
+struct Redeemable {
+    /// "the code" or "the refresh token", for messages.
+    what: &'static str,
+    claim: Claim,
+    client_id: ClientId,
+    family_id: FamilyId,
+    user_id: UserId,
+    workspace_id: WorkspaceId,
+    scopes: ScopeSet,
+    expires_at: Timestamp,
+    revoked: bool,
+    spent: bool,
+}
+
+/// The conditional update that spends a grant.
+enum Claim {
+    Code(SecretHash),
+    RefreshToken(TokenId),
+}
+
+impl Service {
+    /// `grant_type=authorization_code`.
+    #[instrument(skip_all, fields(client_id = %client.client_id))]
+    pub async fn exchange_code(
+        &self,
+        client: &ClientAuth,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<IssuedTokens, Error> {
+        let app = self.authenticate_client(client).await?;
+        if code_verifier.is_empty() {
+            return Err(oauth_error(
+                OAuthErrorCode::InvalidRequest,
+                "code_verifier is required (PKCE)",
+            ));
+        }
+        let hash = presented(code, "code", CredentialKind::AuthorizationCode)?;
+        let stored = self
+            .store
+            .code_by_hash(&hash)
+            .await?
+            .ok_or_else(|| invalid_grant("the code is unknown"))?;
+        let now = self.clock.now();
+        let grant = Redeemable {
+            what: "the code",
+            claim: Claim::Code(stored.hash),
+            client_id: stored.client_id,
+            family_id: stored.family_id,
+            user_id: stored.user_id,
+            workspace_id: stored.workspace_id,
+            scopes: stored.scopes,
+            expires_at: stored.expires_at,
+            revoked: false,
+            spent: stored.used_at.is_some(),
+        };
+        self.check_redeemable(&app, &grant, now).await?;
+        if stored.redirect_uri != redirect_uri {
+            return Err(invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        if !pkce::verify(code_verifier, &stored.code_challenge) {
+            return Err(invalid_grant(
+                "code_verifier does not match the code_challenge",
+            ));
+        }
+        let scopes = grant.scopes;
+        self.redeem(&app, grant, scopes, now).await
+    }
+
+    /// `grant_type=refresh_token`; `scope` may narrow the grant, never widen it.
+    #[instrument(skip_all, fields(client_id = %client.client_id))]
+    pub async fn refresh(
+        &self,
+        client: &ClientAuth,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<IssuedTokens, Error> {
+        let app = self.authenticate_client(client).await?;
+        let hash = presented(refresh_token, "refresh_token", CredentialKind::RefreshToken)?;
+        let token = self
+            .store
+            .token_by_hash(&hash)
+            .await?
+            .filter(|t| t.kind == TokenKind::Refresh)
+            .ok_or_else(|| invalid_grant("the refresh token is unknown"))?;
+        let now = self.clock.now();
+        let grant = Redeemable {
+            what: "the refresh token",
+            claim: Claim::RefreshToken(token.id),
+            client_id: token.client_id,
+            family_id: token.family_id,
+            user_id: token.user_id,
+            workspace_id: token.workspace_id,
+            scopes: token.scopes,
+            expires_at: token.expires_at,
+            revoked: token.revoked_at.is_some(),
+            spent: token.rotated_at.is_some(),
+        };
+        self.check_redeemable(&app, &grant, now).await?;
+        let scopes = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => grant.scopes,
+            Some(text) => {
+                let asked = ScopeSet::parse_space_separated(text)
+                    .map_err(|_| oauth_error(OAuthErrorCode::InvalidScope, "unknown scope"))?;
+                if !asked.is_subset(grant.scopes) {
+                    return Err(oauth_error(
+                        OAuthErrorCode::InvalidScope,
+                        "scope exceeds the original grant",
+                    ));
+                }
+                asked
+            }
+        };
+        self.redeem(&app, grant, scopes, now).await
+    }
+
+    /// The checks every grant passes before its own: this client's, not
+    /// revoked, not spent (a replay revokes the family), not expired.
+    async fn check_redeemable(
+        &self,
+        app: &OAuthApp,
+        grant: &Redeemable,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let what = grant.what;
+        if grant.client_id != app.client_id {
+            return Err(invalid_grant(format!(
+                "{what} was issued to another client"
+            )));
+        }
+        if grant.revoked {
+            return Err(invalid_grant(format!("{what} has been revoked")));
+        }
+        if grant.spent {
+            return Err(self.replayed(grant, now).await);
+        }
+        if grant.expires_at <= now {
+            return Err(invalid_grant(format!("{what} has expired")));
+        }
+        Ok(())
+    }
+
+    /// Mints a pair and spends the grant in one transaction; the loser of a
+    /// race is treated as a replay.
+    async fn redeem(
+        &self,
+        app: &OAuthApp,
+        grant: Redeemable,
+        scopes: ScopeSet,
+        now: Timestamp,
+    ) -> Result<IssuedTokens, Error> {
+        let (tokens, issued) = token_pair(app, &grant, scopes, now);
+        let won = match &grant.claim {
+            Claim::Code(hash) => self.store.redeem_code(hash, now, &tokens).await?,
+            Claim::RefreshToken(id) => self.store.rotate_refresh_token(id, now, &tokens).await?,
+        };
+        if !won {
+            return Err(self.replayed(&grant, now).await);
+        }
+        self.cache.known().insert(&issued.access_token.hash());
+        Ok(issued)
+    }
+
+    /// A spent grant presented again: its whole family is revoked (RFC 6749
+    /// §4.1.2, RFC 9700 §4.14.2). Returns the error to answer with.
+    async fn replayed(&self, grant: &Redeemable, now: Timestamp) -> Error {
+        let what = grant.what;
+        if let Err(err) = self.revoke_family(&grant.family_id, now).await {
+            return err;
+        }
+        tracing::warn!(family_id = %grant.family_id, "{what} reused; token family revoked");
+        invalid_grant(format!(
+            "{what} was already used; tokens issued from it are revoked"
+        ))
+    }
+}
+
+/// The grant's secret as presented: required, well-formed, of `kind`.
+fn presented(value: &str, field: &str, kind: CredentialKind) -> Result<SecretHash, Error> {
+    if value.is_empty() {
+        return Err(oauth_error(
+            OAuthErrorCode::InvalidRequest,
+            format!("{field} is required"),
+        ));
+    }
+    Secret::parse(value)
+        .ok()
+        .filter(|s| s.kind() == kind)
+        .map(|s| s.hash())
+        .ok_or_else(|| invalid_grant(format!("the {field} is malformed")))
+}
+
+fn token_pair(
+    app: &OAuthApp,
+    grant: &Redeemable,
+    scopes: ScopeSet,
+    now: Timestamp,
+) -> (Vec<OAuthToken>, IssuedTokens) {
+    let access = Secret::generate(CredentialKind::AccessToken);
+    let refresh = Secret::generate(CredentialKind::RefreshToken);
+    let token = |secret: &Secret, kind, lifetime| OAuthToken {
+        id: TokenId::generate(),
+        hash: secret.hash(),
+        kind,
+        family_id: grant.family_id.clone(),
+        client_id: app.client_id.clone(),
+        user_id: grant.user_id.clone(),
+        workspace_id: grant.workspace_id.clone(),
+        scopes,
+        created_at: now,
+        expires_at: now.plus_secs(lifetime),
+        revoked_at: None,
+        rotated_at: None,
+    };
+    let tokens = vec![
+        token(&access, TokenKind::Access, ACCESS_TOKEN_SECS),
+        token(&refresh, TokenKind::Refresh, REFRESH_TOKEN_SECS),
+    ];
+    let issued = IssuedTokens {
+        access_token: access,
+        refresh_token: refresh,
+        expires_in: ACCESS_TOKEN_SECS,
+        scopes,
+        workspace_id: grant.workspace_id.clone(),
+    };
+    (tokens, issued)
+}
