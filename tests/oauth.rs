@@ -439,6 +439,23 @@ async fn token_endpoint_errors_follow_rfc6749_5_2(backend: Backend) {
         bad_request("invalid_grant"),
         "redirect_uri mismatch"
     );
+    // A code presented with a wrong redirect_uri or verifier is burnt
+    // (RFC 9700 §2.1.1): the right ones afterwards do not revive it.
+    assert_eq!(
+        error_of(
+            exchange(
+                confidential.client_id.clone(),
+                Some(secret.clone()),
+                code.clone(),
+                REDIRECT,
+                verifier.clone()
+            )
+            .await
+        ),
+        bad_request("invalid_grant"),
+        "a code burnt by a redirect_uri mismatch"
+    );
+    let (code, verifier) = h.code_for(&ada, &confidential, "issues:read", "acme").await;
     let (wrong_verifier, _) = pkce();
     assert_eq!(
         error_of(
@@ -453,6 +470,21 @@ async fn token_endpoint_errors_follow_rfc6749_5_2(backend: Backend) {
         ),
         bad_request("invalid_grant")
     );
+    assert_eq!(
+        error_of(
+            exchange(
+                confidential.client_id.clone(),
+                Some(secret.clone()),
+                code.clone(),
+                REDIRECT,
+                verifier.clone()
+            )
+            .await
+        ),
+        bad_request("invalid_grant"),
+        "one guess at the verifier: the code is burnt"
+    );
+    let (code, verifier) = h.code_for(&ada, &confidential, "issues:read", "acme").await;
     assert_eq!(
         error_of(
             exchange(

@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .compile_well_known_types(false)
+        .codec_path("crate::codec::VelocityCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -15,4 +15,8 @@ pub use velocity::auth::v1 as pb;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/velocity_descriptor.bin"));
 
+pub mod codec;
 pub mod convert;
+
+/// `google.rpc.ErrorInfo.domain` of every error the service sends.
+pub const ERROR_DOMAIN: &str = "auth.velocity.dev";

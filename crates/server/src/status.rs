@@ -6,8 +6,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use velocity_domain::{Error, ErrorClass};
 
-/// `google.rpc.ErrorInfo.domain` of every error we send.
-pub const ERROR_DOMAIN: &str = "auth.velocity.dev";
+pub use velocity_proto::ERROR_DOMAIN;
 
 pub fn code_of(class: ErrorClass) -> Code {
     match class {

@@ -92,15 +92,18 @@ impl Service {
             spent: stored.used_at.is_some(),
         };
         self.check_redeemable(&app, &grant, now).await?;
-        if stored.redirect_uri != redirect_uri {
-            return Err(invalid_grant(
-                "redirect_uri does not match the authorization request",
-            ));
-        }
-        if !pkce::verify(code_verifier, &stored.code_challenge) {
-            return Err(invalid_grant(
-                "code_verifier does not match the code_challenge",
-            ));
+        let mismatch = if stored.redirect_uri != redirect_uri {
+            Some("redirect_uri does not match the authorization request")
+        } else if !pkce::verify(code_verifier, &stored.code_challenge) {
+            Some("code_verifier does not match the code_challenge")
+        } else {
+            None
+        };
+        if let Some(message) = mismatch {
+            // RFC 9700 §2.1.1: a presented code is burnt. Whoever holds a
+            // stolen code gets one guess at the verifier, not a search.
+            self.store.redeem_code(&stored.hash, now, &[]).await?;
+            return Err(invalid_grant(format!("{message}; the code is now spent")));
         }
         let scopes = grant.scopes;
         self.redeem(&app, grant, scopes, now).await
