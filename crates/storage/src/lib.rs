@@ -8,7 +8,6 @@ mod rows;
 mod sql_oauth;
 mod sql_store;
 mod sqlite;
-pub mod testing;
 
 use std::sync::Arc;
 

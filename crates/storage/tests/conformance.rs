@@ -9,8 +9,8 @@ use velocity_domain::{
     ApiKey, ApiKeyId, KeyKind, Role, ScopeSet, SecretHash, Store, StoreError, Timestamp, User,
     UserId, Workspace, WorkspaceId,
 };
-use velocity_storage::testing::TestDatabase;
 use velocity_storage::{Database, StorageOptions};
+use velocity_testkit::TestDatabase;
 
 fn user(id: &str) -> User {
     User {
