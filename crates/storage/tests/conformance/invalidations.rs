@@ -3,6 +3,7 @@
 //! built from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{ClientType, TokenKind};
@@ -337,6 +338,39 @@ pub async fn out_of_order_story() {
         store.invalidations_after(cursor, 100).await.unwrap(),
         vec![(n, Invalidation::AccessTokens), (n + 1, member)]
     );
+    db.close().await;
+}
+
+/// PostgreSQL only: a logged invalidation wakes other replicas' listeners
+/// at once. SQLite has no channel between processes; its replicas poll.
+pub async fn notify_story() {
+    let (_guard, db) = open(Backend::Postgres).await;
+    let Database::Postgres(pg) = &db else {
+        panic!("a PostgreSQL database opened as {}", db.backend());
+    };
+    let store = db.store();
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let woken = Arc::new(tokio::sync::Notify::new());
+    let listener = tokio::spawn({
+        let (pg, woken) = (pg.clone(), woken.clone());
+        async move { pg.listen_for_invalidations(woken).await }
+    });
+    let wait = |ms| tokio::time::timeout(Duration::from_millis(ms), woken.notified());
+    wait(5_000)
+        .await
+        .expect("the listener wakes once on connecting");
+    wait(200)
+        .await
+        .expect_err("nothing logged, nothing to wake for");
+
+    store
+        .upsert_membership(&acme.id, &ada.id, Role::Member)
+        .await
+        .unwrap();
+    wait(5_000)
+        .await
+        .expect("a logged invalidation wakes the listener");
+    listener.abort();
     db.close().await;
 }
 

@@ -150,6 +150,11 @@ mod postgres {
     async fn ids_committed_out_of_order_are_found_again() {
         invalidations::out_of_order_story().await;
     }
+
+    #[tokio::test]
+    async fn logged_invalidations_wake_listeners() {
+        invalidations::notify_story().await;
+    }
 }
 
 #[tokio::test]
