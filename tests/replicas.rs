@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
-use velocity_storage::testing::TestDatabase;
+use velocity_testkit::TestDatabase;
 
 struct Replica {
     child: Child,

@@ -137,7 +137,7 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
     wait_for_health(&h.channel, "", ServingStatus::Serving).await;
 
     let name = h.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin_url = velocity_storage::testing::postgres_admin_url();
+    let admin_url = velocity_testkit::postgres_admin_url();
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
     let block = |allow: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}");
     sqlx::query(sqlx::AssertSqlSafe(block(false)))

@@ -17,7 +17,7 @@ use velocity_domain::{Clock, ManualClock};
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
-use velocity_storage::testing::TestDatabase;
+use velocity_testkit::TestDatabase;
 
 pub mod oauth;
 

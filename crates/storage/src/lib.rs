@@ -1,14 +1,17 @@
 //! Storage for Velocity Auth: the domain's [`Store`] over sqlx, for SQLite
 //! (the embedded default) and PostgreSQL (production, several replicas).
-//! Each backend embeds and applies its own migrations at start.
+//!
+//! One [`SqlStore`] serves both. The SQL is written once, in `src/sql/`,
+//! and compiled for each backend by the backend's module (`sqlite`,
+//! `postgres`), which keeps only what differs: connecting, migrations
+//! (embedded and applied at open) and, through the crate's `Backend`
+//! trait, announcing a new invalidation to other replicas.
 
 mod error;
+mod insert;
 mod postgres;
 mod rows;
-mod sql_oauth;
-mod sql_store;
 mod sqlite;
-pub mod testing;
 
 use std::sync::Arc;
 
@@ -16,6 +19,30 @@ pub use error::StorageError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use velocity_domain::Store;
+
+/// The domain's store over a sqlx connection pool of backend `DB`
+/// ([`SqliteStore`] or [`PostgresStore`]).
+pub struct SqlStore<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> SqlStore<DB> {
+    /// The connection pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// What a backend adds to the shared SQL.
+trait Backend: sqlx::Database {
+    /// Runs in the transaction that has just appended to the invalidation
+    /// log, before it commits.
+    async fn after_invalidation_logged(conn: &mut Self::Connection) -> Result<(), sqlx::Error>;
+}
 
 /// The SQLite file used when no `DATABASE_URL` is given.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://velocity-auth.db";

@@ -1,5 +1,6 @@
-//! Row shapes shared by both backends, and their mapping to domain types.
-//! Times are i64 milliseconds, hashes bytes, scopes a bit set.
+//! Row shapes shared by both backends, the columns each is read from, and
+//! their mapping to domain types. Times are i64 milliseconds, hashes bytes,
+//! scopes a bit set.
 
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::oauth::{ClientId, FamilyId, TokenId};
@@ -7,6 +8,9 @@ use velocity_domain::{
     ApiKey, ApiKeyId, KeyKind, Membership, Role, ScopeSet, SecretHash, StoreError, Timestamp, User,
     UserId, Workspace, WorkspaceId,
 };
+
+/// The columns of a [`UserRow`].
+pub(crate) const USER_COLUMNS: &str = "id, email, name, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
@@ -27,6 +31,9 @@ impl From<UserRow> for User {
     }
 }
 
+/// The columns of a [`WorkspaceRow`].
+pub(crate) const WORKSPACE_COLUMNS: &str = "id, slug, name, created_at";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct WorkspaceRow {
     id: String,
@@ -45,6 +52,10 @@ impl From<WorkspaceRow> for Workspace {
         }
     }
 }
+
+/// Selects [`MembershipRow`]s: `m` is the membership, `w` its workspace.
+pub(crate) const MEMBERSHIP_SELECT: &str = "SELECT w.id, w.slug, w.name, w.created_at, m.user_id, m.role \
+     FROM memberships m JOIN workspaces w ON w.id = m.workspace_id";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MembershipRow {
@@ -68,6 +79,10 @@ impl TryFrom<MembershipRow> for Membership {
         })
     }
 }
+
+/// The columns of an [`ApiKeyRow`].
+pub(crate) const API_KEY_COLUMNS: &str = "id, kind, key_hash, display, name, scopes, workspace_id, \
+     user_id, created_by, created_at, expires_at, revoked_at, last_used_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ApiKeyRow {
@@ -133,6 +148,10 @@ pub(crate) fn memberships<I: IntoIterator<Item = MembershipRow>>(
     rows.into_iter().map(Membership::try_from).collect()
 }
 
+/// The columns of an [`AppRow`].
+pub(crate) const APP_COLUMNS: &str =
+    "client_id, name, client_type, secret_hash, redirect_uris, allowed_scopes, created_at";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct AppRow {
     client_id: String,
@@ -169,6 +188,10 @@ impl TryFrom<AppRow> for velocity_domain::oauth::OAuthApp {
     }
 }
 
+/// The columns of a [`CodeRow`].
+pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, user_id, workspace_id, \
+     scopes, code_challenge, family_id, created_at, expires_at, used_at";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct CodeRow {
     code_hash: Vec<u8>,
@@ -204,6 +227,10 @@ impl TryFrom<CodeRow> for velocity_domain::oauth::AuthorizationCode {
         })
     }
 }
+
+/// The columns of a [`TokenRow`].
+pub(crate) const TOKEN_COLUMNS: &str = "id, token_hash, kind, family_id, client_id, user_id, \
+     workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TokenRow {

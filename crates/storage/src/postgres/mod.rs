@@ -2,20 +2,26 @@
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
-use crate::StorageOptions;
 use crate::error::StorageError;
-use crate::sql_oauth::impl_oauth_store;
-use crate::sql_store::impl_store;
+use crate::{Backend, SqlStore, StorageOptions};
+
+/// The backend the shared SQL of `src/sql/` is compiled for here.
+type Db = sqlx::Postgres;
+
+#[path = "../sql/mod.rs"]
+#[expect(
+    clippy::duplicate_mod,
+    reason = "by design: the shared SQL is compiled once per backend"
+)]
+mod sql;
 
 /// The NOTIFY channel invalidations are announced on.
 pub const INVALIDATION_CHANNEL: &str = "velocity_invalidations";
 
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
@@ -29,11 +35,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(StorageError::Migrate)?;
-        Ok(PostgresStore { pool })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Ok(SqlStore { pool })
     }
 
     /// Wakes `notify` whenever another replica commits an invalidation, and
@@ -65,15 +67,16 @@ impl PostgresStore {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
-impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    Some("SELECT pg_notify('velocity_invalidations', '')")
-);
-impl_oauth_store!(PostgresStore, sqlx::Postgres);
+impl Backend for sqlx::Postgres {
+    /// Wakes every replica listening on [`INVALIDATION_CHANNEL`]; PostgreSQL
+    /// delivers it only if the transaction commits.
+    async fn after_invalidation_logged(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(INVALIDATION_CHANNEL)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+}

@@ -3,17 +3,23 @@
 use std::str::FromStr;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::StorageOptions;
 use crate::error::StorageError;
-use crate::sql_oauth::impl_oauth_store;
-use crate::sql_store::impl_store;
+use crate::{Backend, SqlStore, StorageOptions};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+/// The backend the shared SQL of `src/sql/` is compiled for here.
+type Db = sqlx::Sqlite;
+
+#[path = "../sql/mod.rs"]
+#[expect(
+    clippy::duplicate_mod,
+    reason = "by design: the shared SQL is compiled once per backend"
+)]
+mod sql;
+
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
@@ -35,13 +41,14 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StorageError::Migrate)?;
-        Ok(SqliteStore { pool })
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
+        Ok(SqlStore { pool })
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, None);
-impl_oauth_store!(SqliteStore, sqlx::Sqlite);
+impl Backend for sqlx::Sqlite {
+    /// Nothing to announce: SQLite has no channel to other processes, which
+    /// find new entries by polling the log.
+    async fn after_invalidation_logged(_: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}

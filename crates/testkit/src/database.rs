@@ -1,9 +1,6 @@
 //! Throwaway databases for tests: a temp SQLite file, or a PostgreSQL
 //! database with a unique name on the local server, dropped afterwards.
 
-// Test support: failing loudly is the point.
-#![allow(clippy::panic)]
-
 use std::path::PathBuf;
 
 use sqlx::Connection;
@@ -28,7 +25,7 @@ enum Cleanup {
 
 impl TestDatabase {
     pub fn sqlite() -> TestDatabase {
-        let path = std::env::temp_dir().join(format!("velocity-test-{}.db", uuid_like()));
+        let path = std::env::temp_dir().join(format!("velocity-test-{}.db", unique_suffix()));
         TestDatabase {
             url: format!("sqlite://{}", path.display()),
             cleanup: Cleanup::File(path),
@@ -37,9 +34,13 @@ impl TestDatabase {
 
     /// Creates a fresh PostgreSQL database. Panics if the server is not
     /// reachable: PostgreSQL tests must fail, not skip, without it.
+    #[expect(
+        clippy::panic,
+        reason = "test support: a missing server must fail the test loudly"
+    )]
     pub async fn postgres() -> TestDatabase {
         let admin_url = postgres_admin_url();
-        let name = format!("velocity_test_{}", uuid_like());
+        let name = format!("velocity_test_{}", unique_suffix());
         let mut conn = PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL is required for tests at {admin_url}: {e}"));
@@ -95,17 +96,8 @@ impl Drop for TestDatabase {
     }
 }
 
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}_{}_{}", std::process::id(), nanos, rand_suffix())
-}
-
-fn rand_suffix() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    COUNTER.fetch_add(1, Ordering::Relaxed)
+/// A fresh UUID in its simple (hex) form: unique across processes and
+/// usable both in a file name and as a PostgreSQL identifier.
+fn unique_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }

@@ -1,57 +1,17 @@
-//! One behavioural story for the Store trait, run against every backend.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Users, workspaces, memberships and API keys.
 
 use std::sync::Arc;
 
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::{
-    ApiKey, ApiKeyId, KeyKind, Role, ScopeSet, SecretHash, Store, StoreError, Timestamp, User,
-    UserId, Workspace, WorkspaceId,
+    ApiKeyId, KeyKind, Role, ScopeSet, SecretHash, Store, StoreError, Timestamp, UserId,
+    WorkspaceId,
 };
-use velocity_storage::testing::TestDatabase;
-use velocity_storage::{Database, StorageOptions};
 
-fn user(id: &str) -> User {
-    User {
-        id: UserId(id.into()),
-        email: format!("{id}@example.com"),
-        name: id.into(),
-        created_at: Timestamp(1),
-    }
-}
+use crate::fixtures::{key, user, workspace};
+use crate::{Backend, open};
 
-fn workspace(slug: &str) -> Workspace {
-    Workspace {
-        id: WorkspaceId::generate(),
-        slug: slug.into(),
-        name: slug.into(),
-        created_at: Timestamp(2),
-    }
-}
-
-fn key(kind: KeyKind, workspace: Option<&Workspace>, user: Option<&User>, n: u8) -> ApiKey {
-    let owner = match (kind, workspace, user) {
-        (KeyKind::Workspace, Some(w), _) => KeyOwner::Workspace(w.id.clone()),
-        (KeyKind::Personal, _, Some(u)) => KeyOwner::User(u.id.clone()),
-        _ => panic!("a {kind} key needs its owner"),
-    };
-    ApiKey {
-        id: ApiKeyId::generate(),
-        owner,
-        hash: SecretHash([n; 32]),
-        display: "vel_abcd…wxyz".into(),
-        name: format!("key {n}"),
-        scopes: ScopeSet::parse(["issues:read"]).unwrap_or_default(),
-        created_by: user.map(|u| u.id.clone()),
-        created_at: Timestamp(i64::from(n)),
-        expires_at: Some(Timestamp(1_000_000)),
-        revoked_at: None,
-        last_used_at: None,
-    }
-}
-
-async fn directory_story(store: Arc<dyn Store>) {
+pub async fn directory_story(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     let ada = user("ada");
     store.insert_user(&ada).await.unwrap();
@@ -131,7 +91,7 @@ async fn directory_story(store: Arc<dyn Store>) {
     );
 }
 
-async fn key_story(store: Arc<dyn Store>) {
+pub async fn key_story(store: Arc<dyn Store>) {
     let ada = user("ada");
     store.insert_user(&ada).await.unwrap();
     let acme = workspace("acme");
@@ -241,66 +201,21 @@ async fn key_story(store: Arc<dyn Store>) {
     );
 }
 
-macro_rules! backend_suite {
-    ($backend:ident, $make:expr) => {
-        mod $backend {
-            use super::*;
-
-            async fn open() -> (TestDatabase, Database) {
-                let db: TestDatabase = $make;
-                let opened = Database::open(&db.url, &StorageOptions::default())
-                    .await
-                    .unwrap();
-                (db, opened)
-            }
-
-            #[tokio::test]
-            async fn directory() {
-                let (_guard, db) = open().await;
-                directory_story(db.store()).await;
-                db.close().await;
-            }
-
-            #[tokio::test]
-            async fn keys() {
-                let (_guard, db) = open().await;
-                key_story(db.store()).await;
-                db.close().await;
-            }
-
-            #[tokio::test]
-            async fn reopening_keeps_data_and_migrations_are_idempotent() {
-                let (guard, db) = open().await;
-                db.store().insert_user(&user("ada")).await.unwrap();
-                db.close().await;
-                let db = Database::open(&guard.url, &StorageOptions::default())
-                    .await
-                    .unwrap();
-                assert!(
-                    db.store()
-                        .user(&UserId("ada".into()))
-                        .await
-                        .unwrap()
-                        .is_some()
-                );
-                db.close().await;
-            }
-        }
-    };
-}
-
-backend_suite!(sqlite, TestDatabase::sqlite());
-backend_suite!(postgres, TestDatabase::postgres().await);
-
-#[tokio::test]
-async fn unreachable_postgres_is_unavailable_not_a_crash() {
-    let err = Database::open(
-        "postgres://postgres@127.0.0.1:1/none",
-        &StorageOptions {
-            max_connections: 1,
-            acquire_timeout: std::time::Duration::from_millis(500),
-        },
-    )
-    .await;
-    assert!(err.is_err());
+/// Data survives closing and reopening, and opening again re-runs no migration.
+pub async fn reopening_keeps_data(backend: Backend) {
+    let (guard, db) = open(backend).await;
+    db.store().insert_user(&user("ada")).await.unwrap();
+    db.close().await;
+    let db =
+        velocity_storage::Database::open(&guard.url, &velocity_storage::StorageOptions::default())
+            .await
+            .unwrap();
+    assert!(
+        db.store()
+            .user(&UserId("ada".into()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    db.close().await;
 }

@@ -1,0 +1,325 @@
+//! The OAuth use-cases over a real store: consent, the token endpoint's two
+//! grants and their shared steps, revocation and introspection.
+
+mod support;
+
+use support::{REDIRECT_URI, VERIFIER, World};
+use velocity_domain::error::OAuthErrorCode;
+use velocity_domain::oauth::ClientType;
+use velocity_domain::service::ClientAuth;
+use velocity_domain::{Error, PrincipalKind, Reason};
+
+fn oauth_code<T: std::fmt::Debug>(result: Result<T, Error>) -> OAuthErrorCode {
+    match result.unwrap_err() {
+        Error::OAuth(code, _) => code,
+        other => panic!("expected an OAuth error, got {other:?}"),
+    }
+}
+
+fn auth_reason<T: std::fmt::Debug>(result: Result<T, Error>) -> Reason {
+    result.unwrap_err().reason()
+}
+
+#[tokio::test]
+async fn a_code_is_exchanged_once_and_a_replay_revokes_its_tokens() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world
+        .code_for(&app, &world.owner, "issues:read user:read")
+        .await;
+    let tokens = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    assert_eq!(tokens.workspace_id, world.acme.id);
+    let principal = world
+        .service
+        .authenticate(tokens.access_token.expose(), Some("acme"), &[])
+        .await
+        .unwrap();
+    assert_eq!(principal.kind, PrincipalKind::AccessToken);
+    assert_eq!(principal.client_id.as_ref(), Some(&app.client_id));
+
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        auth_reason(
+            world
+                .service
+                .authenticate(tokens.access_token.expose(), None, &[])
+                .await
+        ),
+        Reason::CredentialRevoked,
+        "a replayed code revokes what it issued"
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn exchange_checks_client_redirect_verifier_and_expiry() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let (_, other) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let exchange = |client: ClientAuth, redirect: &'static str, verifier: &'static str| {
+        let service = world.service.clone();
+        let code = code.clone();
+        async move {
+            service
+                .exchange_code(&client, &code, redirect, verifier)
+                .await
+        }
+    };
+    assert_eq!(
+        oauth_code(exchange(other, REDIRECT_URI, VERIFIER).await),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        oauth_code(exchange(client.clone(), "https://tt.example.com/other", VERIFIER).await),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        oauth_code(exchange(client.clone(), REDIRECT_URI, "").await),
+        OAuthErrorCode::InvalidRequest
+    );
+    world.clock.advance_secs(601);
+    assert_eq!(
+        oauth_code(exchange(client.clone(), REDIRECT_URI, VERIFIER).await),
+        OAuthErrorCode::InvalidGrant,
+        "codes live ten minutes"
+    );
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .exchange_code(&client, "velc_not-a-code", REDIRECT_URI, VERIFIER)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_narrows_and_revokes_the_family_on_replay() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Confidential).await;
+    let code = world
+        .code_for(&app, &world.owner, "issues:write user:read")
+        .await;
+    let first = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let wrong_secret = ClientAuth {
+        client_secret: Some("vels_wrong".into()),
+        ..client.clone()
+    };
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&wrong_secret, first.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidClient
+    );
+    let wider = world
+        .service
+        .refresh(
+            &client,
+            first.refresh_token.expose(),
+            Some("issues:write workspace:admin"),
+        )
+        .await;
+    assert_eq!(oauth_code(wider), OAuthErrorCode::InvalidScope);
+
+    let second = world
+        .service
+        .refresh(&client, first.refresh_token.expose(), Some("user:read"))
+        .await
+        .unwrap();
+    assert_eq!(second.scopes.to_space_separated(), "user:read");
+    assert!(
+        world
+            .service
+            .authenticate(second.access_token.expose(), None, &[])
+            .await
+            .is_ok()
+    );
+
+    // The rotated token again: a replay, and the whole family goes.
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&client, first.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        auth_reason(
+            world
+                .service
+                .authenticate(second.access_token.expose(), None, &[])
+                .await
+        ),
+        Reason::CredentialRevoked
+    );
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&client, second.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_code_have_one_winner() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let attempts = (0..8).map(|_| {
+        let service = world.service.clone();
+        let client = client.clone();
+        let code = code.clone();
+        tokio::spawn(async move {
+            service
+                .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+                .await
+        })
+    });
+    let mut won = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap().is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    world.close().await;
+}
+
+#[tokio::test]
+async fn revocation_and_introspection() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Confidential).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let tokens = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let seen = world
+        .service
+        .introspect(Some(&app), tokens.access_token.expose())
+        .await
+        .unwrap();
+    assert!(seen.active);
+    let (other_app, _) = world.app(ClientType::Confidential).await;
+    let foreign = world
+        .service
+        .introspect(Some(&other_app), tokens.access_token.expose())
+        .await
+        .unwrap();
+    assert!(!foreign.active, "a client sees only its own tokens");
+
+    world
+        .service
+        .revoke_oauth_token(&client, tokens.refresh_token.expose())
+        .await
+        .unwrap();
+    for token in [&tokens.access_token, &tokens.refresh_token] {
+        let seen = world
+            .service
+            .introspect(None, token.expose())
+            .await
+            .unwrap();
+        assert!(
+            !seen.active,
+            "revoking the refresh token revokes the family"
+        );
+    }
+    world
+        .service
+        .revoke_oauth_token(&client, "velo_unknown")
+        .await
+        .unwrap();
+    world.close().await;
+}
+
+#[tokio::test]
+async fn consent_caps_scopes_by_role_and_removal_cuts_the_app_off() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let guest = world.member("gus@example.com", "guest").await;
+    let code = world
+        .code_for(&app, &guest, "issues:read issues:write user:read")
+        .await;
+    let tokens = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens.scopes.to_space_separated(),
+        "issues:read user:read",
+        "a guest grants reads only"
+    );
+    world
+        .service
+        .remove_membership("acme", &guest.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        auth_reason(
+            world
+                .service
+                .authenticate(tokens.access_token.expose(), None, &[])
+                .await
+        ),
+        Reason::NotAMember
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn a_wrong_verifier_burns_the_code() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let wrong = "wrong-verifier-but-well-formed-0123456789abcdef";
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .exchange_code(&client, &code, REDIRECT_URI, wrong)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant,
+        "the right verifier after a wrong one finds the code spent"
+    );
+    world.close().await;
+}

@@ -1,0 +1,236 @@
+//! The SQL both backends share, written once against `Db`.
+//!
+//! SQLite and PostgreSQL accept the same `$n` placeholders, `RETURNING` and
+//! `ON CONFLICT`, and our columns hold only text, i64 and bytes, so one body
+//! of queries serves both. This directory is not a module of the crate
+//! root: each backend module defines `type Db` (its `sqlx::Database`, which
+//! implements [`crate::Backend`]) and includes it with
+//! `#[path = "../sql/mod.rs"] mod sql;`, so the same plain code is compiled
+//! once per backend. rustfmt formats it and errors point at these lines.
+//!
+//! Here the domain's traits are implemented by forwarding each call to the
+//! file of its concern, where the SQL is.
+
+mod directory;
+mod invalidations;
+mod keys;
+mod oauth;
+
+use async_trait::async_trait;
+use velocity_domain::api_key::KeyOwner;
+use velocity_domain::invalidation::Invalidation;
+use velocity_domain::oauth::{
+    AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
+};
+use velocity_domain::store::{InvalidationStore, OAuthStore, StoreResult};
+use velocity_domain::{
+    ApiKey, ApiKeyId, Membership, Role, SecretHash, Store, Timestamp, User, UserId, Workspace,
+    WorkspaceId,
+};
+
+use super::Db;
+use crate::SqlStore;
+
+#[async_trait]
+impl Store for SqlStore<Db> {
+    async fn ping(&self) -> StoreResult<()> {
+        directory::ping(&self.pool).await
+    }
+
+    async fn insert_user(&self, user: &User) -> StoreResult<()> {
+        directory::insert_user(&self.pool, user).await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        directory::user(&self.pool, id).await
+    }
+
+    async fn insert_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        directory::insert_workspace(&self.pool, workspace).await
+    }
+
+    async fn workspace_by_slug(&self, slug: &str) -> StoreResult<Option<Workspace>> {
+        directory::workspace_by_slug(&self.pool, slug).await
+    }
+
+    async fn workspace_by_id(&self, id: &WorkspaceId) -> StoreResult<Option<Workspace>> {
+        directory::workspace_by_id(&self.pool, id).await
+    }
+
+    async fn upsert_membership(
+        &self,
+        workspace: &WorkspaceId,
+        user: &UserId,
+        role: Role,
+    ) -> StoreResult<()> {
+        directory::upsert_membership(&self.pool, workspace, user, role).await
+    }
+
+    async fn delete_membership(&self, workspace: &WorkspaceId, user: &UserId) -> StoreResult<bool> {
+        directory::delete_membership(&self.pool, workspace, user).await
+    }
+
+    async fn membership_by_slug(
+        &self,
+        user: &UserId,
+        slug: &str,
+    ) -> StoreResult<Option<Membership>> {
+        directory::membership_by_slug(&self.pool, user, slug).await
+    }
+
+    async fn membership(
+        &self,
+        workspace: &WorkspaceId,
+        user: &UserId,
+    ) -> StoreResult<Option<Membership>> {
+        directory::membership(&self.pool, workspace, user).await
+    }
+
+    async fn memberships_of_user(&self, user: &UserId) -> StoreResult<Vec<Membership>> {
+        directory::memberships_of_user(&self.pool, user).await
+    }
+
+    async fn memberships_of_workspace(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> StoreResult<Vec<Membership>> {
+        directory::memberships_of_workspace(&self.pool, workspace).await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        keys::insert_api_key(&self.pool, key).await
+    }
+
+    async fn api_key_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        keys::api_key_by_hash(&self.pool, hash).await
+    }
+
+    async fn api_key_by_id(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        keys::api_key_by_id(&self.pool, id).await
+    }
+
+    async fn list_api_keys(
+        &self,
+        owner: &KeyOwner,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<ApiKey>> {
+        keys::list_api_keys(&self.pool, owner, include_revoked).await
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<Option<Timestamp>> {
+        keys::revoke_api_key(&self.pool, id, at).await
+    }
+
+    async fn record_key_usage(&self, usage: &[(ApiKeyId, Timestamp)]) -> StoreResult<()> {
+        keys::record_key_usage(&self.pool, usage).await
+    }
+}
+
+#[async_trait]
+impl OAuthStore for SqlStore<Db> {
+    async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()> {
+        oauth::insert_app(&self.pool, app).await
+    }
+
+    async fn app(&self, client_id: &ClientId) -> StoreResult<Option<OAuthApp>> {
+        oauth::app(&self.pool, client_id).await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<OAuthApp>> {
+        oauth::list_apps(&self.pool).await
+    }
+
+    async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool> {
+        oauth::set_app_secret(&self.pool, client_id, hash).await
+    }
+
+    async fn delete_app(&self, client_id: &ClientId) -> StoreResult<bool> {
+        oauth::delete_app(&self.pool, client_id).await
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
+        oauth::insert_code(&self.pool, code).await
+    }
+
+    async fn code_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<AuthorizationCode>> {
+        oauth::code_by_hash(&self.pool, hash).await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        at: Timestamp,
+        tokens: &[OAuthToken],
+    ) -> StoreResult<bool> {
+        oauth::redeem_code(&self.pool, hash, at, tokens).await
+    }
+
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>> {
+        oauth::token_by_hash(&self.pool, hash).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        id: &TokenId,
+        at: Timestamp,
+        tokens: &[OAuthToken],
+    ) -> StoreResult<bool> {
+        oauth::rotate_refresh_token(&self.pool, id, at, tokens).await
+    }
+
+    async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool> {
+        oauth::revoke_token(&self.pool, id, at).await
+    }
+
+    async fn revoke_family(&self, family_id: &FamilyId, at: Timestamp) -> StoreResult<u64> {
+        oauth::revoke_family(&self.pool, family_id, at).await
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+        oauth::shared_secret(&self.pool, name, candidate).await
+    }
+}
+
+#[async_trait]
+impl InvalidationStore for SqlStore<Db> {
+    async fn invalidations_after(
+        &self,
+        cursor: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, Invalidation)>> {
+        invalidations::invalidations_after(&self.pool, cursor, limit).await
+    }
+
+    async fn invalidations_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<(i64, Invalidation)>> {
+        invalidations::invalidations_between(&self.pool, from, to).await
+    }
+
+    async fn invalidation_cursor(&self) -> StoreResult<i64> {
+        invalidations::invalidation_cursor(&self.pool).await
+    }
+
+    async fn prune_invalidations(&self, older_than: Timestamp) -> StoreResult<u64> {
+        invalidations::prune_invalidations(&self.pool, older_than).await
+    }
+
+    async fn key_hashes_after(
+        &self,
+        after: Option<&SecretHash>,
+        limit: i64,
+    ) -> StoreResult<Vec<SecretHash>> {
+        invalidations::key_hashes_after(&self.pool, after, limit).await
+    }
+
+    async fn access_token_hashes_after(
+        &self,
+        after: Option<&SecretHash>,
+        limit: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SecretHash>> {
+        invalidations::access_token_hashes_after(&self.pool, after, limit, now).await
+    }
+}

@@ -1,0 +1,171 @@
+//! One behavioural story per area of the store, each run against every
+//! backend: SQLite on a temp file and PostgreSQL on a fresh database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod directory;
+mod fixtures;
+mod invalidations;
+mod oauth;
+
+use std::sync::Arc;
+
+use velocity_domain::Store;
+use velocity_storage::{Database, StorageOptions};
+use velocity_testkit::TestDatabase;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A throwaway database of `backend`, opened (and so migrated).
+async fn open(backend: Backend) -> (TestDatabase, Database) {
+    let guard = match backend {
+        Backend::Sqlite => TestDatabase::sqlite(),
+        Backend::Postgres => TestDatabase::postgres().await,
+    };
+    let db = Database::open(&guard.url, &StorageOptions::default())
+        .await
+        .unwrap();
+    (guard, db)
+}
+
+/// Runs `story` against a fresh database of `backend`.
+async fn run(backend: Backend, story: impl AsyncFnOnce(Arc<dyn Store>)) {
+    let (_guard, db) = open(backend).await;
+    story(db.store()).await;
+    db.close().await;
+}
+
+// Every story, once per backend. Concurrency stories get worker threads so
+// their attempts really overlap.
+
+mod sqlite {
+    use super::*;
+
+    const BACKEND: Backend = Backend::Sqlite;
+
+    #[tokio::test]
+    async fn directory() {
+        run(BACKEND, directory::directory_story).await;
+    }
+
+    #[tokio::test]
+    async fn keys() {
+        run(BACKEND, directory::key_story).await;
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_migrations_are_idempotent() {
+        directory::reopening_keeps_data(BACKEND).await;
+    }
+
+    #[tokio::test]
+    async fn oauth() {
+        run(BACKEND, oauth::oauth_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_redeems_have_one_winner() {
+        run(BACKEND, oauth::concurrent_redeem_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rotations_have_one_winner() {
+        run(BACKEND, oauth::concurrent_rotation_story).await;
+    }
+
+    #[tokio::test]
+    async fn changes_are_logged_as_invalidations() {
+        run(BACKEND, invalidations::logging_story).await;
+    }
+
+    #[tokio::test]
+    async fn invalidation_log_pages_and_prunes() {
+        run(BACKEND, invalidations::paging_story).await;
+    }
+
+    #[tokio::test]
+    async fn known_hashes_page_in_order() {
+        run(BACKEND, invalidations::hash_paging_story).await;
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    const BACKEND: Backend = Backend::Postgres;
+
+    #[tokio::test]
+    async fn directory() {
+        run(BACKEND, directory::directory_story).await;
+    }
+
+    #[tokio::test]
+    async fn keys() {
+        run(BACKEND, directory::key_story).await;
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_migrations_are_idempotent() {
+        directory::reopening_keeps_data(BACKEND).await;
+    }
+
+    #[tokio::test]
+    async fn oauth() {
+        run(BACKEND, oauth::oauth_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_redeems_have_one_winner() {
+        run(BACKEND, oauth::concurrent_redeem_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rotations_have_one_winner() {
+        run(BACKEND, oauth::concurrent_rotation_story).await;
+    }
+
+    #[tokio::test]
+    async fn changes_are_logged_as_invalidations() {
+        run(BACKEND, invalidations::logging_story).await;
+    }
+
+    #[tokio::test]
+    async fn invalidation_log_pages_and_prunes() {
+        run(BACKEND, invalidations::paging_story).await;
+    }
+
+    #[tokio::test]
+    async fn known_hashes_page_in_order() {
+        run(BACKEND, invalidations::hash_paging_story).await;
+    }
+
+    /// PostgreSQL only: its sequences hand out ids before commit, so a later
+    /// id can commit first. SQLite has one writer at a time, so its ids
+    /// always commit in order and there is nothing to test.
+    #[tokio::test]
+    async fn ids_committed_out_of_order_are_found_again() {
+        invalidations::out_of_order_story().await;
+    }
+
+    #[tokio::test]
+    async fn logged_invalidations_wake_listeners() {
+        invalidations::notify_story().await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_not_a_crash() {
+    let err = Database::open(
+        "postgres://postgres@127.0.0.1:1/none",
+        &StorageOptions {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_millis(500),
+        },
+    )
+    .await;
+    assert!(err.is_err());
+}
