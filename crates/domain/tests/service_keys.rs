@@ -1,5 +1,7 @@
 //! Key management and Authenticate, as use-cases over a real store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use support::World;

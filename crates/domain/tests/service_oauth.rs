@@ -1,6 +1,8 @@
 //! The OAuth use-cases over a real store: consent, the token endpoint's two
 //! grants and their shared steps, revocation and introspection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use support::{REDIRECT_URI, VERIFIER, World};

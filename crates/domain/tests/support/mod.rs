@@ -1,7 +1,7 @@
 //! A service over a throwaway SQLite store and a clock that moves only when
 //! told to: the use-cases end to end, without a transport in between.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
