@@ -115,6 +115,24 @@ async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
         "SCOPE_MISSING",
     );
 
+    // A refresh may narrow the grant's scope, never widen it.
+    let (status, _, body) = h
+        .token(TokenBody::Form(vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &app.client_id),
+            ("scope", "issues:write projects:read"),
+        ]))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["reason"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_scope"),
+            Some("SCOPE_EXCEEDS_GRANT")
+        )
+    );
+
     // Refresh with form encoding (RFC 6749): rotation.
     let (status, _, body) = h
         .token(TokenBody::Form(vec![

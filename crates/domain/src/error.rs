@@ -35,6 +35,7 @@ pub enum Reason {
     InvalidGrant,
     UnauthorizedClient,
     ScopeWrongKind,
+    ScopeExceedsGrant,
 }
 
 impl Reason {
@@ -69,6 +70,7 @@ impl Reason {
             Reason::InvalidGrant => "INVALID_GRANT",
             Reason::UnauthorizedClient => "UNAUTHORIZED_CLIENT",
             Reason::ScopeWrongKind => "SCOPE_WRONG_KIND",
+            Reason::ScopeExceedsGrant => "SCOPE_EXCEEDS_GRANT",
         }
     }
 
@@ -104,6 +106,7 @@ impl Reason {
             Reason::ScopeWrongKind => {
                 "workspace keys carry workspace scopes, personal keys personal scopes"
             }
+            Reason::ScopeExceedsGrant => "requested scopes exceed the original grant",
         }
     }
 }
@@ -251,6 +254,10 @@ pub enum Error {
     /// OAuth grant and client errors (RFC 6749 §5.2), also used by the RPCs.
     #[error("{code}: {message}", code = .0.as_str(), message = .1)]
     OAuth(OAuthErrorCode, String),
+    /// An OAuth error whose reason is narrower than its code's (e.g.
+    /// `invalid_scope` for a scope beyond the grant, not an unknown one).
+    #[error("{code}: {message}", code = .0.as_str(), message = .2)]
+    OAuthWithReason(OAuthErrorCode, Reason, String),
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -269,6 +276,7 @@ impl Error {
             Error::NotFound(_) => Reason::NotFound,
             Error::AlreadyExists(_) => Reason::AlreadyExists,
             Error::OAuth(code, _) => code.reason(),
+            Error::OAuthWithReason(_, reason, _) => *reason,
             Error::Unavailable(_) => Reason::StorageUnavailable,
             Error::Internal(_) => Reason::Internal,
         }
@@ -281,7 +289,7 @@ impl Error {
             Error::InvalidArgument(..) => ErrorClass::InvalidArgument,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::AlreadyExists(_) => ErrorClass::AlreadyExists,
-            Error::OAuth(code, _) => code.class(),
+            Error::OAuth(code, _) | Error::OAuthWithReason(code, ..) => code.class(),
             Error::Unavailable(_) => ErrorClass::Unavailable,
             Error::Internal(_) => ErrorClass::Internal,
         }
@@ -292,7 +300,7 @@ impl Error {
         match self {
             Error::Unavailable(_) => Reason::StorageUnavailable.description().to_owned(),
             Error::Internal(_) => Reason::Internal.description().to_owned(),
-            Error::OAuth(_, message) => message.clone(),
+            Error::OAuth(_, message) | Error::OAuthWithReason(_, _, message) => message.clone(),
             other => other.to_string(),
         }
     }

@@ -167,6 +167,7 @@ mod tests {
             InvalidGrant,
             UnauthorizedClient,
             ScopeWrongKind,
+            ScopeExceedsGrant,
         ] {
             assert_ne!(
                 pb::FailureReason::from(reason),

@@ -378,9 +378,10 @@ impl Service {
                 let asked = ScopeSet::parse_space_separated(text)
                     .map_err(|_| oauth(OAuthErrorCode::InvalidScope, "unknown scope"))?;
                 if !asked.is_subset(token.scopes) {
-                    return Err(oauth(
+                    return Err(Error::OAuthWithReason(
                         OAuthErrorCode::InvalidScope,
-                        "scope exceeds the original grant",
+                        Reason::ScopeExceedsGrant,
+                        "scope exceeds the original grant".to_owned(),
                     ));
                 }
                 asked
