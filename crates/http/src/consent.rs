@@ -8,6 +8,7 @@ use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuth
 use velocity_domain::{Error, ErrorClass, Principal, PrincipalKind, Reason, UserId};
 
 use crate::AppState;
+use crate::authorization::AuthorizationHeader;
 use crate::error::{log_if_internal, status_of};
 use crate::page::{consent_page, error_page};
 use crate::params::Params;
@@ -18,10 +19,11 @@ pub const SESSION_COOKIE: &str = "sb-access-token";
 pub async fn show(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    authorization: AuthorizationHeader,
     headers: HeaderMap,
 ) -> Response {
     let consent = match Params::from_form(query.unwrap_or_default().as_bytes()) {
-        Ok(params) => Consent::begin(&state, &params, &headers).await,
+        Ok(params) => Consent::begin(&state, &params, &authorization, &headers).await,
         Err(_) => Err(repeated("A parameter was given more than once.")),
     };
     let Consent {
@@ -41,7 +43,12 @@ pub async fn show(
     consent_page(&request, &workspaces, &csrf)
 }
 
-pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    authorization: AuthorizationHeader,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(mut params) = Params::from_form(&body) else {
         return repeated("A form field was given more than once.");
     };
@@ -49,7 +56,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
         request,
         user,
         session,
-    } = match Consent::begin(&state, &params, &headers).await {
+    } = match Consent::begin(&state, &params, &authorization, &headers).await {
         Ok(consent) => consent,
         Err(response) => return response,
     };
@@ -86,10 +93,11 @@ impl Consent {
     async fn begin(
         state: &AppState,
         params: &Params,
+        authorization: &AuthorizationHeader,
         headers: &HeaderMap,
     ) -> Result<Consent, Response> {
         let request = checked(state, params).await?;
-        let principal = signed_in(state, headers).await?;
+        let principal = signed_in(state, authorization, headers).await?;
         let user = principal.user_id.ok_or_else(|| {
             error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.")
         })?;
@@ -129,9 +137,17 @@ async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthoriza
 }
 
 /// The signed-in user: a session token from `Authorization: Bearer` or the
-/// `sb-access-token` cookie. Keys and app tokens cannot consent.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
-    let token = bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE));
+/// `sb-access-token` cookie. Keys and app tokens cannot consent. Any other
+/// `Authorization` (a proxy's Basic, say) leaves the cookie to decide.
+async fn signed_in(
+    state: &AppState,
+    authorization: &AuthorizationHeader,
+    headers: &HeaderMap,
+) -> Result<Principal, Response> {
+    let token = authorization
+        .bearer()
+        .map(str::to_owned)
+        .or_else(|| cookie(headers, SESSION_COOKIE));
     let Some(token) = token else {
         return Err(error_page(
             StatusCode::UNAUTHORIZED,
@@ -150,14 +166,6 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
         )),
         Err(err) => Err(failure_page(err)),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_owned())
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
