@@ -96,10 +96,12 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .shared_secret("consent-csrf", &candidate)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the shared CSRF key: {e}"))?;
+    let csrf = velocity_http::CsrfKey::new(csrf_key)
+        .map_err(|e| anyhow::anyhow!("the shared CSRF key cannot key HMAC-SHA256: {e}"))?;
     let admin_token = velocity_server::AdminToken::new(config.admin_token.as_deref());
     let http_state = velocity_http::AppState {
         service: service.clone(),
-        csrf: velocity_http::CsrfKey::new(csrf_key),
+        csrf,
         admin: admin_token.clone(),
     };
 

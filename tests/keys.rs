@@ -6,9 +6,10 @@
 mod common;
 
 use common::{Backend, Harness, assert_refused, bearer, reason};
-use tonic::Code;
+use tonic::{Code, Request, Status};
 use velocity_proto::pb;
 use velocity_proto::pb::KeyKind;
+use velocity_proto::pb::o_auth_app_service_client::OAuthAppServiceClient;
 
 async fn workspace_key_resolves_its_workspace(backend: Backend) {
     let h = Harness::start(backend).await;
@@ -645,8 +646,136 @@ async fn last_used_is_recorded_in_batches(backend: Backend) {
     h.stop().await;
 }
 
-async fn directory_needs_the_admin_token(backend: Backend) {
+fn with_authorization<T>(value: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = value {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    request
+}
+
+/// Calls each of the nine DirectoryService and OAuthAppService RPCs once,
+/// with `authorization` metadata `value` (or none).
+async fn every_admin_rpc(h: &Harness, value: Option<&str>) -> Vec<(&'static str, Status)> {
+    let mut dir = h.directory();
+    let mut apps = OAuthAppServiceClient::new(h.channel.clone());
+    let results = vec![
+        (
+            "CreateUser",
+            dir.create_user(with_authorization(value, pb::CreateUserRequest::default()))
+                .await
+                .map(drop),
+        ),
+        (
+            "CreateWorkspace",
+            dir.create_workspace(with_authorization(
+                value,
+                pb::CreateWorkspaceRequest::default(),
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SetMembership",
+            dir.set_membership(with_authorization(
+                value,
+                pb::SetMembershipRequest::default(),
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "RemoveMembership",
+            dir.remove_membership(with_authorization(
+                value,
+                pb::RemoveMembershipRequest::default(),
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListMemberships",
+            dir.list_memberships(with_authorization(
+                value,
+                pb::ListMembershipsRequest::default(),
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "RegisterApp",
+            apps.register_app(with_authorization(value, pb::RegisterAppRequest::default()))
+                .await
+                .map(drop),
+        ),
+        (
+            "ListApps",
+            apps.list_apps(with_authorization(value, pb::ListAppsRequest::default()))
+                .await
+                .map(drop),
+        ),
+        (
+            "RotateAppSecret",
+            apps.rotate_app_secret(with_authorization(
+                value,
+                pb::RotateAppSecretRequest::default(),
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "DeleteApp",
+            apps.delete_app(with_authorization(value, pb::DeleteAppRequest::default()))
+                .await
+                .map(drop),
+        ),
+    ];
+    results
+        .into_iter()
+        .map(|(rpc, result)| match result {
+            Err(status) => (rpc, status),
+            Ok(()) => panic!("{rpc} with authorization {value:?} was served"),
+        })
+        .collect()
+}
+
+async fn admin_rpcs_need_the_admin_token(backend: Backend) {
     let h = Harness::start(backend).await;
+    // Checked before any handler runs, whatever the request holds.
+    let wrong = format!("Bearer {}x", common::ADMIN_TOKEN);
+    let basic = format!("Basic {}", common::ADMIN_TOKEN);
+    for value in [
+        None,
+        Some("Bearer not-the-token"),
+        Some(wrong.as_str()),
+        Some(basic.as_str()),
+        Some("Bearer"),
+    ] {
+        let refusals = every_admin_rpc(&h, value).await;
+        assert_eq!(refusals.len(), 9);
+        for (rpc, status) in refusals {
+            assert_eq!(
+                (status.code(), reason(&status).as_str()),
+                (Code::Unauthenticated, "ADMIN_TOKEN_INVALID"),
+                "{rpc} with authorization {value:?}: {status:?}"
+            );
+        }
+    }
+    // The scheme in any case, then spaces or tabs, as on HTTP; or the bare
+    // token, as gRPC callers have always been allowed.
+    let mut apps = OAuthAppServiceClient::new(h.channel.clone());
+    for spelling in [
+        format!("BEARER {}", common::ADMIN_TOKEN),
+        format!("bearer\t{}", common::ADMIN_TOKEN),
+        common::ADMIN_TOKEN.to_owned(),
+    ] {
+        apps.list_apps(with_authorization(Some(&spelling), pb::ListAppsRequest {}))
+            .await
+            .unwrap();
+    }
+
     let request = pb::CreateWorkspaceRequest {
         slug: "acme".into(),
         name: "Acme".into(),
@@ -698,13 +827,26 @@ async fn directory_needs_the_admin_token(backend: Backend) {
         .directory()
         .list_memberships(common::admin(pb::ListMembershipsRequest {
             workspace_slug: String::new(),
-            user_id: id,
+            user_id: id.clone(),
         }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.memberships.len(), 1);
     assert_eq!(list.memberships[0].role, "guest");
+    // The signed-in caller of AuthService reads the same way.
+    for spelling in [
+        format!("BEARER {}", h.session(&id)),
+        format!("bearer\t{}", h.session(&id)),
+    ] {
+        h.auth()
+            .list_keys(with_authorization(
+                Some(&spelling),
+                pb::ListKeysRequest::default(),
+            ))
+            .await
+            .unwrap();
+    }
     // An admin token is not a credential anywhere else.
     assert_refused(
         h.authenticate(common::ADMIN_TOKEN, "", &[]).await,
@@ -724,5 +866,5 @@ for_each_backend!(
     revocation_and_listing,
     keys_expire_on_the_servers_clock,
     last_used_is_recorded_in_batches,
-    directory_needs_the_admin_token,
+    admin_rpcs_need_the_admin_token,
 );

@@ -9,7 +9,7 @@ mod common;
 use common::oauth::{REDIRECT, TokenBody, http, parse_form, pkce, query_of};
 use common::{Backend, Harness, assert_refused};
 use reqwest::StatusCode;
-use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, LOCATION, WWW_AUTHENTICATE};
 use serde_json::json;
 use tonic::Code;
 use velocity_proto::pb;
@@ -113,6 +113,24 @@ async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
         h.authenticate(&access, "", &["projects:read"]).await,
         Code::PermissionDenied,
         "SCOPE_MISSING",
+    );
+
+    // A refresh may narrow the grant's scope, never widen it.
+    let (status, _, body) = h
+        .token(TokenBody::Form(vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &app.client_id),
+            ("scope", "issues:write projects:read"),
+        ]))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["reason"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_scope"),
+            Some("SCOPE_EXCEEDS_GRANT")
+        )
     );
 
     // Refresh with form encoding (RFC 6749): rotation.
@@ -271,6 +289,19 @@ async fn consent_errors_follow_rfc6749_4_1_2_1(backend: Backend) {
         StatusCode::OK,
         "Authorization: Bearer works as well as the cookie"
     );
+    for spelling in [format!("BEARER {session}"), format!("bearer\t{session}")] {
+        let response = http()
+            .get(&url)
+            .header(AUTHORIZATION, spelling.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the scheme in any case, then spaces or tabs: {spelling:?}"
+        );
+    }
 
     // A forged or foreign CSRF token is refused.
     let html = http()
@@ -848,6 +879,15 @@ async fn revocation_and_introspection(backend: Backend) {
     assert_eq!(body["client_id"], app.client_id);
     let (_, body) = introspect(access.clone(), None, Some(common::ADMIN_TOKEN)).await;
     assert_eq!(body["active"], true, "internal callers use the admin token");
+    let response = http()
+        .post(format!("{}/api/oauth/introspect", h.http))
+        .header(AUTHORIZATION, format!("BEARER\t{}", common::ADMIN_TOKEN))
+        .form(&[("token", access.clone())])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["active"], true, "the header parser is the gRPC one");
     let (status, _) = introspect(access.clone(), None, Some("not-the-admin-token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) =

@@ -10,6 +10,7 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::authorization::Authorization;
 use crate::error::Reason;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -153,12 +154,12 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Tolerates a credential passed with its `Bearer ` scheme.
+/// Authenticate's credential field tolerates the `Bearer` scheme, as the
+/// header parser reads it; anything else is taken as the bare credential.
 pub fn strip_bearer(credential: &str) -> &str {
-    let trimmed = credential.trim();
-    match trimmed.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => trimmed[7..].trim_start(),
-        _ => trimmed,
+    match Authorization::parse(credential) {
+        Ok(Authorization::Bearer(token)) => token,
+        _ => credential.trim(),
     }
 }
 

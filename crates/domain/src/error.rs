@@ -1,5 +1,6 @@
-//! The domain's one error type, and the classes the edges map to transport
-//! codes (gRPC status in `server`, HTTP status in `http`).
+//! The domain's one error type, and the one table from its classes to
+//! transport codes: the gRPC code `server` sends, the HTTP status and
+//! `error` string `http` sends. Numbers and strings only, no transport types.
 
 use std::fmt;
 
@@ -34,6 +35,7 @@ pub enum Reason {
     InvalidGrant,
     UnauthorizedClient,
     ScopeWrongKind,
+    ScopeExceedsGrant,
 }
 
 impl Reason {
@@ -68,6 +70,7 @@ impl Reason {
             Reason::InvalidGrant => "INVALID_GRANT",
             Reason::UnauthorizedClient => "UNAUTHORIZED_CLIENT",
             Reason::ScopeWrongKind => "SCOPE_WRONG_KIND",
+            Reason::ScopeExceedsGrant => "SCOPE_EXCEEDS_GRANT",
         }
     }
 
@@ -103,6 +106,7 @@ impl Reason {
             Reason::ScopeWrongKind => {
                 "workspace keys carry workspace scopes, personal keys personal scopes"
             }
+            Reason::ScopeExceedsGrant => "requested scopes exceed the original grant",
         }
     }
 }
@@ -113,8 +117,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// How the edges classify an error; each adapter maps a class to its own
-/// status code in one table.
+/// How the edges classify an error. Each class is one row of the table in
+/// [`ErrorClass::row`], so gRPC, HTTP and OAuth bodies cannot disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     Unauthenticated,
@@ -126,6 +130,96 @@ pub enum ErrorClass {
     FailedPrecondition,
     Unavailable,
     Internal,
+    // RFC 6749 §5.2 (and §4.1.2.1) codes whose `error` string or HTTP
+    // status differs from the general class they resemble. `invalid_request`
+    // needs no row of its own: it is `InvalidArgument`.
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    AccessDenied,
+    UnsupportedResponseType,
+}
+
+/// `google.rpc.Code` values, so the table reads as names.
+mod grpc {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 15] = [
+        ErrorClass::Unauthenticated,
+        ErrorClass::PermissionDenied,
+        ErrorClass::InvalidArgument,
+        ErrorClass::NotFound,
+        ErrorClass::AlreadyExists,
+        ErrorClass::FailedPrecondition,
+        ErrorClass::Unavailable,
+        ErrorClass::Internal,
+        ErrorClass::InvalidClient,
+        ErrorClass::InvalidGrant,
+        ErrorClass::UnauthorizedClient,
+        ErrorClass::UnsupportedGrantType,
+        ErrorClass::InvalidScope,
+        ErrorClass::AccessDenied,
+        ErrorClass::UnsupportedResponseType,
+    ];
+
+    /// The one table: gRPC code, HTTP status, and the `error` string of
+    /// JSON and OAuth bodies. OAuth rows follow RFC 6749 §5.2 on HTTP (401
+    /// for `invalid_client`, else 400) and the nearest gRPC code.
+    const fn row(self) -> (i32, u16, &'static str) {
+        match self {
+            ErrorClass::Unauthenticated => (grpc::UNAUTHENTICATED, 401, "unauthenticated"),
+            ErrorClass::PermissionDenied => (grpc::PERMISSION_DENIED, 403, "permission_denied"),
+            ErrorClass::InvalidArgument => (grpc::INVALID_ARGUMENT, 400, "invalid_request"),
+            ErrorClass::NotFound => (grpc::NOT_FOUND, 404, "not_found"),
+            ErrorClass::AlreadyExists => (grpc::ALREADY_EXISTS, 409, "already_exists"),
+            ErrorClass::FailedPrecondition => {
+                (grpc::FAILED_PRECONDITION, 400, "failed_precondition")
+            }
+            ErrorClass::Unavailable => (grpc::UNAVAILABLE, 503, "temporarily_unavailable"),
+            ErrorClass::Internal => (grpc::INTERNAL, 500, "server_error"),
+            ErrorClass::InvalidClient => (grpc::UNAUTHENTICATED, 401, "invalid_client"),
+            ErrorClass::InvalidGrant => (grpc::FAILED_PRECONDITION, 400, "invalid_grant"),
+            ErrorClass::UnauthorizedClient => (grpc::PERMISSION_DENIED, 400, "unauthorized_client"),
+            ErrorClass::UnsupportedGrantType => {
+                (grpc::INVALID_ARGUMENT, 400, "unsupported_grant_type")
+            }
+            ErrorClass::InvalidScope => (grpc::INVALID_ARGUMENT, 400, "invalid_scope"),
+            ErrorClass::AccessDenied => (grpc::PERMISSION_DENIED, 403, "access_denied"),
+            ErrorClass::UnsupportedResponseType => {
+                (grpc::INVALID_ARGUMENT, 400, "unsupported_response_type")
+            }
+        }
+    }
+
+    /// The `google.rpc.Code` value.
+    pub const fn grpc_code(self) -> i32 {
+        self.row().0
+    }
+
+    pub const fn http_status(self) -> u16 {
+        self.row().1
+    }
+
+    /// The `error` of an HTTP error body (an RFC 6749 code where one applies).
+    pub const fn error_code(self) -> &'static str {
+        self.row().2
+    }
+
+    /// Outages and bugs: the classes whose detail an adapter logs.
+    pub const fn is_internal(self) -> bool {
+        matches!(self, ErrorClass::Unavailable | ErrorClass::Internal)
+    }
 }
 
 /// A storage failure, as the domain sees it.
@@ -160,6 +254,10 @@ pub enum Error {
     /// OAuth grant and client errors (RFC 6749 §5.2), also used by the RPCs.
     #[error("{code}: {message}", code = .0.as_str(), message = .1)]
     OAuth(OAuthErrorCode, String),
+    /// An OAuth error whose reason is narrower than its code's (e.g.
+    /// `invalid_scope` for a scope beyond the grant, not an unknown one).
+    #[error("{code}: {message}", code = .0.as_str(), message = .2)]
+    OAuthWithReason(OAuthErrorCode, Reason, String),
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -178,6 +276,7 @@ impl Error {
             Error::NotFound(_) => Reason::NotFound,
             Error::AlreadyExists(_) => Reason::AlreadyExists,
             Error::OAuth(code, _) => code.reason(),
+            Error::OAuthWithReason(_, reason, _) => *reason,
             Error::Unavailable(_) => Reason::StorageUnavailable,
             Error::Internal(_) => Reason::Internal,
         }
@@ -190,7 +289,7 @@ impl Error {
             Error::InvalidArgument(..) => ErrorClass::InvalidArgument,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::AlreadyExists(_) => ErrorClass::AlreadyExists,
-            Error::OAuth(code, _) => code.class(),
+            Error::OAuth(code, _) | Error::OAuthWithReason(code, ..) => code.class(),
             Error::Unavailable(_) => ErrorClass::Unavailable,
             Error::Internal(_) => ErrorClass::Internal,
         }
@@ -201,7 +300,7 @@ impl Error {
         match self {
             Error::Unavailable(_) => Reason::StorageUnavailable.description().to_owned(),
             Error::Internal(_) => Reason::Internal.description().to_owned(),
-            Error::OAuth(_, message) => message.clone(),
+            Error::OAuth(_, message) | Error::OAuthWithReason(_, _, message) => message.clone(),
             other => other.to_string(),
         }
     }
@@ -232,17 +331,9 @@ pub enum OAuthErrorCode {
 }
 
 impl OAuthErrorCode {
+    /// The RFC 6749 code, from the table's `error` column.
     pub fn as_str(self) -> &'static str {
-        match self {
-            OAuthErrorCode::InvalidRequest => "invalid_request",
-            OAuthErrorCode::InvalidClient => "invalid_client",
-            OAuthErrorCode::InvalidGrant => "invalid_grant",
-            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
-            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
-            OAuthErrorCode::InvalidScope => "invalid_scope",
-            OAuthErrorCode::AccessDenied => "access_denied",
-            OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
-        }
+        self.class().error_code()
     }
 
     pub fn reason(self) -> Reason {
@@ -260,17 +351,73 @@ impl OAuthErrorCode {
 
     pub fn class(self) -> ErrorClass {
         match self {
-            OAuthErrorCode::InvalidClient => ErrorClass::Unauthenticated,
-            OAuthErrorCode::UnauthorizedClient | OAuthErrorCode::AccessDenied => {
-                ErrorClass::PermissionDenied
-            }
-            OAuthErrorCode::InvalidGrant => ErrorClass::FailedPrecondition,
-            OAuthErrorCode::InvalidRequest
-            | OAuthErrorCode::UnsupportedGrantType
-            | OAuthErrorCode::InvalidScope
-            | OAuthErrorCode::UnsupportedResponseType => ErrorClass::InvalidArgument,
+            OAuthErrorCode::InvalidRequest => ErrorClass::InvalidArgument,
+            OAuthErrorCode::InvalidClient => ErrorClass::InvalidClient,
+            OAuthErrorCode::InvalidGrant => ErrorClass::InvalidGrant,
+            OAuthErrorCode::UnauthorizedClient => ErrorClass::UnauthorizedClient,
+            OAuthErrorCode::UnsupportedGrantType => ErrorClass::UnsupportedGrantType,
+            OAuthErrorCode::InvalidScope => ErrorClass::InvalidScope,
+            OAuthErrorCode::AccessDenied => ErrorClass::AccessDenied,
+            OAuthErrorCode::UnsupportedResponseType => ErrorClass::UnsupportedResponseType,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gives_every_class_a_grpc_code_http_status_and_error() {
+        use ErrorClass::*;
+        let expected = [
+            (Unauthenticated, 16, 401, "unauthenticated"),
+            (PermissionDenied, 7, 403, "permission_denied"),
+            (InvalidArgument, 3, 400, "invalid_request"),
+            (NotFound, 5, 404, "not_found"),
+            (AlreadyExists, 6, 409, "already_exists"),
+            (FailedPrecondition, 9, 400, "failed_precondition"),
+            (Unavailable, 14, 503, "temporarily_unavailable"),
+            (Internal, 13, 500, "server_error"),
+            (InvalidClient, 16, 401, "invalid_client"),
+            (InvalidGrant, 9, 400, "invalid_grant"),
+            (UnauthorizedClient, 7, 400, "unauthorized_client"),
+            (UnsupportedGrantType, 3, 400, "unsupported_grant_type"),
+            (InvalidScope, 3, 400, "invalid_scope"),
+            (AccessDenied, 7, 403, "access_denied"),
+            (UnsupportedResponseType, 3, 400, "unsupported_response_type"),
+        ];
+        assert_eq!(expected.len(), ErrorClass::ALL.len());
+        for (class, (listed, grpc, http, error)) in ErrorClass::ALL.into_iter().zip(expected) {
+            assert_eq!(
+                class, listed,
+                "ALL and this table list classes in one order"
+            );
+            assert_eq!(
+                (class.grpc_code(), class.http_status(), class.error_code()),
+                (grpc, http, error),
+                "{class:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oauth_codes_keep_their_rfc6749_names_through_the_table() {
+        use OAuthErrorCode::*;
+        for (code, name) in [
+            (InvalidRequest, "invalid_request"),
+            (InvalidClient, "invalid_client"),
+            (InvalidGrant, "invalid_grant"),
+            (UnauthorizedClient, "unauthorized_client"),
+            (UnsupportedGrantType, "unsupported_grant_type"),
+            (InvalidScope, "invalid_scope"),
+            (AccessDenied, "access_denied"),
+            (UnsupportedResponseType, "unsupported_response_type"),
+        ] {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(Error::OAuth(code, String::new()).class().error_code(), name);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api_key;
+pub mod authorization;
 pub mod cache;
 pub mod clock;
 pub mod credential;
@@ -20,6 +21,7 @@ pub mod store;
 pub mod usage;
 
 pub use api_key::{ApiKey, ApiKeyId, KeyKind};
+pub use authorization::Authorization;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use credential::{CredentialKind, Secret, SecretHash};
 pub use directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};

@@ -13,7 +13,7 @@ use velocity_domain::{Error, PrincipalKind, Reason};
 
 fn oauth_code<T: std::fmt::Debug>(result: Result<T, Error>) -> OAuthErrorCode {
     match result.unwrap_err() {
-        Error::OAuth(code, _) => code,
+        Error::OAuth(code, _) | Error::OAuthWithReason(code, _, _) => code,
         other => panic!("expected an OAuth error, got {other:?}"),
     }
 }
@@ -143,7 +143,9 @@ async fn refresh_rotates_narrows_and_revokes_the_family_on_replay() {
             Some("issues:write workspace:admin"),
         )
         .await;
-    assert_eq!(oauth_code(wider), OAuthErrorCode::InvalidScope);
+    let wider = wider.unwrap_err();
+    assert_eq!(wider.reason(), Reason::ScopeExceedsGrant);
+    assert_eq!(oauth_code::<()>(Err(wider)), OAuthErrorCode::InvalidScope);
 
     let second = world
         .service

@@ -5,9 +5,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
-use velocity_domain::{Error, Principal, PrincipalKind, Reason, UserId};
+use velocity_domain::{Error, ErrorClass, Principal, PrincipalKind, Reason, UserId};
 
 use crate::AppState;
+use crate::authorization::AuthorizationHeader;
+use crate::error::{log_if_internal, status_of};
 use crate::page::{consent_page, error_page};
 use crate::params::Params;
 
@@ -17,10 +19,11 @@ pub const SESSION_COOKIE: &str = "sb-access-token";
 pub async fn show(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    authorization: AuthorizationHeader,
     headers: HeaderMap,
 ) -> Response {
     let consent = match Params::from_form(query.unwrap_or_default().as_bytes()) {
-        Ok(params) => Consent::begin(&state, &params, &headers).await,
+        Ok(params) => Consent::begin(&state, &params, &authorization, &headers).await,
         Err(_) => Err(repeated("A parameter was given more than once.")),
     };
     let Consent {
@@ -33,14 +36,19 @@ pub async fn show(
     };
     let workspaces = match state.service.consent_workspaces(&user).await {
         Ok(list) => list,
-        Err(err) => return outage(err),
+        Err(err) => return failure_page(err),
     };
     let now = state.service.clock().now().as_secs();
     let csrf = state.csrf.issue(user.as_str(), &session, now);
     consent_page(&request, &workspaces, &csrf)
 }
 
-pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    authorization: AuthorizationHeader,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(mut params) = Params::from_form(&body) else {
         return repeated("A form field was given more than once.");
     };
@@ -48,7 +56,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
         request,
         user,
         session,
-    } = match Consent::begin(&state, &params, &headers).await {
+    } = match Consent::begin(&state, &params, &authorization, &headers).await {
         Ok(consent) => consent,
         Err(response) => return response,
     };
@@ -66,11 +74,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
             let workspace = params.get("workspace").unwrap_or_default();
             match state.service.approve(&user, &request, workspace).await {
                 Ok(location) => Redirect::to(&location).into_response(),
-                Err(Error::PermissionDenied(Reason::NotAMember)) => error_page(
-                    StatusCode::FORBIDDEN,
-                    "You are not a member of that workspace.",
-                ),
-                Err(err) => outage(err),
+                Err(err) => failure_page(err),
             }
         }
         _ => error_page(StatusCode::BAD_REQUEST, "Choose Approve or Deny."),
@@ -89,10 +93,11 @@ impl Consent {
     async fn begin(
         state: &AppState,
         params: &Params,
+        authorization: &AuthorizationHeader,
         headers: &HeaderMap,
     ) -> Result<Consent, Response> {
         let request = checked(state, params).await?;
-        let principal = signed_in(state, headers).await?;
+        let principal = signed_in(state, authorization, headers).await?;
         let user = principal.user_id.ok_or_else(|| {
             error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.")
         })?;
@@ -126,14 +131,22 @@ async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthoriza
         Ok(Err(AuthorizeError::Redirect(redirect))) => {
             Err(Redirect::to(&redirect.location()).into_response())
         }
-        Err(err) => Err(outage(err)),
+        Err(err) => Err(failure_page(err)),
     }
 }
 
 /// The signed-in user: a session token from `Authorization: Bearer` or the
-/// `sb-access-token` cookie. Keys and app tokens cannot consent.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
-    let token = bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE));
+/// `sb-access-token` cookie. Keys and app tokens cannot consent. Any other
+/// `Authorization` (a proxy's Basic, say) leaves the cookie to decide.
+async fn signed_in(
+    state: &AppState,
+    authorization: &AuthorizationHeader,
+    headers: &HeaderMap,
+) -> Result<Principal, Response> {
+    let token = authorization
+        .bearer()
+        .map(str::to_owned)
+        .or_else(|| cookie(headers, SESSION_COOKIE));
     let Some(token) = token else {
         return Err(error_page(
             StatusCode::UNAUTHORIZED,
@@ -146,20 +159,12 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
             StatusCode::UNAUTHORIZED,
             "Only a signed-in user can approve an app.",
         )),
-        Err(Error::Unavailable(err)) => Err(outage(Error::Unavailable(err))),
-        Err(_) => Err(error_page(
+        Err(err) if err.class() == ErrorClass::Unauthenticated => Err(error_page(
             StatusCode::UNAUTHORIZED,
             "Your session has expired. Sign in again.",
         )),
+        Err(err) => Err(failure_page(err)),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_owned())
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -173,25 +178,61 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim_matches('"').to_owned())
 }
 
-fn outage(err: Error) -> Response {
-    match &err {
-        Error::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
-        other => tracing::error!(error = %other, "consent failed"),
-    }
-    let status = match err {
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// A domain error as a page: the status from the domain's table (an outage
+/// 503, a bad request 400, a bug 500), internals logged and never shown.
+fn failure_page(err: Error) -> Response {
+    log_if_internal(&err);
+    let class = err.class();
+    let message = match &err {
+        Error::PermissionDenied(Reason::NotAMember) => {
+            "You are not a member of that workspace.".to_owned()
+        }
+        _ if class.is_internal() => {
+            "Something went wrong on our side. Try again in a moment.".to_owned()
+        }
+        other => other.public_message(),
     };
-    error_page(
-        status,
-        "Something went wrong on our side. Try again in a moment.",
-    )
+    error_page(status_of(class), &message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[tokio::test]
+    async fn failures_take_their_status_from_the_table_and_hide_internals() {
+        use axum::body::to_bytes;
+        use velocity_domain::StoreError;
+        let cases = [
+            (
+                Error::Unavailable(StoreError::Unavailable("10.0.0.7 refused".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Error::invalid("workspace is required"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Error::PermissionDenied(Reason::NotAMember),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                Error::Internal("row 12 is corrupt".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (err, status) in cases {
+            let response = failure_page(err);
+            assert_eq!(response.status(), status);
+            let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            let html = String::from_utf8(body.to_vec()).unwrap();
+            assert!(
+                !html.contains("10.0.0.7") && !html.contains("row 12"),
+                "{html}"
+            );
+        }
+    }
 
     #[test]
     fn session_cookie_is_found_among_others() {

@@ -4,14 +4,16 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::digest::InvalidLength;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// How long a consent page may stay open before its form is refused.
 pub const CSRF_LIFETIME_SECS: i64 = 3600;
 
+/// The keyed HMAC state, built once: each token starts from a clone of it.
 #[derive(Clone)]
-pub struct CsrfKey([u8; 32]);
+pub struct CsrfKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for CsrfKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,16 +22,15 @@ impl std::fmt::Debug for CsrfKey {
 }
 
 impl CsrfKey {
-    pub fn new(key: [u8; 32]) -> Self {
-        CsrfKey(key)
+    /// Keys the HMAC at start-up, so a key it refused would stop the server
+    /// there rather than fail a request. (HMAC takes keys of any length, so
+    /// in practice this succeeds.)
+    pub fn new(key: [u8; 32]) -> Result<Self, InvalidLength> {
+        Hmac::<Sha256>::new_from_slice(&key).map(CsrfKey)
     }
 
     fn mac(&self, user: &str, session: &str, issued_at: i64) -> Hmac<Sha256> {
-        // new_from_slice accepts any key length for HMAC.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable_hmac(),
-        };
+        let mut mac = self.0.clone();
         for part in [user.as_bytes(), session.as_bytes()] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
@@ -65,25 +66,24 @@ impl CsrfKey {
     }
 }
 
-fn unreachable_hmac() -> ! {
-    // HMAC takes keys of any length; this cannot happen.
-    std::process::abort()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tokens_are_bound_to_user_session_and_time() {
-        let key = CsrfKey::new([7; 32]);
+        let key = CsrfKey::new([7; 32]).unwrap();
         let token = key.issue("ada", "sess-1", 1000);
         assert!(key.verify(&token, "ada", "sess-1", 1000));
         assert!(key.verify(&token, "ada", "sess-1", 1000 + CSRF_LIFETIME_SECS));
         assert!(!key.verify(&token, "ada", "sess-1", 1001 + CSRF_LIFETIME_SECS));
         assert!(!key.verify(&token, "bob", "sess-1", 1000));
         assert!(!key.verify(&token, "ada", "sess-2", 1000));
-        assert!(!CsrfKey::new([8; 32]).verify(&token, "ada", "sess-1", 1000));
+        assert!(
+            !CsrfKey::new([8; 32])
+                .unwrap()
+                .verify(&token, "ada", "sess-1", 1000)
+        );
         assert!(!key.verify("garbage", "ada", "sess-1", 1000));
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         raw[0..8].copy_from_slice(&900i64.to_be_bytes());

@@ -1,5 +1,6 @@
 //! The one place domain errors become HTTP responses:
-//! `{"error": "...", "error_description": "...", "reason": "..."}`.
+//! `{"error": "...", "error_description": "...", "reason": "..."}`, with the
+//! status and `error` from the domain's table.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,53 +17,26 @@ impl From<Error> for HttpError {
 }
 
 pub fn status_of(class: ErrorClass) -> StatusCode {
-    match class {
-        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorClass::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorClass::InvalidArgument | ErrorClass::FailedPrecondition => StatusCode::BAD_REQUEST,
-        ErrorClass::NotFound => StatusCode::NOT_FOUND,
-        ErrorClass::AlreadyExists => StatusCode::CONFLICT,
-        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(class.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The `error` code of the JSON body: the OAuth code for OAuth errors,
-/// else a snake_case name of the class.
-fn error_code(err: &Error) -> &'static str {
+/// Outages and bugs are logged with their detail, which callers never see.
+pub(crate) fn log_if_internal(err: &Error) {
     match err {
-        Error::OAuth(code, _) => code.as_str(),
-        other => match other.class() {
-            ErrorClass::Unauthenticated => "unauthenticated",
-            ErrorClass::PermissionDenied => "permission_denied",
-            ErrorClass::InvalidArgument => "invalid_request",
-            ErrorClass::NotFound => "not_found",
-            ErrorClass::AlreadyExists => "already_exists",
-            ErrorClass::FailedPrecondition => "failed_precondition",
-            ErrorClass::Unavailable => "temporarily_unavailable",
-            ErrorClass::Internal => "server_error",
-        },
+        Error::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
+        Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+        _ => {}
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let err = self.0;
-        match &err {
-            Error::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
-            Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            _ => {}
-        }
-        let status = match &err {
-            // RFC 6749 §5.2: invalid_client is 401; the other grant errors 400.
-            Error::OAuth(velocity_domain::error::OAuthErrorCode::InvalidClient, _) => {
-                StatusCode::UNAUTHORIZED
-            }
-            Error::OAuth(..) => StatusCode::BAD_REQUEST,
-            other => status_of(other.class()),
-        };
+        log_if_internal(&err);
+        let class = err.class();
+        let status = status_of(class);
         let body = serde_json::json!({
-            "error": error_code(&err),
+            "error": class.error_code(),
             "error_description": err.public_message(),
             "reason": err.reason().as_str(),
         });
@@ -70,7 +44,9 @@ impl IntoResponse for HttpError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = if matches!(err, Error::OAuth(..)) {
+            // RFC 6749 §5.2: a failed client authentication challenges for
+            // the scheme clients authenticate with.
+            let challenge = if class == ErrorClass::InvalidClient {
                 "Basic realm=\"velocity\""
             } else {
                 "Bearer"

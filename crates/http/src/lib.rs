@@ -1,6 +1,7 @@
 //! The HTTP adapter: the public OAuth URLs (CONTRACT §6), translated to the
 //! same use-cases the gRPC API calls. Errors are mapped in `error` only.
 
+mod authorization;
 mod consent;
 mod csrf;
 mod error;

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use axum::http::{HeaderMap, header};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::ClientId;
 use velocity_domain::service::ClientAuth;
+
+use crate::authorization::AuthorizationHeader;
 
 #[derive(Debug, Default)]
 pub struct Params(HashMap<String, String>);
@@ -80,10 +80,10 @@ impl Params {
     }
 
     /// Client credentials from HTTP Basic or the body, never both.
-    pub fn client_auth(&mut self, headers: &HeaderMap) -> Result<ClientAuth, Error> {
+    pub fn client_auth(&mut self, header: &AuthorizationHeader) -> Result<ClientAuth, Error> {
         let body_id = self.take("client_id");
         let body_secret = self.take("client_secret");
-        match basic_credentials(headers)? {
+        match header.client_credentials()? {
             Some((id, secret)) => {
                 if body_secret.is_some() {
                     return Err(invalid_request(
@@ -110,42 +110,12 @@ impl Params {
     }
 }
 
-/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Error> {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(None);
-    };
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return Ok(None);
-    };
-    let bad = || {
-        Error::OAuth(
-            OAuthErrorCode::InvalidClient,
-            "malformed Basic credentials".to_owned(),
-        )
-    };
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
-    let text = String::from_utf8(decoded).map_err(|_| bad())?;
-    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-    let unescape = |s: &str| -> String {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), unescape(secret))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn repeated_form_parameters_are_refused() {
@@ -157,17 +127,27 @@ mod tests {
     }
 
     #[test]
-    fn basic_credentials_are_url_decoded() {
+    fn basic_or_body_credentials_but_not_both() {
         let mut headers = HeaderMap::new();
         let encoded = STANDARD.encode("my%20app:s%3Acret");
         headers.insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
         );
-        let auth = Params::default().client_auth(&headers).unwrap();
+        let basic = AuthorizationHeader::from_headers(&headers);
+        let auth = Params::default().client_auth(&basic).unwrap();
         assert_eq!(auth.client_id.as_str(), "my app");
         assert_eq!(auth.client_secret.as_deref(), Some("s:cret"));
         let mut both = Params::from_form(b"client_secret=x").unwrap();
-        assert!(both.client_auth(&headers).is_err());
+        assert!(both.client_auth(&basic).is_err());
+        let mut other = Params::from_form(b"client_id=other").unwrap();
+        assert!(other.client_auth(&basic).is_err());
+        let none = AuthorizationHeader::from_headers(&HeaderMap::new());
+        let mut body = Params::from_form(b"client_id=app&client_secret=s").unwrap();
+        let auth = body.client_auth(&none).unwrap();
+        assert_eq!(
+            (auth.client_id.as_str(), auth.client_secret.as_deref()),
+            ("app", Some("s"))
+        );
     }
 }

@@ -12,16 +12,18 @@ use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::{ClientType, TokenKind};
 
+use crate::authorization::AuthorizationHeader;
 use crate::params::Params;
 use crate::{AppState, HttpError};
 
 pub async fn token(
     State(state): State<AppState>,
+    authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&headers)?;
+    let client = params.client_auth(&authorization)?;
     let tokens = match params.get("grant_type") {
         Some("authorization_code") => {
             state
@@ -69,11 +71,12 @@ pub async fn token(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&headers)?;
+    let client = params.client_auth(&authorization)?;
     let token = params
         .get("token")
         .filter(|t| !t.is_empty())
@@ -86,20 +89,20 @@ pub async fn revoke(
 /// with `Authorization: Bearer <admin token>` (every token).
 pub async fn introspect(
     State(state): State<AppState>,
+    authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let internal = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.starts_with("Bearer ") || v.starts_with("bearer "))
-        .map(|v| state.admin.check(v).is_ok());
-    let caller = match internal {
-        Some(true) => None,
-        Some(false) => return Err(oauth(OAuthErrorCode::InvalidClient, "unknown bearer token")),
+    let caller = match authorization.bearer() {
+        Some(token) => {
+            if state.admin.check(token).is_err() {
+                return Err(oauth(OAuthErrorCode::InvalidClient, "unknown bearer token"));
+            }
+            None
+        }
         None => {
-            let client = params.client_auth(&headers)?;
+            let client = params.client_auth(&authorization)?;
             let app = state.service.authenticate_client(&client).await?;
             if app.client_type != ClientType::Confidential {
                 return Err(oauth(

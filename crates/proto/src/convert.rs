@@ -172,6 +172,7 @@ mod tests {
             InvalidGrant,
             UnauthorizedClient,
             ScopeWrongKind,
+            ScopeExceedsGrant,
         ] {
             assert_ne!(
                 pb::FailureReason::from(reason),

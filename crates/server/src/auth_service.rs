@@ -8,6 +8,7 @@ use velocity_domain::{ApiKeyId, KeyKind, Principal, Service};
 use velocity_proto::convert::{from_timestamp, timestamp};
 use velocity_proto::pb;
 
+use crate::metadata::bearer_token;
 use crate::status::to_status;
 
 pub struct AuthApi {
@@ -21,12 +22,8 @@ impl AuthApi {
 
     /// The signed-in user behind a management call, from `authorization`.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let credential = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        self.service.caller(credential).await.map_err(to_status)
+        let token = bearer_token(request.metadata()).map_err(to_status)?;
+        self.service.caller(token).await.map_err(to_status)
     }
 }
 

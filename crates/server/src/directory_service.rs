@@ -1,33 +1,22 @@
 //! `velocity.auth.v1.DirectoryService`: the main app keeps users, workspaces
-//! and memberships in sync through it, with the configured admin token.
+//! and memberships in sync through it, with the configured admin token
+//! (checked by [`crate::admin::RequireAdmin`] before any handler runs).
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use velocity_domain::admin::AdminToken;
 use velocity_domain::{Error, Membership, Service, UserId};
 use velocity_proto::convert::timestamp;
 use velocity_proto::pb;
 
 use crate::status::to_status;
 
-/// Refuses a call without the admin token in `authorization` metadata.
-pub fn check_admin<T>(admin: &AdminToken, request: &Request<T>) -> Result<(), Status> {
-    let presented = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    admin.check(presented).map_err(to_status)
-}
-
 pub struct DirectoryApi {
     service: Service,
-    admin: AdminToken,
 }
 
 impl DirectoryApi {
-    pub fn new(service: Service, admin: AdminToken) -> Self {
-        DirectoryApi { service, admin }
+    pub fn new(service: Service) -> Self {
+        DirectoryApi { service }
     }
 }
 
@@ -47,7 +36,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let user = self
             .service
@@ -67,7 +55,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateWorkspaceRequest>,
     ) -> Result<Response<pb::Workspace>, Status> {
-        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let ws = self
             .service
@@ -87,7 +74,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::SetMembershipRequest>,
     ) -> Result<Response<pb::Membership>, Status> {
-        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let m = self
             .service
@@ -102,7 +88,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::RemoveMembershipRequest>,
     ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
-        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         self.service
             .remove_membership(&req.workspace_slug, &UserId(req.user_id))
@@ -116,7 +101,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListMembershipsRequest>,
     ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
-        check_admin(&self.admin, &request)?;
         let req = request.into_inner();
         let list = match (req.workspace_slug.is_empty(), req.user_id.is_empty()) {
             (false, true) => {

@@ -1,9 +1,11 @@
-//! The gRPC adapter: `AuthService`, `DirectoryService`, health and
-//! reflection on one port.
+//! The gRPC adapter: `AuthService`, `DirectoryService`, `OAuthAppService`,
+//! health and reflection on one port.
 
+pub mod admin;
 pub mod app_service;
 pub mod auth_service;
 pub mod directory_service;
+pub mod metadata;
 pub mod status;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use tonic_health::ServingStatus;
 use velocity_domain::Service;
 use velocity_proto::pb;
 
+pub use admin::RequireAdmin;
 pub use app_service::OAuthAppApi;
 pub use auth_service::AuthApi;
 pub use directory_service::DirectoryApi;
@@ -82,14 +85,16 @@ pub async fn serve_grpc(
     ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
-    let directory = pb::directory_service_server::DirectoryServiceServer::new(DirectoryApi::new(
-        service.clone(),
-        config.admin_token.clone(),
-    ));
-    let apps = pb::o_auth_app_service_server::OAuthAppServiceServer::new(OAuthAppApi::new(
-        service,
-        config.admin_token,
-    ));
+    // The admin services are wrapped whole, so no RPC of theirs runs unchecked.
+    let require_admin = RequireAdmin::new(config.admin_token);
+    let directory = pb::directory_service_server::DirectoryServiceServer::with_interceptor(
+        DirectoryApi::new(service.clone()),
+        require_admin.clone(),
+    );
+    let apps = pb::o_auth_app_service_server::OAuthAppServiceServer::with_interceptor(
+        OAuthAppApi::new(service),
+        require_admin,
+    );
 
     Server::builder()
         .concurrency_limit_per_connection(config.concurrency_limit_per_connection)

@@ -1,6 +1,6 @@
-//! The one place domain errors become `tonic::Status`: a class picks the
-//! code, the reason travels as `google.rpc.ErrorInfo`. Internal details are
-//! logged here and never returned.
+//! The one place domain errors become `tonic::Status`: the domain's table
+//! gives the code, the reason travels as `google.rpc.ErrorInfo`. Internal
+//! details are logged here and never returned.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -9,24 +9,20 @@ use velocity_domain::{Error, ErrorClass};
 pub use velocity_proto::ERROR_DOMAIN;
 
 pub fn code_of(class: ErrorClass) -> Code {
-    match class {
-        ErrorClass::Unauthenticated => Code::Unauthenticated,
-        ErrorClass::PermissionDenied => Code::PermissionDenied,
-        ErrorClass::InvalidArgument => Code::InvalidArgument,
-        ErrorClass::NotFound => Code::NotFound,
-        ErrorClass::AlreadyExists => Code::AlreadyExists,
-        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
-        ErrorClass::Unavailable => Code::Unavailable,
-        ErrorClass::Internal => Code::Internal,
-    }
+    Code::from_i32(class.grpc_code())
 }
 
-pub fn to_status(err: Error) -> Status {
-    match &err {
+/// Outages and bugs are logged with their detail, which callers never see.
+fn log_if_internal(err: &Error) {
+    match err {
         Error::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
         Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
         _ => {}
     }
+}
+
+pub fn to_status(err: Error) -> Status {
+    log_if_internal(&err);
     let reason = err.reason();
     Status::with_error_details(
         code_of(err.class()),
@@ -42,6 +38,7 @@ pub fn to_status(err: Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use velocity_domain::error::OAuthErrorCode;
     use velocity_domain::{Reason, StoreError};
 
     #[test]
@@ -63,6 +60,14 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::Internal("boom at line 3".into()), Code::Internal),
+            (
+                Error::OAuth(OAuthErrorCode::InvalidClient, "unknown client".into()),
+                Code::Unauthenticated,
+            ),
+            (
+                Error::OAuth(OAuthErrorCode::InvalidGrant, "used".into()),
+                Code::FailedPrecondition,
+            ),
         ];
         for (err, code) in cases {
             let reason = err.reason();

@@ -13,7 +13,7 @@ use tracing::instrument;
 use crate::clock::Timestamp;
 use crate::credential::{CredentialKind, Secret, SecretHash};
 use crate::directory::{UserId, WorkspaceId};
-use crate::error::{Error, OAuthErrorCode};
+use crate::error::{Error, OAuthErrorCode, Reason};
 use crate::oauth::{
     ACCESS_TOKEN_SECS, ClientId, FamilyId, OAuthApp, OAuthToken, REFRESH_TOKEN_SECS, TokenId,
     TokenKind, pkce,
@@ -145,9 +145,10 @@ impl Service {
                 let asked = ScopeSet::parse_space_separated(text)
                     .map_err(|_| oauth_error(OAuthErrorCode::InvalidScope, "unknown scope"))?;
                 if !asked.is_subset(grant.scopes) {
-                    return Err(oauth_error(
+                    return Err(Error::OAuthWithReason(
                         OAuthErrorCode::InvalidScope,
-                        "scope exceeds the original grant",
+                        Reason::ScopeExceedsGrant,
+                        "scope exceeds the original grant".to_owned(),
                     ));
                 }
                 asked
