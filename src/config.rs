@@ -65,6 +65,12 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_INVALIDATION_POLL_MS", default_value_t = 100)]
     pub invalidation_poll_ms: u64,
 
+    /// Largest request metadata (headers) one gRPC call may carry, in bytes,
+    /// counted as name + value + 32 per entry; larger calls are refused with
+    /// RESOURCE_EXHAUSTED and the connection is kept (docs/limits.md).
+    #[arg(long, env = "VELOCITY_GRPC_MAX_METADATA_BYTES", default_value_t = velocity_server::DEFAULT_MAX_METADATA_BYTES)]
+    pub grpc_max_metadata_bytes: usize,
+
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -119,6 +125,7 @@ impl ServeConfig {
             shutdown_grace_ms: 2000,
             cache_ttl_ms: 10_000,
             invalidation_poll_ms: 100,
+            grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
         }
     }
 

@@ -109,6 +109,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let grpc_config = GrpcConfig {
         admin_token,
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
+        max_metadata_bytes: config.grpc_max_metadata_bytes,
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();

@@ -12,8 +12,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use velocity_domain::Service;
 use velocity_proto::pb;
@@ -33,6 +35,10 @@ pub struct GrpcConfig {
     /// HTTP/2 streams a client may open at once on one connection.
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
+    /// Largest request metadata a call may carry, in bytes, counted as
+    /// HTTP/2 does (name + value + 32 per entry); larger calls are refused
+    /// with RESOURCE_EXHAUSTED. See docs/limits.md.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for GrpcConfig {
@@ -43,9 +49,19 @@ impl Default for GrpcConfig {
             concurrency_limit_per_connection: 256,
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(10),
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }
+
+/// Room for a bearer token many times a Supabase session token (typically
+/// 1–2 KiB) plus gRPC's own headers. It is also what hyper's HTTP/2 accepted
+/// by default, so no call that was served before is refused now.
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// The header list size HTTP/2 itself is told to accept; why it is so far
+/// above `max_metadata_bytes` is explained where it is set.
+const HEADER_LIST_CEILING: u32 = 4 * 1024 * 1024;
 
 const AUTH_SERVICE: &str = "velocity.auth.v1.AuthService";
 const DIRECTORY_SERVICE: &str = "velocity.auth.v1.DirectoryService";
@@ -96,13 +112,43 @@ pub async fn serve_grpc(
         require_admin,
     );
 
+    // Two limits, because HTTP/2 cannot refuse a large header block cheaply.
+    // HPACK state belongs to the connection, so h2 (0.4) must read and decode
+    // every header block to its end, and it bounds that work by tearing the
+    // connection down (GOAWAY ENHANCE_YOUR_CALM, failing every call on it)
+    // once the decoded list passes 4 × SETTINGS_MAX_HEADER_LIST_SIZE
+    // (frame/headers.rs), or the block needs more than max(5, 1.25 × that /
+    // max_frame_size) CONTINUATION frames (codec/framed_read.rs). Only from
+    // 1× to 4× does it refuse the stream alone (HTTP 431 and a reset, which
+    // tonic reports as UNKNOWN; proto/streams/recv.rs). At hyper's default of
+    // 16 KiB the connection went at 64 KiB: one relayed hostile header cost
+    // the caller its whole channel. So h2 gets a 4 MiB ceiling (the largest
+    // request message tonic decodes), every block below it reaches
+    // `refuse_oversized_metadata`, and the real limit is a RESOURCE_EXHAUSTED
+    // for that one call. Past the ceiling h2 still answers 431 alone until the
+    // block passes 322 frames of 16 KiB (about 5 MiB on the wire); beyond
+    // that the connection goes, within about a second (docs/limits.md).
+    // The ceiling is not higher because a header block is read whole before
+    // any other frame of its connection, stalling the other calls meanwhile;
+    // max_frame_size stays at 16 KiB because a larger one would only move the
+    // wire bound towards the 16 MiB decoded one, with larger read buffers for
+    // every frame. A configured limit above the ceiling raises it.
+    let max_metadata = config.max_metadata_bytes;
+    let header_list_ceiling = u32::try_from(max_metadata)
+        .unwrap_or(u32::MAX)
+        .max(HEADER_LIST_CEILING);
+
     Server::builder()
+        .http2_max_header_list_size(header_list_ceiling)
         .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
         .max_concurrent_streams(config.max_concurrent_streams)
         .load_shed(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(config.request_timeout)
+        .layer(InterceptorLayer::new(move |request| {
+            refuse_oversized_metadata(request, max_metadata)
+        }))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -124,6 +170,25 @@ pub async fn serve_grpc(
             },
         )
         .await
+}
+
+/// Refuses a call whose metadata is over `max` bytes, counted as the HTTP/2
+/// header list size (name + value + 32 per entry; pseudo-headers excluded).
+fn refuse_oversized_metadata(request: Request<()>, max: usize) -> Result<Request<()>, Status> {
+    let size: usize = request
+        .metadata()
+        .as_ref()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size <= max {
+        return Ok(request);
+    }
+    tracing::debug!(size, max, "request metadata over the limit; call refused");
+    Err(Status::resource_exhausted(format!(
+        "request metadata is {size} bytes; this server accepts at most {max} \
+         (name + value + 32 bytes per entry)"
+    )))
 }
 
 /// Keeps health in step with storage: SERVING only while it answers.
