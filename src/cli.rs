@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::oauth::{ClientId, ClientType};
+use velocity_domain::page::{MAX_PAGE_SIZE, Page, PageRequest};
 use velocity_domain::service::KeySpec;
 use velocity_domain::{ApiKey, ApiKeyId, ScopeSet, Service, ServiceConfig, SystemClock, UserId};
 
@@ -203,13 +204,11 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
             eprintln!("removed {user} from {workspace}");
         }
         AdminCommand::Member(MemberCommand::List { workspace }) => {
-            for m in service
-                .memberships_of_workspace(&workspace)
-                .await
-                .map_err(public)?
-            {
-                println!("{}\t{}", m.user_id, m.role);
-            }
+            print_every_page(
+                async |page| service.memberships_of_workspace(&workspace, &page).await,
+                |m| format!("{}\t{}", m.user_id, m.role),
+            )
+            .await?;
         }
         AdminCommand::Key(KeyCommand::Create {
             owner,
@@ -262,13 +261,15 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
                 (None, Some(user)) => KeyOwner::User(UserId(user)),
                 (None, None) => anyhow::bail!("give --workspace or --user"),
             };
-            for key in service
-                .list_keys_unchecked(&owner, include_revoked)
-                .await
-                .map_err(public)?
-            {
-                println!("{}", key_line(&key));
-            }
+            print_every_page(
+                async |page| {
+                    service
+                        .list_keys_unchecked(&owner, include_revoked, &page)
+                        .await
+                },
+                key_line,
+            )
+            .await?;
         }
         AdminCommand::App(AppCommand::Register {
             name,
@@ -293,16 +294,20 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
             }
         }
         AdminCommand::App(AppCommand::List) => {
-            for app in service.list_apps().await.map_err(public)? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    app.client_id,
-                    app.client_type,
-                    app.name,
-                    app.allowed_scopes.to_space_separated(),
-                    app.redirect_uris.join(" ")
-                );
-            }
+            print_every_page(
+                async |page| service.list_apps(&page).await,
+                |app| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        app.client_id,
+                        app.client_type,
+                        app.name,
+                        app.allowed_scopes.to_space_separated(),
+                        app.redirect_uris.join(" ")
+                    )
+                },
+            )
+            .await?;
         }
         AdminCommand::App(AppCommand::RotateSecret { client_id }) => {
             let secret = service
@@ -328,6 +333,28 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Prints a whole listing, one line per item, a page at a time, so a long
+/// listing is never cut short and never held in memory at once.
+async fn print_every_page<T>(
+    mut fetch: impl AsyncFnMut(PageRequest) -> Result<Page<T>, velocity_domain::Error>,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    let mut page = PageRequest {
+        size: MAX_PAGE_SIZE,
+        after: None,
+    };
+    loop {
+        let found = fetch(page.clone()).await.map_err(public)?;
+        for item in &found.items {
+            println!("{}", line(item));
+        }
+        match found.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(()),
+        }
+    }
 }
 
 fn key_line(key: &ApiKey) -> String {

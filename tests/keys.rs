@@ -466,6 +466,7 @@ async fn revocation_and_listing(backend: Backend) {
             pb::ListKeysRequest {
                 workspace_slug: "acme".into(),
                 include_revoked: false,
+                ..Default::default()
             },
         ))
         .await
@@ -482,6 +483,7 @@ async fn revocation_and_listing(backend: Backend) {
                 pb::ListKeysRequest {
                     workspace_slug: "acme".into(),
                     include_revoked: false,
+                    ..Default::default()
                 },
             ))
             .await,
@@ -630,6 +632,7 @@ async fn last_used_is_recorded_in_batches(backend: Backend) {
                 pb::ListKeysRequest {
                     workspace_slug: "acme".into(),
                     include_revoked: false,
+                    ..Default::default()
                 },
             ))
             .await
@@ -771,9 +774,12 @@ async fn admin_rpcs_need_the_admin_token(backend: Backend) {
         format!("bearer\t{}", common::ADMIN_TOKEN),
         common::ADMIN_TOKEN.to_owned(),
     ] {
-        apps.list_apps(with_authorization(Some(&spelling), pb::ListAppsRequest {}))
-            .await
-            .unwrap();
+        apps.list_apps(with_authorization(
+            Some(&spelling),
+            pb::ListAppsRequest::default(),
+        ))
+        .await
+        .unwrap();
     }
 
     let request = pb::CreateWorkspaceRequest {
@@ -828,6 +834,7 @@ async fn admin_rpcs_need_the_admin_token(backend: Backend) {
         .list_memberships(common::admin(pb::ListMembershipsRequest {
             workspace_slug: String::new(),
             user_id: id.clone(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -960,7 +960,7 @@ async fn app_secret_rotation_and_deletion(backend: Backend) {
     let old_secret = app.secret.clone().unwrap();
     let mut apps = pb::o_auth_app_service_client::OAuthAppServiceClient::new(h.channel.clone());
     let listed = apps
-        .list_apps(common::admin(pb::ListAppsRequest {}))
+        .list_apps(common::admin(pb::ListAppsRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -973,7 +973,7 @@ async fn app_secret_rotation_and_deletion(backend: Backend) {
         "listings never show secrets"
     );
     assert_refused(
-        apps.list_apps(pb::ListAppsRequest {}).await,
+        apps.list_apps(pb::ListAppsRequest::default()).await,
         Code::Unauthenticated,
         "ADMIN_TOKEN_INVALID",
     );

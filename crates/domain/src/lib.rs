@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod invalidation;
 pub mod oauth;
+pub mod page;
 pub mod principal;
 pub mod resolve;
 pub mod scope;

@@ -10,6 +10,7 @@ use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
 use crate::invalidation::Invalidation;
 use crate::oauth::{AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId};
+use crate::page::PageRequest;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -45,19 +46,31 @@ pub trait Store: OAuthStore + InvalidationStore + Send + Sync + 'static {
         workspace: &WorkspaceId,
         user: &UserId,
     ) -> StoreResult<Option<Membership>>;
-    async fn memberships_of_user(&self, user: &UserId) -> StoreResult<Vec<Membership>>;
+    /// A user's memberships by workspace slug, after `page.after` (keyed by
+    /// slug), at most `page.fetch_limit()`.
+    async fn memberships_of_user(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Membership>>;
+    /// A workspace's memberships by user id, after `page.after` (keyed by
+    /// user id), at most `page.fetch_limit()`.
     async fn memberships_of_workspace(
         &self,
         workspace: &WorkspaceId,
+        page: &PageRequest,
     ) -> StoreResult<Vec<Membership>>;
 
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
     async fn api_key_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>>;
     async fn api_key_by_id(&self, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
+    /// An owner's keys, newest first (by creation time, then id), after
+    /// `page.after`, at most `page.fetch_limit()`.
     async fn list_api_keys(
         &self,
         owner: &KeyOwner,
         include_revoked: bool,
+        page: &PageRequest,
     ) -> StoreResult<Vec<ApiKey>>;
     /// Marks the key revoked unless it already is; returns its revocation time.
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<Option<Timestamp>>;
@@ -72,7 +85,9 @@ pub trait Store: OAuthStore + InvalidationStore + Send + Sync + 'static {
 pub trait OAuthStore: Send + Sync + 'static {
     async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()>;
     async fn app(&self, client_id: &ClientId) -> StoreResult<Option<OAuthApp>>;
-    async fn list_apps(&self) -> StoreResult<Vec<OAuthApp>>;
+    /// Apps oldest first (by creation time, then client id), after
+    /// `page.after`, at most `page.fetch_limit()`.
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Vec<OAuthApp>>;
     /// Returns whether the app exists.
     async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool>;
     /// Deletes the app with its codes and tokens; returns whether it existed.

@@ -5,6 +5,7 @@
 mod support;
 
 use support::World;
+use velocity_domain::page::PageRequest;
 use velocity_domain::service::NewKey;
 use velocity_domain::{Error, KeyKind, PrincipalKind, Reason};
 
@@ -102,11 +103,12 @@ async fn revocation_is_for_the_creator_owner_or_workspace_admins() {
     );
     let listed = world
         .service
-        .list_keys(&owner, Some("acme"), true)
+        .list_keys(&owner, Some("acme"), true, &PageRequest::first())
         .await
         .unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].revoked_at, Some(first));
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].revoked_at, Some(first));
+    assert_eq!(listed.next, None);
     world.close().await;
 }
 
@@ -145,6 +147,62 @@ async fn personal_keys_expire_on_the_clock() {
                 .await
         ),
         Reason::ScopeWrongKind
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn listings_page_through_every_key_even_while_keys_are_added() {
+    let world = World::new().await;
+    let (owner, _) = world.caller(&world.owner).await;
+    let mut created = Vec::new();
+    for _ in 0..25 {
+        let (key, _) = world
+            .service
+            .create_key(
+                &owner,
+                new_key(KeyKind::Workspace, Some("acme"), &["issues:read"]),
+            )
+            .await
+            .unwrap();
+        created.push(key.id);
+        // Two keys in the same millisecond still have an order (their ids).
+        if created.len() % 2 == 0 {
+            world.clock.advance_secs(1);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = PageRequest::parse(10, &token).unwrap();
+        let found = world
+            .service
+            .list_keys(&owner, Some("acme"), false, &page)
+            .await
+            .unwrap();
+        pages += 1;
+        seen.extend(found.items.iter().map(|k| k.id.clone()));
+        // A key made mid-listing is newer than every page still to come.
+        world
+            .service
+            .create_key(
+                &owner,
+                new_key(KeyKind::Workspace, Some("acme"), &["issues:read"]),
+            )
+            .await
+            .unwrap();
+        token = found.next_page_token();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    created.reverse();
+    assert_eq!(seen, created, "newest first, nothing skipped or repeated");
+    assert_eq!(
+        PageRequest::parse(10, "not-a-token").unwrap_err().reason(),
+        Reason::InvalidArgument
     );
     world.close().await;
 }

@@ -5,6 +5,7 @@
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 use velocity_domain::oauth::{ClientId, ClientType};
+use velocity_domain::page::PageRequest;
 use velocity_domain::{Error, Service};
 use velocity_proto::pb;
 
@@ -56,11 +57,14 @@ impl pb::o_auth_app_service_server::OAuthAppService for OAuthAppApi {
     #[instrument(skip_all)]
     async fn list_apps(
         &self,
-        _request: Request<pb::ListAppsRequest>,
+        request: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
-        let apps = self.service.list_apps().await.map_err(to_status)?;
+        let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size.into(), &req.page_token).map_err(to_status)?;
+        let apps = self.service.list_apps(&page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAppsResponse {
-            apps: apps.into_iter().map(Into::into).collect(),
+            next_page_token: apps.next_page_token(),
+            apps: apps.items.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 use velocity_domain::oauth::ClientId;
+use velocity_domain::page::PageRequest;
 use velocity_domain::service::{ClientAuth, NewKey};
 use velocity_domain::{ApiKeyId, KeyKind, Principal, Service};
 use velocity_proto::convert::{from_timestamp, timestamp};
@@ -106,13 +107,20 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size.into(), &req.page_token).map_err(to_status)?;
         let keys = self
             .service
-            .list_keys(&caller, Some(&req.workspace_slug), req.include_revoked)
+            .list_keys(
+                &caller,
+                Some(&req.workspace_slug),
+                req.include_revoked,
+                &page,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.into_iter().map(Into::into).collect(),
+            next_page_token: keys.next_page_token(),
+            keys: keys.items.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -4,6 +4,7 @@
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
+use velocity_domain::page::PageRequest;
 use velocity_domain::{Error, Membership, Service, UserId};
 use velocity_proto::convert::timestamp;
 use velocity_proto::pb;
@@ -102,20 +103,26 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         request: Request<pb::ListMembershipsRequest>,
     ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
         let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size.into(), &req.page_token).map_err(to_status)?;
         let list = match (req.workspace_slug.is_empty(), req.user_id.is_empty()) {
             (false, true) => {
                 self.service
-                    .memberships_of_workspace(&req.workspace_slug)
+                    .memberships_of_workspace(&req.workspace_slug, &page)
                     .await
             }
-            (true, false) => self.service.memberships_of_user(&UserId(req.user_id)).await,
+            (true, false) => {
+                self.service
+                    .memberships_of_user(&UserId(req.user_id), &page)
+                    .await
+            }
             _ => Err(Error::invalid(
                 "give exactly one of workspace_slug and user_id",
             )),
         }
         .map_err(to_status)?;
         Ok(Response::new(pb::ListMembershipsResponse {
-            memberships: list.into_iter().map(membership).collect(),
+            next_page_token: list.next_page_token(),
+            memberships: list.items.into_iter().map(membership).collect(),
         }))
     }
 }

@@ -1,5 +1,6 @@
 use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId, is_valid_slug};
 use crate::error::{Error, Reason};
+use crate::page::{Page, PageCursor, PageRequest};
 
 use super::{Service, check_name, limits};
 
@@ -96,13 +97,30 @@ impl Service {
         Ok(())
     }
 
-    pub async fn memberships_of_workspace(&self, slug: &str) -> Result<Vec<Membership>, Error> {
+    pub async fn memberships_of_workspace(
+        &self,
+        slug: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>, Error> {
         let workspace = self.workspace(slug).await?;
-        Ok(self.store.memberships_of_workspace(&workspace.id).await?)
+        let rows = self
+            .store
+            .memberships_of_workspace(&workspace.id, page)
+            .await?;
+        Ok(Page::from_rows(rows, page, |m| {
+            PageCursor::new(0, m.user_id.as_str())
+        }))
     }
 
-    pub async fn memberships_of_user(&self, user: &UserId) -> Result<Vec<Membership>, Error> {
-        Ok(self.store.memberships_of_user(user).await?)
+    pub async fn memberships_of_user(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>, Error> {
+        let rows = self.store.memberships_of_user(user, page).await?;
+        Ok(Page::from_rows(rows, page, |m| {
+            PageCursor::new(0, m.workspace.slug.as_str())
+        }))
     }
 
     pub async fn workspace(&self, slug: &str) -> Result<Workspace, Error> {

@@ -5,6 +5,7 @@ use crate::clock::Timestamp;
 use crate::credential::Secret;
 use crate::directory::UserId;
 use crate::error::{Error, Reason};
+use crate::page::{Page, PageCursor, PageRequest};
 use crate::principal::Principal;
 use crate::scope::ScopeSet;
 
@@ -170,7 +171,8 @@ impl Service {
         caller: &Principal,
         workspace_slug: Option<&str>,
         include_revoked: bool,
-    ) -> Result<Vec<ApiKey>, Error> {
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, Error> {
         let caller_id = caller
             .user_id
             .as_ref()
@@ -189,15 +191,23 @@ impl Service {
             }
             None => KeyOwner::User(caller_id.clone()),
         };
-        Ok(self.store.list_api_keys(&owner, include_revoked).await?)
+        self.list_keys_unchecked(&owner, include_revoked, page)
+            .await
     }
 
     pub async fn list_keys_unchecked(
         &self,
         owner: &KeyOwner,
         include_revoked: bool,
-    ) -> Result<Vec<ApiKey>, Error> {
-        Ok(self.store.list_api_keys(owner, include_revoked).await?)
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, Error> {
+        let rows = self
+            .store
+            .list_api_keys(owner, include_revoked, page)
+            .await?;
+        Ok(Page::from_rows(rows, page, |key| {
+            PageCursor::new(key.created_at.0, key.id.as_str())
+        }))
     }
 
     async fn key_by_id(&self, key_id: &ApiKeyId) -> Result<ApiKey, Error> {

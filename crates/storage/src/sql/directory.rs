@@ -3,6 +3,7 @@
 use sqlx::{AssertSqlSafe, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
+use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 
@@ -172,11 +173,17 @@ pub(super) async fn membership(
 pub(super) async fn memberships_of_user(
     pool: &Pool<Db>,
     user: &UserId,
+    page: &PageRequest,
 ) -> StoreResult<Vec<Membership>> {
     let classify = |e| crate::error::classify(e, "membership");
-    let sql = format!("{MEMBERSHIP_SELECT} WHERE m.user_id = $1 ORDER BY w.slug LIMIT 1000");
+    let sql = format!(
+        "{MEMBERSHIP_SELECT} WHERE m.user_id = $1 AND w.slug > $2 ORDER BY w.slug LIMIT $3"
+    );
+    let after = page.after.as_ref().map_or("", |c| c.key.as_str());
     let rows = sqlx::query_as::<Db, MembershipRow>(AssertSqlSafe(sql))
         .bind(user.as_str())
+        .bind(after)
+        .bind(page.fetch_limit())
         .fetch_all(pool)
         .await
         .map_err(classify)?;
@@ -187,12 +194,18 @@ pub(super) async fn memberships_of_user(
 pub(super) async fn memberships_of_workspace(
     pool: &Pool<Db>,
     workspace: &WorkspaceId,
+    page: &PageRequest,
 ) -> StoreResult<Vec<Membership>> {
     let classify = |e| crate::error::classify(e, "membership");
-    let sql =
-        format!("{MEMBERSHIP_SELECT} WHERE m.workspace_id = $1 ORDER BY m.user_id LIMIT 10000");
+    let sql = format!(
+        "{MEMBERSHIP_SELECT} WHERE m.workspace_id = $1 AND m.user_id > $2 \
+         ORDER BY m.user_id LIMIT $3"
+    );
+    let after = page.after.as_ref().map_or("", |c| c.key.as_str());
     let rows = sqlx::query_as::<Db, MembershipRow>(AssertSqlSafe(sql))
         .bind(workspace.as_str())
+        .bind(after)
+        .bind(page.fetch_limit())
         .fetch_all(pool)
         .await
         .map_err(classify)?;

@@ -4,6 +4,7 @@ use sqlx::{AssertSqlSafe, Pool};
 use tracing::instrument;
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::invalidation::Invalidation;
+use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{ApiKey, ApiKeyId, SecretHash, Timestamp};
 
@@ -75,6 +76,7 @@ pub(super) async fn list_api_keys(
     pool: &Pool<Db>,
     owner: &KeyOwner,
     include_revoked: bool,
+    page: &PageRequest,
 ) -> StoreResult<Vec<ApiKey>> {
     let classify = |e| crate::error::classify(e, "key");
     let (column, id, kind) = match owner {
@@ -86,13 +88,22 @@ pub(super) async fn list_api_keys(
     } else {
         " AND revoked_at IS NULL"
     };
+    // Newest first; without a cursor, start after the newest possible key.
+    let (at, key) = page
+        .after
+        .as_ref()
+        .map_or((i64::MAX, ""), |c| (c.at, c.key.as_str()));
     let sql = format!(
         "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE {column} = $1 AND kind = $2{revoked} \
-         ORDER BY created_at DESC LIMIT 1000"
+         AND (created_at < $3 OR (created_at = $3 AND id < $4)) \
+         ORDER BY created_at DESC, id DESC LIMIT $5"
     );
     let rows = sqlx::query_as::<Db, ApiKeyRow>(AssertSqlSafe(sql))
         .bind(id)
         .bind(kind)
+        .bind(at)
+        .bind(key)
+        .bind(page.fetch_limit())
         .fetch_all(pool)
         .await
         .map_err(classify)?;

@@ -22,6 +22,7 @@ use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
     AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
 };
+use velocity_domain::page::PageRequest;
 use velocity_domain::store::{InvalidationStore, OAuthStore, StoreResult};
 use velocity_domain::{
     ApiKey, ApiKeyId, Membership, Role, SecretHash, Store, Timestamp, User, UserId, Workspace,
@@ -86,15 +87,20 @@ impl Store for SqlStore<Db> {
         directory::membership(&self.pool, workspace, user).await
     }
 
-    async fn memberships_of_user(&self, user: &UserId) -> StoreResult<Vec<Membership>> {
-        directory::memberships_of_user(&self.pool, user).await
+    async fn memberships_of_user(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Membership>> {
+        directory::memberships_of_user(&self.pool, user, page).await
     }
 
     async fn memberships_of_workspace(
         &self,
         workspace: &WorkspaceId,
+        page: &PageRequest,
     ) -> StoreResult<Vec<Membership>> {
-        directory::memberships_of_workspace(&self.pool, workspace).await
+        directory::memberships_of_workspace(&self.pool, workspace, page).await
     }
 
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
@@ -113,8 +119,9 @@ impl Store for SqlStore<Db> {
         &self,
         owner: &KeyOwner,
         include_revoked: bool,
+        page: &PageRequest,
     ) -> StoreResult<Vec<ApiKey>> {
-        keys::list_api_keys(&self.pool, owner, include_revoked).await
+        keys::list_api_keys(&self.pool, owner, include_revoked, page).await
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<Option<Timestamp>> {
@@ -136,8 +143,8 @@ impl OAuthStore for SqlStore<Db> {
         oauth::app(&self.pool, client_id).await
     }
 
-    async fn list_apps(&self) -> StoreResult<Vec<OAuthApp>> {
-        oauth::list_apps(&self.pool).await
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Vec<OAuthApp>> {
+        oauth::list_apps(&self.pool, page).await
     }
 
     async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool> {

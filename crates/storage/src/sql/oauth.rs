@@ -8,6 +8,7 @@ use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
     AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
 };
+use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, StoreError, Timestamp};
 
@@ -52,10 +53,22 @@ pub(super) async fn app(pool: &Pool<Db>, client_id: &ClientId) -> StoreResult<Op
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn list_apps(pool: &Pool<Db>) -> StoreResult<Vec<OAuthApp>> {
+pub(super) async fn list_apps(pool: &Pool<Db>, page: &PageRequest) -> StoreResult<Vec<OAuthApp>> {
     let classify = |e| crate::error::classify(e, "app");
-    let sql = format!("SELECT {APP_COLUMNS} FROM oauth_apps ORDER BY created_at LIMIT 1000");
+    // Without a cursor, start before every app: no creation time is i64::MIN.
+    let (at, key) = page
+        .after
+        .as_ref()
+        .map_or((i64::MIN, ""), |c| (c.at, c.key.as_str()));
+    let sql = format!(
+        "SELECT {APP_COLUMNS} FROM oauth_apps \
+         WHERE created_at > $1 OR (created_at = $1 AND client_id > $2) \
+         ORDER BY created_at, client_id LIMIT $3"
+    );
     sqlx::query_as::<Db, AppRow>(AssertSqlSafe(sql))
+        .bind(at)
+        .bind(key)
+        .bind(page.fetch_limit())
         .fetch_all(pool)
         .await
         .map_err(classify)?

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use velocity_domain::api_key::KeyOwner;
+use velocity_domain::page::PageRequest;
 use velocity_domain::{
     ApiKeyId, KeyKind, Role, ScopeSet, SecretHash, Store, StoreError, Timestamp, UserId,
     WorkspaceId,
@@ -67,10 +68,17 @@ pub async fn directory_story(store: Arc<dyn Store>) {
             .role,
         Role::Owner
     );
-    assert_eq!(store.memberships_of_user(&ada.id).await.unwrap().len(), 1);
     assert_eq!(
         store
-            .memberships_of_workspace(&acme.id)
+            .memberships_of_user(&ada.id, &PageRequest::first())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .memberships_of_workspace(&acme.id, &PageRequest::first())
             .await
             .unwrap()
             .len(),
@@ -126,12 +134,20 @@ pub async fn key_story(store: Arc<dyn Store>) {
     );
 
     let listed = store
-        .list_api_keys(&KeyOwner::Workspace(acme.id.clone()), false)
+        .list_api_keys(
+            &KeyOwner::Workspace(acme.id.clone()),
+            false,
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     assert_eq!(listed, vec![ws_key.clone()]);
     let listed = store
-        .list_api_keys(&KeyOwner::User(ada.id.clone()), false)
+        .list_api_keys(
+            &KeyOwner::User(ada.id.clone()),
+            false,
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -163,14 +179,22 @@ pub async fn key_story(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .list_api_keys(&KeyOwner::Workspace(acme.id.clone()), false)
+            .list_api_keys(
+                &KeyOwner::Workspace(acme.id.clone()),
+                false,
+                &PageRequest::first()
+            )
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .list_api_keys(&KeyOwner::Workspace(acme.id.clone()), true)
+            .list_api_keys(
+                &KeyOwner::Workspace(acme.id.clone()),
+                true,
+                &PageRequest::first()
+            )
             .await
             .unwrap()
             .len(),

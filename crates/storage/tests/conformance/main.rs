@@ -6,6 +6,7 @@
 mod directory;
 mod fixtures;
 mod invalidations;
+mod listing;
 mod oauth;
 
 use std::sync::Arc;
@@ -58,6 +59,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn listings_page_by_sort_key() {
+        run(BACKEND, listing::listing_story).await;
+    }
+
+    #[tokio::test]
     async fn reopening_keeps_data_and_migrations_are_idempotent() {
         directory::reopening_keeps_data(BACKEND).await;
     }
@@ -106,6 +112,11 @@ mod postgres {
     #[tokio::test]
     async fn keys() {
         run(BACKEND, directory::key_story).await;
+    }
+
+    #[tokio::test]
+    async fn listings_page_by_sort_key() {
+        run(BACKEND, listing::listing_story).await;
     }
 
     #[tokio::test]

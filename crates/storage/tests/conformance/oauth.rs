@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use velocity_domain::oauth::{ClientId, ClientType, TokenId, TokenKind};
+use velocity_domain::page::PageRequest;
 use velocity_domain::{SecretHash, Store, StoreError, Timestamp};
 
 use crate::fixtures::{ada_in_acme, app, code, pair, token};
@@ -26,7 +27,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     );
     assert_eq!(store.app(&ClientId("nope".into())).await.unwrap(), None);
     assert_eq!(
-        store.list_apps().await.unwrap(),
+        store.list_apps(&PageRequest::first()).await.unwrap(),
         vec![cli.clone(), web.clone()],
         "apps are listed oldest first"
     );
@@ -194,7 +195,10 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     for t in first.iter().chain(&rotated) {
         assert_eq!(store.token_by_hash(&t.hash).await.unwrap(), None);
     }
-    assert_eq!(store.list_apps().await.unwrap(), vec![cli]);
+    assert_eq!(
+        store.list_apps(&PageRequest::first()).await.unwrap(),
+        vec![cli]
+    );
 
     // The first candidate for a shared secret is the one every replica gets.
     assert_eq!(

@@ -4,6 +4,7 @@
 use crate::credential::{CredentialKind, Secret, SecretHash};
 use crate::error::{Error, OAuthErrorCode};
 use crate::oauth::{ClientId, ClientType, OAuthApp, app};
+use crate::page::{Page, PageCursor, PageRequest};
 use crate::service::keys::parse_scopes;
 use crate::service::{Service, check_name, limits};
 
@@ -68,8 +69,11 @@ impl Service {
         Ok((app, secret))
     }
 
-    pub async fn list_apps(&self) -> Result<Vec<OAuthApp>, Error> {
-        Ok(self.store.list_apps().await?)
+    pub async fn list_apps(&self, page: &PageRequest) -> Result<Page<OAuthApp>, Error> {
+        let rows = self.store.list_apps(page).await?;
+        Ok(Page::from_rows(rows, page, |app| {
+            PageCursor::new(app.created_at.0, app.client_id.as_str())
+        }))
     }
 
     /// A new `vels_` secret; the old one stops working at once.

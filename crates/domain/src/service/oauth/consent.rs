@@ -11,6 +11,7 @@ use crate::oauth::request::{
     validate_authorization,
 };
 use crate::oauth::{AuthorizationCode, CODE_SECS, ClientId, FamilyId};
+use crate::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::scope::ScopeSet;
 use crate::service::Service;
 
@@ -28,9 +29,21 @@ impl Service {
         Ok(validate_authorization(request, app.as_ref()))
     }
 
-    /// The workspaces a user can pick on the consent page.
+    /// The workspaces a user can pick on the consent page: all of them.
     pub async fn consent_workspaces(&self, user: &UserId) -> Result<Vec<Membership>, Error> {
-        Ok(self.store.memberships_of_user(user).await?)
+        let mut all = Vec::new();
+        let mut page = PageRequest {
+            size: MAX_PAGE_SIZE,
+            after: None,
+        };
+        loop {
+            let found = self.memberships_of_user(user, &page).await?;
+            all.extend(found.items);
+            match found.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Approve: a code bound to client, redirect URI, user, workspace, scopes
