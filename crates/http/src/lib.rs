@@ -32,12 +32,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/oauth/consent", get(consent::show).post(consent::submit))
+    // Every response of the routes that carry tokens is uncacheable.
+    let token_routes = Router::new()
         .route("/api/oauth/token", post(token::token))
         .route("/api/oauth/revoke", post(token::revoke))
         .route("/api/oauth/introspect", post(token::introspect))
+        .layer(axum::middleware::map_response(token::no_store));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/oauth/consent", get(consent::show).post(consent::submit))
+        .merge(token_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
