@@ -7,9 +7,11 @@ mod csrf;
 mod error;
 mod page;
 mod params;
+mod peer;
 mod token;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -66,7 +68,9 @@ pub async fn serve_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Connect info: the peer address the token endpoint throttles by.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -15,16 +15,18 @@ use velocity_domain::oauth::{ClientType, TokenKind};
 
 use crate::authorization::AuthorizationHeader;
 use crate::params::Params;
+use crate::peer::PeerAddress;
 use crate::{AppState, HttpError};
 
 pub async fn token(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&authorization)?;
+    let client = params.client_auth(&authorization, address)?;
     let tokens = match params.get("grant_type") {
         Some("authorization_code") => {
             state
@@ -72,12 +74,13 @@ pub async fn token(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&authorization)?;
+    let client = params.client_auth(&authorization, address)?;
     let token = params
         .get("token")
         .filter(|t| !t.is_empty())
@@ -90,6 +93,7 @@ pub async fn revoke(
 /// with `Authorization: Bearer <admin token>` (every token).
 pub async fn introspect(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
@@ -103,7 +107,7 @@ pub async fn introspect(
             None
         }
         None => {
-            let client = params.client_auth(&authorization)?;
+            let client = params.client_auth(&authorization, address)?;
             let app = state.service.authenticate_client(&client).await?;
             if app.client_type != ClientType::Confidential {
                 return Err(oauth(
