@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
+use velocity_domain::throttle::ThrottleConfig;
 use velocity_storage::{DEFAULT_DATABASE_URL, Database, StorageOptions};
 
 #[derive(Args, Clone)]
@@ -74,6 +76,82 @@ pub struct ServeConfig {
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    pub client_auth_throttle: ClientAuthThrottleArgs,
+}
+
+/// Budgets for failed client authentications at the token endpoint and the
+/// ExchangeCode/RefreshToken RPCs (docs/limits.md). A failure that finds a
+/// budget empty is answered 429 / RESOURCE_EXHAUSTED, and so is every
+/// request for that key until the budget has room again.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuthThrottleArgs {
+    /// Failed client authentications one address may make for one client_id
+    /// before it must wait.
+    #[arg(
+        long,
+        env = "VELOCITY_CLIENT_AUTH_FAILURES_PER_CLIENT",
+        default_value_t = ThrottleConfig::default().per_client_burst
+    )]
+    pub client_auth_failures_per_client: u32,
+
+    /// After that, one more failure for that client_id from that address
+    /// per this many milliseconds.
+    #[arg(
+        long,
+        env = "VELOCITY_CLIENT_AUTH_CLIENT_PERIOD_MS",
+        default_value_t = millis(ThrottleConfig::default().per_client_period)
+    )]
+    pub client_auth_client_period_ms: u64,
+
+    /// Failed client authentications one address may make across all
+    /// client_ids before it must wait.
+    #[arg(
+        long,
+        env = "VELOCITY_CLIENT_AUTH_FAILURES_PER_ADDRESS",
+        default_value_t = ThrottleConfig::default().per_address_burst
+    )]
+    pub client_auth_failures_per_address: u32,
+
+    /// After that, one more failure from that address per this many
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "VELOCITY_CLIENT_AUTH_ADDRESS_PERIOD_MS",
+        default_value_t = millis(ThrottleConfig::default().per_address_period)
+    )]
+    pub client_auth_address_period_ms: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for ClientAuthThrottleArgs {
+    fn default() -> Self {
+        let defaults = ThrottleConfig::default();
+        ClientAuthThrottleArgs {
+            client_auth_failures_per_client: defaults.per_client_burst,
+            client_auth_client_period_ms: millis(defaults.per_client_period),
+            client_auth_failures_per_address: defaults.per_address_burst,
+            client_auth_address_period_ms: millis(defaults.per_address_period),
+        }
+    }
+}
+
+impl ClientAuthThrottleArgs {
+    /// Zero bursts and periods are raised to the least that works: one
+    /// failure, one millisecond.
+    pub fn config(&self) -> ThrottleConfig {
+        ThrottleConfig {
+            per_client_burst: self.client_auth_failures_per_client.max(1),
+            per_client_period: Duration::from_millis(self.client_auth_client_period_ms.max(1)),
+            per_address_burst: self.client_auth_failures_per_address.max(1),
+            per_address_period: Duration::from_millis(self.client_auth_address_period_ms.max(1)),
+            ..ThrottleConfig::default()
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -126,6 +204,7 @@ impl ServeConfig {
             cache_ttl_ms: 10_000,
             invalidation_poll_ms: 100,
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
+            client_auth_throttle: ClientAuthThrottleArgs::default(),
         }
     }
 
@@ -174,6 +253,7 @@ impl fmt::Debug for ServeConfig {
             .field("jwks_file", &self.jwks_file)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
+            .field("client_auth_throttle", &self.client_auth_throttle)
             .finish_non_exhaustive()
     }
 }

@@ -92,6 +92,7 @@ pub async fn seed(
     let client = ClientAuth {
         client_id: app.client_id.clone(),
         client_secret: None,
+        address: None,
     };
     let tokens = service
         .exchange_code(&client, &code, REDIRECT, &verifier)

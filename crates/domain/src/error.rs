@@ -36,6 +36,7 @@ pub enum Reason {
     UnauthorizedClient,
     ScopeWrongKind,
     ScopeExceedsGrant,
+    TooManyAttempts,
 }
 
 impl Reason {
@@ -71,6 +72,7 @@ impl Reason {
             Reason::UnauthorizedClient => "UNAUTHORIZED_CLIENT",
             Reason::ScopeWrongKind => "SCOPE_WRONG_KIND",
             Reason::ScopeExceedsGrant => "SCOPE_EXCEEDS_GRANT",
+            Reason::TooManyAttempts => "TOO_MANY_ATTEMPTS",
         }
     }
 
@@ -107,6 +109,7 @@ impl Reason {
                 "workspace keys carry workspace scopes, personal keys personal scopes"
             }
             Reason::ScopeExceedsGrant => "requested scopes exceed the original grant",
+            Reason::TooManyAttempts => "too many failed client authentications; retry later",
         }
     }
 }
@@ -140,6 +143,9 @@ pub enum ErrorClass {
     InvalidScope,
     AccessDenied,
     UnsupportedResponseType,
+    /// Too many failed client authentications: retry after the time the
+    /// error carries. Not an RFC 6749 code (docs/limits.md).
+    TooManyAttempts,
 }
 
 /// `google.rpc.Code` values, so the table reads as names.
@@ -148,6 +154,7 @@ mod grpc {
     pub const NOT_FOUND: i32 = 5;
     pub const ALREADY_EXISTS: i32 = 6;
     pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
     pub const FAILED_PRECONDITION: i32 = 9;
     pub const INTERNAL: i32 = 13;
     pub const UNAVAILABLE: i32 = 14;
@@ -155,7 +162,7 @@ mod grpc {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 15] = [
+    pub const ALL: [ErrorClass; 16] = [
         ErrorClass::Unauthenticated,
         ErrorClass::PermissionDenied,
         ErrorClass::InvalidArgument,
@@ -171,6 +178,7 @@ impl ErrorClass {
         ErrorClass::InvalidScope,
         ErrorClass::AccessDenied,
         ErrorClass::UnsupportedResponseType,
+        ErrorClass::TooManyAttempts,
     ];
 
     /// The one table: gRPC code, HTTP status, and the `error` string of
@@ -199,6 +207,7 @@ impl ErrorClass {
             ErrorClass::UnsupportedResponseType => {
                 (grpc::INVALID_ARGUMENT, 400, "unsupported_response_type")
             }
+            ErrorClass::TooManyAttempts => (grpc::RESOURCE_EXHAUSTED, 429, "too_many_attempts"),
         }
     }
 
@@ -258,6 +267,10 @@ pub enum Error {
     /// `invalid_scope` for a scope beyond the grant, not an unknown one).
     #[error("{code}: {message}", code = .0.as_str(), message = .2)]
     OAuthWithReason(OAuthErrorCode, Reason, String),
+    /// Too many failed client authentications: refused, before any secret
+    /// is checked, for this many seconds.
+    #[error("too many failed client authentications; retry in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -277,6 +290,7 @@ impl Error {
             Error::AlreadyExists(_) => Reason::AlreadyExists,
             Error::OAuth(code, _) => code.reason(),
             Error::OAuthWithReason(_, reason, _) => *reason,
+            Error::TooManyAttempts { .. } => Reason::TooManyAttempts,
             Error::Unavailable(_) => Reason::StorageUnavailable,
             Error::Internal(_) => Reason::Internal,
         }
@@ -290,8 +304,17 @@ impl Error {
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::AlreadyExists(_) => ErrorClass::AlreadyExists,
             Error::OAuth(code, _) | Error::OAuthWithReason(code, ..) => code.class(),
+            Error::TooManyAttempts { .. } => ErrorClass::TooManyAttempts,
             Error::Unavailable(_) => ErrorClass::Unavailable,
             Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// Seconds the caller should wait before retrying, where the error says.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 
@@ -388,6 +411,7 @@ mod tests {
             (InvalidScope, 3, 400, "invalid_scope"),
             (AccessDenied, 7, 403, "access_denied"),
             (UnsupportedResponseType, 3, 400, "unsupported_response_type"),
+            (TooManyAttempts, 8, 429, "too_many_attempts"),
         ];
         assert_eq!(expected.len(), ErrorClass::ALL.len());
         for (class, (listed, grpc, http, error)) in ErrorClass::ALL.into_iter().zip(expected) {

@@ -19,6 +19,7 @@ pub mod scope;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod usage;
 
 pub use api_key::{ApiKey, ApiKeyId, KeyKind};

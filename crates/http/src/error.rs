@@ -43,6 +43,9 @@ impl IntoResponse for HttpError {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = err.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6749 §5.2: a failed client authentication challenges for
             // the scheme clients authenticate with.
@@ -90,12 +93,24 @@ mod tests {
                 Error::Internal("detail".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
+            (
+                Error::TooManyAttempts {
+                    retry_after_secs: 7,
+                },
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
         ];
         for (err, status) in cases {
             let response = HttpError(err).into_response();
             assert_eq!(response.status(), status);
             if status == StatusCode::UNAUTHORIZED {
                 assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+            }
+            let retry_after = response.headers().get(header::RETRY_AFTER);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(retry_after.map(|v| v.to_str().unwrap()), Some("7"));
+            } else {
+                assert!(retry_after.is_none());
             }
         }
     }

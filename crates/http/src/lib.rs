@@ -7,9 +7,11 @@ mod csrf;
 mod error;
 mod page;
 mod params;
+mod peer;
 mod token;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -32,12 +34,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/oauth/consent", get(consent::show).post(consent::submit))
+    // Every response of the routes that carry tokens is uncacheable.
+    let token_routes = Router::new()
         .route("/api/oauth/token", post(token::token))
         .route("/api/oauth/revoke", post(token::revoke))
         .route("/api/oauth/introspect", post(token::introspect))
+        .layer(axum::middleware::map_response(token::no_store));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/oauth/consent", get(consent::show).post(consent::submit))
+        .merge(token_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -62,7 +68,9 @@ pub async fn serve_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Connect info: the peer address the token endpoint throttles by.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

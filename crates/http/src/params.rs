@@ -3,6 +3,7 @@
 //! Basic but not both.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
 use velocity_domain::Error;
@@ -79,8 +80,13 @@ impl Params {
         self.0.remove(name)
     }
 
-    /// Client credentials from HTTP Basic or the body, never both.
-    pub fn client_auth(&mut self, header: &AuthorizationHeader) -> Result<ClientAuth, Error> {
+    /// Client credentials from HTTP Basic or the body, never both, from
+    /// the caller at `address`.
+    pub fn client_auth(
+        &mut self,
+        header: &AuthorizationHeader,
+        address: Option<IpAddr>,
+    ) -> Result<ClientAuth, Error> {
         let body_id = self.take("client_id");
         let body_secret = self.take("client_secret");
         match header.client_credentials()? {
@@ -98,6 +104,7 @@ impl Params {
                 Ok(ClientAuth {
                     client_id: ClientId(id),
                     client_secret: Some(secret),
+                    address,
                 })
             }
             None => Ok(ClientAuth {
@@ -105,6 +112,7 @@ impl Params {
                     body_id.ok_or_else(|| invalid_request("client_id is required"))?,
                 ),
                 client_secret: body_secret,
+                address,
             }),
         }
     }
@@ -135,16 +143,16 @@ mod tests {
             HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
         );
         let basic = AuthorizationHeader::from_headers(&headers);
-        let auth = Params::default().client_auth(&basic).unwrap();
+        let auth = Params::default().client_auth(&basic, None).unwrap();
         assert_eq!(auth.client_id.as_str(), "my app");
         assert_eq!(auth.client_secret.as_deref(), Some("s:cret"));
         let mut both = Params::from_form(b"client_secret=x").unwrap();
-        assert!(both.client_auth(&basic).is_err());
+        assert!(both.client_auth(&basic, None).is_err());
         let mut other = Params::from_form(b"client_id=other").unwrap();
-        assert!(other.client_auth(&basic).is_err());
+        assert!(other.client_auth(&basic, None).is_err());
         let none = AuthorizationHeader::from_headers(&HeaderMap::new());
         let mut body = Params::from_form(b"client_id=app&client_secret=s").unwrap();
-        let auth = body.client_auth(&none).unwrap();
+        let auth = body.client_auth(&none, None).unwrap();
         assert_eq!(
             (auth.client_id.as_str(), auth.client_secret.as_deref()),
             ("app", Some("s"))

@@ -1,6 +1,7 @@
 //! `POST /api/oauth/token`, `/api/oauth/revoke` (RFC 7009) and
 //! `/api/oauth/introspect` (RFC 7662): thin translations to the use-cases
-//! the gRPC API calls too.
+//! the gRPC API calls too. `Cache-Control: no-store` and `Pragma: no-cache`
+//! are set on every response of these routes by one layer (`no_store`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,16 +15,18 @@ use velocity_domain::oauth::{ClientType, TokenKind};
 
 use crate::authorization::AuthorizationHeader;
 use crate::params::Params;
+use crate::peer::PeerAddress;
 use crate::{AppState, HttpError};
 
 pub async fn token(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&authorization)?;
+    let client = params.client_auth(&authorization, address)?;
     let tokens = match params.get("grant_type") {
         Some("authorization_code") => {
             state
@@ -66,29 +69,31 @@ pub async fn token(
         "refresh_token": tokens.refresh_token.expose(),
         "scope": tokens.scopes.to_space_separated(),
     });
-    Ok(no_store(Json(body).into_response()))
+    Ok(Json(body).into_response())
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
-    let client = params.client_auth(&authorization)?;
+    let client = params.client_auth(&authorization, address)?;
     let token = params
         .get("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| oauth(OAuthErrorCode::InvalidRequest, "token is required"))?;
     state.service.revoke_oauth_token(&client, token).await?;
-    Ok(no_store(StatusCode::OK.into_response()))
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Callers: a confidential client (its own tokens), or an internal service
 /// with `Authorization: Bearer <admin token>` (every token).
 pub async fn introspect(
     State(state): State<AppState>,
+    PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,
@@ -102,7 +107,7 @@ pub async fn introspect(
             None
         }
         None => {
-            let client = params.client_auth(&authorization)?;
+            let client = params.client_auth(&authorization, address)?;
             let app = state.service.authenticate_client(&client).await?;
             if app.client_type != ClientType::Confidential {
                 return Err(oauth(
@@ -131,14 +136,18 @@ pub async fn introspect(
         }),
         _ => json!({ "active": false }),
     };
-    Ok(no_store(Json(body).into_response()))
+    Ok(Json(body).into_response())
 }
 
 fn oauth(code: OAuthErrorCode, message: &str) -> HttpError {
     HttpError(Error::OAuth(code, message.to_owned()))
 }
 
-fn no_store(mut response: Response) -> Response {
+/// RFC 6749 §5.1 (and RFC 7009, RFC 7662, whose answers carry token
+/// data): no cache may keep any response of these routes, errors and
+/// rejections by the framework (405, 413) included. A layer on the routes,
+/// so no handler can forget it.
+pub async fn no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

@@ -173,6 +173,7 @@ mod tests {
             UnauthorizedClient,
             ScopeWrongKind,
             ScopeExceedsGrant,
+            TooManyAttempts,
         ] {
             assert_ne!(
                 pb::FailureReason::from(reason),

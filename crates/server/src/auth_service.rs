@@ -129,10 +129,13 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ExchangeCodeRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
+        // The connection's peer: failed client authentications count by it.
+        let address = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let client = ClientAuth {
             client_id: ClientId(req.client_id),
             client_secret: req.client_secret,
+            address,
         };
         let tokens = self
             .service
@@ -147,10 +150,12 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
+        let address = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let client = ClientAuth {
             client_id: ClientId(req.client_id),
             client_secret: req.client_secret,
+            address,
         };
         let tokens = self
             .service

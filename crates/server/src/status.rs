@@ -1,6 +1,9 @@
 //! The one place domain errors become `tonic::Status`: the domain's table
-//! gives the code, the reason travels as `google.rpc.ErrorInfo`. Internal
-//! details are logged here and never returned.
+//! gives the code, the reason travels as `google.rpc.ErrorInfo`, and a wait
+//! before retrying as `google.rpc.RetryInfo`. Internal details are logged
+//! here and never returned.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -24,15 +27,15 @@ fn log_if_internal(err: &Error) {
 pub fn to_status(err: Error) -> Status {
     log_if_internal(&err);
     let reason = err.reason();
-    Status::with_error_details(
-        code_of(err.class()),
-        err.public_message(),
-        ErrorDetails::with_error_info(
-            reason.as_str(),
-            ERROR_DOMAIN,
-            std::collections::HashMap::new(),
-        ),
-    )
+    let mut details = ErrorDetails::with_error_info(
+        reason.as_str(),
+        ERROR_DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    if let Some(secs) = err.retry_after_secs() {
+        details.set_retry_info(Some(Duration::from_secs(secs)));
+    }
+    Status::with_error_details(code_of(err.class()), err.public_message(), details)
 }
 
 #[cfg(test)]
@@ -77,6 +80,27 @@ mod tests {
             assert_eq!(info.reason, reason.as_str());
             assert_eq!(info.domain, ERROR_DOMAIN);
         }
+    }
+
+    #[test]
+    fn too_many_attempts_is_resource_exhausted_with_retry_info() {
+        let status = to_status(Error::TooManyAttempts {
+            retry_after_secs: 12,
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "TOO_MANY_ATTEMPTS"
+        );
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(12))
+        );
+        assert!(
+            to_status(Error::invalid("x"))
+                .get_details_retry_info()
+                .is_none()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::session::SessionVerifier;
 use crate::store::Store;
+use crate::throttle::{ClientAuthThrottle, ThrottleConfig};
 use crate::usage::UsageRecorder;
 
 /// Limits on caller input, so no request can make us do unbounded work.
@@ -31,6 +32,8 @@ pub struct ServiceConfig {
     /// Longest lifetime a caller may give a new API key, in seconds.
     pub max_key_lifetime_secs: i64,
     pub cache: CacheConfig,
+    /// Budgets for failed client authentications (`throttle`).
+    pub client_auth_throttle: ThrottleConfig,
 }
 
 impl Default for ServiceConfig {
@@ -38,6 +41,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             max_key_lifetime_secs: 5 * 365 * 24 * 3600,
             cache: CacheConfig::default(),
+            client_auth_throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -54,6 +58,7 @@ pub struct Service {
     /// Authenticate's trips to storage (keys, tokens, memberships,
     /// workspaces): what the cache and the filter are there to avoid.
     storage_lookups: Arc<std::sync::atomic::AtomicU64>,
+    client_auth_throttle: Arc<ClientAuthThrottle>,
     config: ServiceConfig,
 }
 
@@ -64,6 +69,10 @@ impl Service {
         sessions: Option<SessionVerifier>,
         config: ServiceConfig,
     ) -> Self {
+        let client_auth_throttle = Arc::new(ClientAuthThrottle::new(
+            &config.client_auth_throttle,
+            clock.clone(),
+        ));
         Service {
             store,
             clock,
@@ -72,6 +81,7 @@ impl Service {
             cache: Arc::new(VerificationCache::new(&config.cache)),
             sync: Arc::new(invalidations::SyncState::default()),
             storage_lookups: Arc::default(),
+            client_auth_throttle,
             config,
         }
     }

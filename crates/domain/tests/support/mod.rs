@@ -104,6 +104,7 @@ impl World {
         let client = ClientAuth {
             client_id: app.client_id.clone(),
             client_secret: secret.map(|s| s.expose().to_owned()),
+            address: None,
         };
         (app, client)
     }

@@ -1,8 +1,11 @@
 //! Registered apps: registration, listing, secret rotation, deletion, and
-//! client authentication at the token endpoint (RFC 6749 §2.3).
+//! client authentication at the token endpoint (RFC 6749 §2.3), with its
+//! brake on failures (`crate::throttle`).
+
+use std::net::IpAddr;
 
 use crate::credential::{CredentialKind, Secret, SecretHash};
-use crate::error::{Error, OAuthErrorCode};
+use crate::error::{Error, ErrorClass, OAuthErrorCode};
 use crate::oauth::{ClientId, ClientType, OAuthApp, app};
 use crate::page::{Page, PageCursor, PageRequest};
 use crate::service::keys::parse_scopes;
@@ -15,6 +18,10 @@ use super::oauth_error;
 pub struct ClientAuth {
     pub client_id: ClientId,
     pub client_secret: Option<String>,
+    /// The caller's address as the connection shows it (never a forwarding
+    /// header): what failed authentications are counted by. `None` (an
+    /// in-process caller) is not throttled.
+    pub address: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -25,6 +32,7 @@ impl std::fmt::Debug for ClientAuth {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -108,8 +116,35 @@ impl Service {
     }
 
     /// Client authentication (RFC 6749 §2.3): confidential clients by
-    /// secret, public clients by client_id alone.
+    /// secret, public clients by client_id alone. A caller blocked for
+    /// failing too often is refused before anything is checked; a failure
+    /// that finds its budget empty is answered as too many attempts.
     pub async fn authenticate_client(&self, client: &ClientAuth) -> Result<OAuthApp, Error> {
+        let throttle = &self.client_auth_throttle;
+        let client_id = client.client_id.as_str();
+        throttle
+            .check(client_id, client.address)
+            .map_err(|refused| Error::TooManyAttempts {
+                retry_after_secs: refused.retry_after_secs(),
+            })?;
+        let result = self.check_client(client).await;
+        if let Err(err) = &result
+            && err.class() == ErrorClass::InvalidClient
+            && let Err(refused) = throttle.record_failure(client_id, client.address)
+        {
+            let retry_after_secs = refused.retry_after_secs();
+            tracing::warn!(
+                %client_id,
+                address = ?client.address,
+                retry_after_secs,
+                "failed client authentications over budget; caller blocked"
+            );
+            return Err(Error::TooManyAttempts { retry_after_secs });
+        }
+        result
+    }
+
+    async fn check_client(&self, client: &ClientAuth) -> Result<OAuthApp, Error> {
         let app = self
             .app(&client.client_id)
             .await?
