@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use reqwest::Url;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
 use velocity_domain::throttle::ThrottleConfig;
 use velocity_storage::{DEFAULT_DATABASE_URL, Database, StorageOptions};
@@ -33,9 +34,41 @@ pub struct ServeConfig {
     #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// JWKS document (a file) with the Supabase project's ES256/RS256 keys.
+    /// JWKS document (a file) with the Supabase project's ES256/RS256 keys,
+    /// read once at start; used alongside the keys fetched by URL.
     #[arg(long, env = "SUPABASE_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+
+    /// Supabase project URL, e.g. https://<project>.supabase.co: session
+    /// keys are fetched from <URL>/auth/v1/.well-known/jwks.json and kept
+    /// fresh (docs/sessions.md). Does not set the issuer: see
+    /// SUPABASE_JWT_ISSUER.
+    #[arg(long, env = "SUPABASE_URL")]
+    pub supabase_url: Option<String>,
+
+    /// JWKS URL to fetch session keys from; wins over the one derived from
+    /// SUPABASE_URL.
+    #[arg(long, env = "SUPABASE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Least time between two JWKS fetches caused by tokens naming an
+    /// unknown key (`kid`), in milliseconds.
+    #[arg(
+        long,
+        env = "SUPABASE_JWKS_REFETCH_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub jwks_refetch_interval_ms: u64,
+
+    /// Shortest time a fetched JWKS is used before it is fetched again,
+    /// whatever its Cache-Control max-age says, in seconds.
+    #[arg(long, env = "SUPABASE_JWKS_MIN_CACHE_SECS", default_value_t = 60)]
+    pub jwks_min_cache_secs: u64,
+
+    /// Longest time a fetched JWKS is used before it is fetched again, in
+    /// seconds (a response without max-age is kept 600 s, within bounds).
+    #[arg(long, env = "SUPABASE_JWKS_MAX_CACHE_SECS", default_value_t = 86_400)]
+    pub jwks_max_cache_secs: u64,
 
     /// Accepted `aud` of session tokens.
     #[arg(long, env = "SUPABASE_JWT_AUDIENCE", default_value = "authenticated")]
@@ -195,6 +228,11 @@ impl ServeConfig {
             admin_token: None,
             jwt_secret: None,
             jwks_file: None,
+            supabase_url: None,
+            jwks_url: None,
+            jwks_refetch_interval_ms: 30_000,
+            jwks_min_cache_secs: 60,
+            jwks_max_cache_secs: 86_400,
             jwt_audience: "authenticated".into(),
             jwt_issuer: None,
             jwt_leeway_secs: 30,
@@ -212,8 +250,54 @@ impl ServeConfig {
         self.database.open().await
     }
 
-    /// The session-token verifier, or `None` when no key is configured
-    /// (session tokens are then refused as CREDENTIAL_KIND_NOT_ACCEPTED).
+    /// Where session keys are fetched from: SUPABASE_JWKS_URL, else the
+    /// JWKS under SUPABASE_URL, else nowhere. Empty values count as unset.
+    pub fn jwks_url(&self) -> anyhow::Result<Option<Url>> {
+        let set = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (text, from) = match (set(&self.jwks_url), set(&self.supabase_url)) {
+            (Some(url), _) => (url, "SUPABASE_JWKS_URL"),
+            (None, Some(project)) => (
+                format!(
+                    "{}/auth/v1/.well-known/jwks.json",
+                    project.trim_end_matches('/')
+                ),
+                "SUPABASE_URL",
+            ),
+            (None, None) => return Ok(None),
+        };
+        let url = Url::parse(&text).with_context(|| format!("{from} is not a URL"))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            anyhow::bail!("{from} must be an https (or http) URL");
+        }
+        Ok(Some(url))
+    }
+
+    /// When the fetched JWKS is refreshed.
+    pub fn jwks_policy(&self) -> anyhow::Result<crate::jwks::JwksPolicy> {
+        if self.jwks_min_cache_secs > self.jwks_max_cache_secs {
+            anyhow::bail!(
+                "SUPABASE_JWKS_MIN_CACHE_SECS ({}) is above SUPABASE_JWKS_MAX_CACHE_SECS ({})",
+                self.jwks_min_cache_secs,
+                self.jwks_max_cache_secs
+            );
+        }
+        Ok(crate::jwks::JwksPolicy {
+            refetch_interval: Duration::from_millis(self.jwks_refetch_interval_ms.max(10)),
+            min_cache: Duration::from_secs(self.jwks_min_cache_secs.max(1)),
+            max_cache: Duration::from_secs(self.jwks_max_cache_secs.max(1)),
+        })
+    }
+
+    /// The session-token verifier, or `None` when no key source is
+    /// configured (session tokens are then refused as
+    /// CREDENTIAL_KIND_NOT_ACCEPTED). With a JWKS URL it starts without the
+    /// URL's keys; `start` fetches them.
     pub fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
         let jwks = match &self.jwks_file {
             Some(path) => {
@@ -223,7 +307,7 @@ impl ServeConfig {
             }
             None => None,
         };
-        if self.jwt_secret.is_none() && jwks.is_none() {
+        if self.jwt_secret.is_none() && jwks.is_none() && self.jwks_url()?.is_none() {
             return Ok(None);
         }
         let verifier = SessionVerifier::new(SessionVerifierConfig {
@@ -251,9 +335,82 @@ impl fmt::Debug for ServeConfig {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwks_file", &self.jwks_file)
+            .field("supabase_url", &self.supabase_url)
+            .field("jwks_url", &self.jwks_url)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("client_auth_throttle", &self.client_auth_throttle)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(supabase_url: Option<&str>, jwks_url: Option<&str>) -> ServeConfig {
+        let mut config = ServeConfig::for_tests("sqlite://unused.db");
+        config.supabase_url = supabase_url.map(str::to_owned);
+        config.jwks_url = jwks_url.map(str::to_owned);
+        config
+    }
+
+    fn url(supabase_url: Option<&str>, jwks_url: Option<&str>) -> Option<String> {
+        config(supabase_url, jwks_url)
+            .jwks_url()
+            .unwrap()
+            .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn the_jwks_url_comes_from_either_variable() {
+        let derived = "https://abc.supabase.co/auth/v1/.well-known/jwks.json";
+        assert_eq!(
+            url(Some("https://abc.supabase.co"), None).as_deref(),
+            Some(derived)
+        );
+        assert_eq!(
+            url(Some("https://abc.supabase.co/"), None).as_deref(),
+            Some(derived)
+        );
+        assert_eq!(
+            url(
+                Some("https://abc.supabase.co"),
+                Some("http://127.0.0.1:9/keys")
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:9/keys"),
+            "the explicit URL wins"
+        );
+        assert_eq!(url(Some(" "), Some("")), None, "empty is unset");
+        assert_eq!(url(None, None), None);
+        assert!(config(Some("abc.supabase.co"), None).jwks_url().is_err());
+        assert!(
+            config(None, Some("file:///etc/keys.json"))
+                .jwks_url()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_url_alone_is_a_session_key_source() {
+        assert!(config(None, None).session_verifier().unwrap().is_none());
+        let verifier = config(Some("https://abc.supabase.co"), None)
+            .session_verifier()
+            .unwrap();
+        assert_eq!(verifier.map(|v| v.fetched_key_count()), Some(0));
+    }
+
+    #[test]
+    fn cache_bounds_must_be_ordered() {
+        let mut c = config(None, None);
+        let policy = c.jwks_policy().unwrap();
+        assert_eq!(policy.refetch_interval, Duration::from_secs(30));
+        assert_eq!(
+            (policy.min_cache, policy.max_cache),
+            (Duration::from_secs(60), Duration::from_secs(86_400))
+        );
+        c.jwks_min_cache_secs = 90_000;
+        assert!(c.jwks_policy().is_err());
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod jwks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,12 +69,24 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let mut service_config = ServiceConfig::default();
     service_config.cache.ttl = Duration::from_millis(config.cache_ttl_ms.max(1));
     service_config.client_auth_throttle = config.client_auth_throttle.config();
-    let service = Service::new(
-        database.store(),
-        clock,
-        config.session_verifier()?,
-        service_config,
-    );
+    let jwks_url = config.jwks_url()?;
+    let jwks_policy = config.jwks_policy()?;
+    let mut sessions = config.session_verifier()?;
+    let unknown_kid = Arc::new(tokio::sync::Notify::new());
+    if let (Some(verifier), Some(_)) = (&mut sessions, &jwks_url) {
+        let unknown_kid = unknown_kid.clone();
+        verifier.set_unknown_kid_hook(move || unknown_kid.notify_one());
+    }
+    if let Some(project) = config.supabase_url.as_deref().map(str::trim)
+        && !project.is_empty()
+        && config.jwt_issuer.is_none()
+    {
+        tracing::warn!(
+            supabase_issuer = format!("{}/auth/v1", project.trim_end_matches('/')),
+            "SUPABASE_JWT_ISSUER is unset, so `iss` is not checked; Supabase's tokens carry this one"
+        );
+    }
+    let service = Service::new(database.store(), clock, sessions, service_config);
     let loaded = service
         .load_known_credentials()
         .await
@@ -114,6 +127,20 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();
+    // Before serving: the first fetch (bounded by its timeout) is awaited,
+    // so a normal start serves with the project's keys.
+    if let (Some(url), Some(verifier)) = (jwks_url, service.session_verifier()) {
+        tasks.push(
+            jwks::spawn(
+                url,
+                jwks_policy,
+                verifier.clone(),
+                unknown_kid,
+                shutdown.clone(),
+            )
+            .await?,
+        );
+    }
     {
         let (service, token) = (service.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {

@@ -94,6 +94,11 @@ impl Service {
         &self.clock
     }
 
+    /// The session-token verifier, for the edge to install fetched keys.
+    pub fn session_verifier(&self) -> Option<&Arc<SessionVerifier>> {
+        self.sessions.as_ref()
+    }
+
     /// How many times Authenticate has gone to storage since start.
     pub fn storage_lookups(&self) -> u64 {
         self.storage_lookups
