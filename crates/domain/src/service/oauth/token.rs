@@ -195,7 +195,11 @@ impl Service {
         let (tokens, issued) = token_pair(app, &grant, scopes, now);
         let won = match &grant.claim {
             Claim::Code(hash) => self.store.redeem_code(hash, now, &tokens).await?,
-            Claim::RefreshToken(id) => self.store.rotate_refresh_token(id, now, &tokens).await?,
+            Claim::RefreshToken(id) => {
+                self.store
+                    .rotate_refresh_token(id, now, None, &tokens)
+                    .await?
+            }
         };
         if !won {
             return Err(self.replayed(&grant, now).await);
