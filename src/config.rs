@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
+use velocity_domain::service::DEFAULT_REFRESH_REUSE_INTERVAL_SECS;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
 use velocity_domain::throttle::ThrottleConfig;
 use velocity_storage::{DEFAULT_DATABASE_URL, Database, StorageOptions};
@@ -99,6 +100,13 @@ pub struct ServeConfig {
     /// replicas are also woken at once by NOTIFY.
     #[arg(long, env = "VELOCITY_INVALIDATION_POLL_MS", default_value_t = 100)]
     pub invalidation_poll_ms: u64,
+
+    /// How long after its rotation a refresh token may be used again by the
+    /// same client for a fresh pair in the same grant (two tabs, a retry
+    /// after a timeout), in seconds; after it, reuse revokes the grant. 0
+    /// turns the window off (docs/oauth-refresh.md).
+    #[arg(long, env = "VELOCITY_REFRESH_REUSE_INTERVAL_SECS", default_value_t = DEFAULT_REFRESH_REUSE_INTERVAL_SECS)]
+    pub refresh_reuse_interval_secs: u64,
 
     /// Largest request metadata (headers) one gRPC call may carry, in bytes,
     /// counted as name + value + 32 per entry; larger calls are refused with
@@ -241,6 +249,7 @@ impl ServeConfig {
             shutdown_grace_ms: 2000,
             cache_ttl_ms: 10_000,
             invalidation_poll_ms: 100,
+            refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
         }

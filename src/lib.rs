@@ -68,6 +68,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let database = config.open_database().await?;
     let mut service_config = ServiceConfig::default();
     service_config.cache.ttl = Duration::from_millis(config.cache_ttl_ms.max(1));
+    service_config.refresh_reuse_interval_secs = config.refresh_reuse_interval_secs;
     service_config.client_auth_throttle = config.client_auth_throttle.config();
     let jwks_url = config.jwks_url()?;
     let jwks_policy = config.jwks_policy()?;

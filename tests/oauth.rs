@@ -16,6 +16,10 @@ use velocity_proto::pb;
 
 const SCOPES: &[&str] = &["issues:read", "issues:write", "projects:read", "user:read"];
 
+/// The default refresh reuse interval: a rotated refresh token used again
+/// later than this revokes its family.
+const REUSE_SECS: i64 = 10;
+
 async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
     let h = Harness::start(backend).await;
     let ada = h.member("acme", "owner").await;
@@ -147,7 +151,9 @@ async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
     assert_ne!(refresh2, refresh);
     assert!(h.authenticate(&access2, "", &[]).await.is_ok());
 
-    // Replaying the rotated refresh token revokes the whole family.
+    // Replaying the rotated refresh token after the reuse interval revokes
+    // the whole family.
+    h.clock.advance_secs(REUSE_SECS + 1);
     let (status, _, body) = h
         .token(TokenBody::Form(vec![
             ("grant_type", "refresh_token"),
@@ -687,8 +693,10 @@ async fn granted_scopes_never_exceed_the_role(backend: Backend) {
     h.stop().await;
 }
 
+/// With the refresh reuse interval off (see
+/// `refresh_reuse_interval_forgives_a_client_racing_itself` for it on).
 async fn concurrent_exchange_and_refresh_have_one_winner(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_with(backend, |c| c.refresh_reuse_interval_secs = 0).await;
     let ada = h.member("acme", "owner").await;
     let app = h.register_app(false, SCOPES).await;
     let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
@@ -728,6 +736,77 @@ async fn concurrent_exchange_and_refresh_have_one_winner(backend: Backend) {
     let refresh = json!({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": app.client_id});
     let winners = race(vec![refresh; 16]).await;
     assert_eq!(winners.len(), 1, "exactly one refresh wins");
+    h.stop().await;
+}
+
+/// The refresh reuse interval on (the default): a client racing itself is not
+/// logged out, a replay after the interval still revokes the grant.
+async fn refresh_reuse_interval_forgives_a_client_racing_itself(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ada = h.member("acme", "owner").await;
+    let app = h.register_app(false, SCOPES).await;
+    let other = h.register_app(false, SCOPES).await;
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let (status, _, first) = h
+        .token(TokenBody::Json(json!({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": app.client_id, "code_verifier": verifier})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let refresh = |client_id: &str| {
+        TokenBody::Json(
+            json!({"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client_id}),
+        )
+    };
+    let issued = |(status, _, body): (StatusCode, _, serde_json::Value)| {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    let refused = |(status, _, body): (StatusCode, _, serde_json::Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{body}"
+        );
+    };
+
+    // Two tabs refresh the same token at once: both get a pair.
+    let (a, b) = tokio::join!(
+        h.token(refresh(&app.client_id)),
+        h.token(refresh(&app.client_id))
+    );
+    let (a, b) = (issued(a), issued(b));
+    assert_ne!(a["refresh_token"], b["refresh_token"]);
+    // A retry five seconds later is still inside the interval.
+    h.clock.advance_secs(5);
+    let c = issued(h.token(refresh(&app.client_id)).await);
+    // Another client presenting it is refused and revokes nothing.
+    refused(h.token(refresh(&other.client_id)).await);
+    let family = [&first, &a, &b, &c];
+    for tokens in family {
+        let access = tokens["access_token"].as_str().unwrap();
+        assert!(
+            h.authenticate(access, "acme", &["issues:read"])
+                .await
+                .is_ok()
+        );
+    }
+
+    // After the interval (counted from the rotation, not the last reuse),
+    // the same token is a replay: every token of the grant is revoked.
+    h.clock.advance_secs(REUSE_SECS - 5 + 1);
+    refused(h.token(refresh(&app.client_id)).await);
+    for tokens in family {
+        assert_refused(
+            h.authenticate(tokens["access_token"].as_str().unwrap(), "", &[])
+                .await,
+            Code::Unauthenticated,
+            "CREDENTIAL_REVOKED",
+        );
+    }
+    for tokens in [&a, &b, &c] {
+        refused(h
+            .token(TokenBody::Json(json!({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": app.client_id})))
+            .await);
+    }
     h.stop().await;
 }
 
@@ -803,6 +882,7 @@ async fn grpc_exchange_and_refresh_share_the_implementation(backend: Backend) {
             .await
             .is_ok()
     );
+    h.clock.advance_secs(REUSE_SECS + 1);
     assert_refused(
         h.auth().refresh_token(refresh).await,
         Code::FailedPrecondition,
@@ -1119,6 +1199,7 @@ async fn oauth2_crate_drives_the_flow(backend: Backend) {
                 .await
                 .is_ok()
         );
+        h.clock.advance_secs(REUSE_SECS + 1);
         let replay = client
             .exchange_refresh_token(&RefreshToken::new(
                 tokens.refresh_token().unwrap().secret().clone(),
@@ -1144,6 +1225,7 @@ for_each_backend!(
     token_endpoint_errors_follow_rfc6749_5_2,
     granted_scopes_never_exceed_the_role,
     concurrent_exchange_and_refresh_have_one_winner,
+    refresh_reuse_interval_forgives_a_client_racing_itself,
     grpc_exchange_and_refresh_share_the_implementation,
     revocation_and_introspection,
     oauth2_crate_drives_the_flow,

@@ -80,7 +80,8 @@ pub trait Store: OAuthStore + InvalidationStore + Send + Sync + 'static {
 
 /// OAuth storage. Redeeming a code and rotating a refresh token are each one
 /// transaction around a conditional update, so of any number of concurrent
-/// attempts exactly one wins.
+/// attempts exactly one wins; only a refresh reuse interval (`reuse_since`
+/// below) lets more than one claim the same refresh token.
 #[async_trait]
 pub trait OAuthStore: Send + Sync + 'static {
     async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()>;
@@ -105,12 +106,18 @@ pub trait OAuthStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>>;
-    /// Marks a refresh token rotated and stores `tokens`, atomically.
-    /// `false` (and nothing stored) when it was already rotated or revoked.
+    /// Marks a refresh token rotated at `at` and stores `tokens`,
+    /// atomically. With `reuse_since` (the refresh reuse interval), a token
+    /// already rotated is claimed again if it was rotated at or after
+    /// `reuse_since` and no other token of its family was rotated later;
+    /// its first `rotated_at` is kept, so a reuse never extends the window.
+    /// `false` (and nothing stored) when it is not a refresh token, is
+    /// revoked, or was already rotated and does not qualify.
     async fn rotate_refresh_token(
         &self,
         id: &TokenId,
         at: Timestamp,
+        reuse_since: Option<Timestamp>,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool>;
     /// Revokes one token; returns whether it was active.

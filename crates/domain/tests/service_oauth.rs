@@ -8,8 +8,8 @@ mod support;
 use support::{REDIRECT_URI, VERIFIER, World};
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::ClientType;
-use velocity_domain::service::ClientAuth;
-use velocity_domain::{Error, PrincipalKind, Reason};
+use velocity_domain::service::{ClientAuth, IssuedTokens};
+use velocity_domain::{Error, PrincipalKind, Reason, ServiceConfig};
 
 fn oauth_code<T: std::fmt::Debug>(result: Result<T, Error>) -> OAuthErrorCode {
     match result.unwrap_err() {
@@ -161,7 +161,9 @@ async fn refresh_rotates_narrows_and_revokes_the_family_on_replay() {
             .is_ok()
     );
 
-    // The rotated token again: a replay, and the whole family goes.
+    // The rotated token again, after the reuse interval: a replay, and the
+    // whole family goes.
+    world.clock.advance_secs(REUSE_SECS + 1);
     assert_eq!(
         oauth_code(
             world
@@ -185,6 +187,219 @@ async fn refresh_rotates_narrows_and_revokes_the_family_on_replay() {
             world
                 .service
                 .refresh(&client, second.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    world.close().await;
+}
+
+/// The default refresh reuse interval.
+const REUSE_SECS: i64 = 10;
+
+/// `Ok` when `access` still authenticates, else its reason.
+async fn still_works(world: &World, tokens: &IssuedTokens) -> Result<(), Reason> {
+    world
+        .service
+        .authenticate(tokens.access_token.expose(), None, &[])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.reason())
+}
+
+#[tokio::test]
+async fn a_reuse_inside_the_interval_gets_a_fresh_pair_in_the_grant() {
+    let world = World::new().await;
+    assert_eq!(
+        ServiceConfig::default().refresh_reuse_interval_secs,
+        REUSE_SECS as u64
+    );
+    let (app, client) = world.app(ClientType::Public).await;
+    let (_, other_client) = world.app(ClientType::Public).await;
+    let code = world
+        .code_for(&app, &world.owner, "issues:write user:read")
+        .await;
+    let first = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let refresh = first.refresh_token.expose();
+    let second = world.service.refresh(&client, refresh, None).await.unwrap();
+
+    // Five seconds on, the rotated token again (a retry, another tab): a
+    // fresh pair of the same grant, and nothing revoked.
+    world.clock.advance_secs(5);
+    let third = world.service.refresh(&client, refresh, None).await.unwrap();
+    assert_ne!(third.refresh_token.expose(), second.refresh_token.expose());
+    assert_eq!(third.scopes, second.scopes);
+    assert_eq!(third.workspace_id, world.acme.id);
+    // The same rules as any refresh: narrowing is allowed, widening is not.
+    let narrowed = world
+        .service
+        .refresh(&client, refresh, Some("user:read"))
+        .await
+        .unwrap();
+    assert_eq!(narrowed.scopes.to_space_separated(), "user:read");
+    let wider = world
+        .service
+        .refresh(&client, refresh, Some("issues:write workspace:admin"))
+        .await
+        .unwrap_err();
+    assert_eq!(wider.reason(), Reason::ScopeExceedsGrant);
+    // Another client presenting it is refused, and revokes nothing.
+    assert_eq!(
+        oauth_code(world.service.refresh(&other_client, refresh, None).await),
+        OAuthErrorCode::InvalidGrant
+    );
+    for tokens in [&first, &second, &third, &narrowed] {
+        assert_eq!(still_works(&world, tokens).await, Ok(()));
+    }
+    // Still inside at nine seconds.
+    world.clock.advance_secs(4);
+    let fourth = world.service.refresh(&client, refresh, None).await.unwrap();
+
+    // The window runs from the first rotation; the reuses did not extend
+    // it. After it, the same token is a replay: the whole grant goes,
+    // pairs from the window included.
+    world.clock.advance_secs(REUSE_SECS - 9 + 1);
+    assert_eq!(
+        oauth_code(world.service.refresh(&client, refresh, None).await),
+        OAuthErrorCode::InvalidGrant
+    );
+    for tokens in [&first, &second, &third, &narrowed, &fourth] {
+        assert_eq!(
+            still_works(&world, tokens).await,
+            Err(Reason::CredentialRevoked)
+        );
+    }
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&client, second.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn a_token_further_back_in_the_chain_is_a_replay_inside_the_interval() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let first = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let second = world
+        .service
+        .refresh(&client, first.refresh_token.expose(), None)
+        .await
+        .unwrap();
+    world.clock.advance_secs(1);
+    let third = world
+        .service
+        .refresh(&client, second.refresh_token.expose(), None)
+        .await
+        .unwrap();
+    // Two seconds after its rotation, but its successor has rotated since:
+    // not the just-rotated token, so a replay.
+    world.clock.advance_secs(1);
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&client, first.refresh_token.expose(), None)
+                .await
+        ),
+        OAuthErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        still_works(&world, &third).await,
+        Err(Reason::CredentialRevoked)
+    );
+    world.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_inside_the_interval_all_get_a_pair() {
+    let world = World::new().await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let first = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let service = world.service.clone();
+            let client = client.clone();
+            let refresh = first.refresh_token.expose().to_owned();
+            tokio::spawn(async move { service.refresh(&client, &refresh, None).await })
+        })
+        .collect();
+    let mut issued = Vec::new();
+    for attempt in attempts {
+        issued.push(attempt.await.unwrap().unwrap());
+    }
+    for tokens in issued.iter().chain([&first]) {
+        assert_eq!(still_works(&world, tokens).await, Ok(()));
+    }
+    // Each pair refreshes on its own.
+    for tokens in &issued {
+        world
+            .service
+            .refresh(&client, tokens.refresh_token.expose(), None)
+            .await
+            .unwrap();
+    }
+    world.close().await;
+}
+
+#[tokio::test]
+async fn with_the_interval_off_any_reuse_is_a_replay() {
+    let world = World::with_config(ServiceConfig {
+        refresh_reuse_interval_secs: 0,
+        ..ServiceConfig::default()
+    })
+    .await;
+    let (app, client) = world.app(ClientType::Public).await;
+    let code = world.code_for(&app, &world.owner, "issues:read").await;
+    let first = world
+        .service
+        .exchange_code(&client, &code, REDIRECT_URI, VERIFIER)
+        .await
+        .unwrap();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let service = world.service.clone();
+            let client = client.clone();
+            let refresh = first.refresh_token.expose().to_owned();
+            tokio::spawn(async move { service.refresh(&client, &refresh, None).await })
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap().is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "without the interval, one refresh wins");
+    // The losers were replays: the family is gone, the winner's pair too.
+    assert_eq!(
+        still_works(&world, &first).await,
+        Err(Reason::CredentialRevoked)
+    );
+    assert_eq!(
+        oauth_code(
+            world
+                .service
+                .refresh(&client, first.refresh_token.expose(), None)
                 .await
         ),
         OAuthErrorCode::InvalidGrant

@@ -31,15 +31,24 @@ pub mod limits {
 pub struct ServiceConfig {
     /// Longest lifetime a caller may give a new API key, in seconds.
     pub max_key_lifetime_secs: i64,
+    /// How long after its rotation a refresh token may be used again by
+    /// the same client for a fresh pair in the same grant, instead of being
+    /// treated as a replay that revokes the grant; 0 turns this off
+    /// (docs/oauth-refresh.md).
+    pub refresh_reuse_interval_secs: u64,
     pub cache: CacheConfig,
     /// Budgets for failed client authentications (`throttle`).
     pub client_auth_throttle: ThrottleConfig,
 }
 
+/// The default refresh reuse interval, in seconds.
+pub const DEFAULT_REFRESH_REUSE_INTERVAL_SECS: u64 = 10;
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_key_lifetime_secs: 5 * 365 * 24 * 3600,
+            refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             cache: CacheConfig::default(),
             client_auth_throttle: ThrottleConfig::default(),
         }

@@ -28,17 +28,16 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        Self::with_config(ServiceConfig::default()).await
+    }
+
+    pub async fn with_config(config: ServiceConfig) -> World {
         let db = TestDatabase::sqlite();
         let database = Database::open(&db.url, &StorageOptions::default())
             .await
             .unwrap();
         let clock = Arc::new(ManualClock::starting_now());
-        let service = Service::new(
-            database.store(),
-            clock.clone(),
-            None,
-            ServiceConfig::default(),
-        );
+        let service = Service::new(database.store(), clock.clone(), None, config);
         let owner = service
             .create_user(None, "ada@example.com", "Ada")
             .await

@@ -180,9 +180,10 @@ impl OAuthStore for SqlStore<Db> {
         &self,
         id: &TokenId,
         at: Timestamp,
+        reuse_since: Option<Timestamp>,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
-        oauth::rotate_refresh_token(&self.pool, id, at, tokens).await
+        oauth::rotate_refresh_token(&self.pool, id, at, reuse_since, tokens).await
     }
 
     async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool> {

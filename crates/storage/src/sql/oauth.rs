@@ -176,19 +176,30 @@ pub(super) async fn token_by_hash(
         .transpose()
 }
 
+/// An unrotated token is claimed once. With `reuse_since`, a rotated one is
+/// claimed again while its rotation is at or after `reuse_since` and the
+/// latest of its family (a token further back in the chain is not); a NULL
+/// `$3` compares as unknown, so without it no rotated token qualifies.
+/// `COALESCE` keeps the first rotation time: a reuse never moves the window.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn rotate_refresh_token(
     pool: &Pool<Db>,
     id: &TokenId,
     at: Timestamp,
+    reuse_since: Option<Timestamp>,
     tokens: &[OAuthToken],
 ) -> StoreResult<bool> {
     let claim = sqlx::query(
-        "UPDATE oauth_tokens SET rotated_at = $2 \
-         WHERE id = $1 AND kind = 'refresh' AND rotated_at IS NULL AND revoked_at IS NULL",
+        "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, $2) \
+         WHERE id = $1 AND kind = 'refresh' AND revoked_at IS NULL \
+         AND (rotated_at IS NULL OR (rotated_at >= $3 AND NOT EXISTS ( \
+             SELECT 1 FROM oauth_tokens AS later \
+             WHERE later.family_id = oauth_tokens.family_id \
+             AND later.rotated_at > oauth_tokens.rotated_at)))",
     )
     .bind(id.as_str())
-    .bind(at.0);
+    .bind(at.0)
+    .bind(reuse_since.map(|t| t.0));
     claim_then_insert(pool, claim, tokens, "token").await
 }
 

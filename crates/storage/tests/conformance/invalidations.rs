@@ -44,7 +44,7 @@ pub async fn logging_story(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .rotate_refresh_token(&tokens[1].id, Timestamp(160), &pair(&grant, 20))
+        .rotate_refresh_token(&tokens[1].id, Timestamp(160), None, &pair(&grant, 20))
         .await
         .unwrap();
     assert!(log(&*store).await.is_empty());

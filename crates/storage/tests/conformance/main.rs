@@ -84,6 +84,16 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn refresh_reuse_interval() {
+        run(BACKEND, oauth::refresh_reuse_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_refreshes_in_the_reuse_interval_all_win() {
+        run(BACKEND, oauth::concurrent_reuse_story).await;
+    }
+
+    #[tokio::test]
     async fn changes_are_logged_as_invalidations() {
         run(BACKEND, invalidations::logging_story).await;
     }
@@ -137,6 +147,16 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rotations_have_one_winner() {
         run(BACKEND, oauth::concurrent_rotation_story).await;
+    }
+
+    #[tokio::test]
+    async fn refresh_reuse_interval() {
+        run(BACKEND, oauth::refresh_reuse_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_refreshes_in_the_reuse_interval_all_win() {
+        run(BACKEND, oauth::concurrent_reuse_story).await;
     }
 
     #[tokio::test]

@@ -97,12 +97,12 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
         assert_eq!(store.token_by_hash(&t.hash).await.unwrap(), None);
     }
 
-    // A refresh token rotates once.
+    // A refresh token rotates once (without a reuse interval).
     let refresh = &first[1];
     let rotated = pair(&grant, 30);
     assert!(
         store
-            .rotate_refresh_token(&refresh.id, Timestamp(300), &rotated)
+            .rotate_refresh_token(&refresh.id, Timestamp(300), None, &rotated)
             .await
             .unwrap()
     );
@@ -121,7 +121,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     let again = pair(&grant, 40);
     assert!(
         !store
-            .rotate_refresh_token(&refresh.id, Timestamp(310), &again)
+            .rotate_refresh_token(&refresh.id, Timestamp(310), None, &again)
             .await
             .unwrap()
     );
@@ -131,7 +131,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     // Access tokens never rotate.
     assert!(
         !store
-            .rotate_refresh_token(&rotated[0].id, Timestamp(310), &again)
+            .rotate_refresh_token(&rotated[0].id, Timestamp(310), None, &again)
             .await
             .unwrap()
     );
@@ -182,7 +182,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     // A revoked refresh token cannot rotate.
     assert!(
         !store
-            .rotate_refresh_token(&rotated[1].id, Timestamp(520), &again)
+            .rotate_refresh_token(&rotated[1].id, Timestamp(520), None, &again)
             .await
             .unwrap()
     );
@@ -213,6 +213,72 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
         store.shared_secret("other", &[3; 32]).await.unwrap(),
         [3; 32]
     );
+}
+
+/// The refresh reuse interval: a rotated token is claimed again while its
+/// rotation is at or after `reuse_since` and the latest of its family; the
+/// first rotation time is kept, and what the window issued joins the family.
+pub async fn refresh_reuse_story(store: Arc<dyn Store>) {
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Confidential, 10);
+    store.insert_app(&web).await.unwrap();
+    let grant = code(&web, &ada, &acme, 1);
+    store.insert_code(&grant).await.unwrap();
+    let first = pair(&grant, 10);
+    assert!(
+        store
+            .redeem_code(&grant.hash, Timestamp(150), &first)
+            .await
+            .unwrap()
+    );
+    let refresh = &first[1];
+    let rotate = async |id: &TokenId, at: i64, since: Option<i64>, n: u8| {
+        store
+            .rotate_refresh_token(id, Timestamp(at), since.map(Timestamp), &pair(&grant, n))
+            .await
+            .unwrap()
+    };
+
+    // An unrotated token is claimed with or without a window.
+    assert!(rotate(&refresh.id, 300, Some(290), 20).await);
+    assert_eq!(rotated_at(&*store, refresh).await, Some(Timestamp(300)));
+    // Inside the window (the bound included): claimed again, and again,
+    // without moving the rotation time.
+    assert!(rotate(&refresh.id, 305, Some(295), 30).await);
+    assert!(rotate(&refresh.id, 308, Some(300), 40).await);
+    assert_eq!(rotated_at(&*store, refresh).await, Some(Timestamp(300)));
+    for n in [20, 30, 40] {
+        assert_eq!(stored_pair(&*store, &grant, n).await, 2, "pair {n}");
+    }
+    // Rotated before `reuse_since`, or no window at all: refused, nothing stored.
+    assert!(!rotate(&refresh.id, 312, Some(301), 50).await);
+    assert!(!rotate(&refresh.id, 309, None, 52).await);
+    assert_eq!(stored_pair(&*store, &grant, 50).await, 0);
+    assert_eq!(stored_pair(&*store, &grant, 52).await, 0);
+    // Access tokens never rotate, window or not.
+    assert!(!rotate(&first[0].id, 309, Some(0), 54).await);
+
+    // Once a token issued from it rotates, it is further back in the chain:
+    // refused even inside the window.
+    let child = pair(&grant, 20).remove(1);
+    assert!(rotate(&child.id, 320, None, 60).await);
+    assert!(!rotate(&refresh.id, 321, Some(290), 70).await);
+    assert_eq!(stored_pair(&*store, &grant, 70).await, 0);
+    // The child is now the family's latest rotation.
+    assert!(rotate(&child.id, 322, Some(315), 72).await);
+
+    // Everything the window issued belongs to the family: revoking it takes
+    // the first pair, the three pairs from `refresh`, and the two from `child`.
+    assert_eq!(
+        store
+            .revoke_family(&grant.family_id, Timestamp(400))
+            .await
+            .unwrap(),
+        12
+    );
+    // Revoked: refused even inside the window.
+    assert!(!rotate(&child.id, 401, Some(0), 80).await);
+    assert_eq!(stored_pair(&*store, &grant, 80).await, 0);
 }
 
 /// Attempts per race: more than one connection's worth of contention.
@@ -249,6 +315,7 @@ pub async fn concurrent_redeem_story(store: Arc<dyn Store>) {
     );
 }
 
+/// Without a reuse interval, of concurrent rotations exactly one wins.
 pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
@@ -270,7 +337,7 @@ pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
             let id = refresh.id.clone();
             tokio::spawn(async move {
                 store
-                    .rotate_refresh_token(&id, Timestamp(300), &tokens)
+                    .rotate_refresh_token(&id, Timestamp(300), None, &tokens)
                     .await
             })
         })
@@ -290,14 +357,78 @@ pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
     );
 }
 
+/// Inside a reuse interval, concurrent refreshes of one token each win:
+/// one rotates it, the others reuse it, and every pair is stored.
+pub async fn concurrent_reuse_story(store: Arc<dyn Store>) {
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Confidential, 10);
+    store.insert_app(&web).await.unwrap();
+    let grant = code(&web, &ada, &acme, 1);
+    store.insert_code(&grant).await.unwrap();
+    let refresh = token(TokenKind::Refresh, &grant.family_id, &grant, 2, 90_000);
+    assert!(
+        store
+            .redeem_code(&grant.hash, Timestamp(150), std::slice::from_ref(&refresh))
+            .await
+            .unwrap()
+    );
+
+    let attempts: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let store = store.clone();
+            let tokens = pair(&grant, 10 + 2 * i);
+            let id = refresh.id.clone();
+            let at = Timestamp(300 + i64::from(i));
+            tokio::spawn(async move {
+                store
+                    .rotate_refresh_token(&id, at, Some(Timestamp(290)), &tokens)
+                    .await
+            })
+        })
+        .collect();
+    for (i, attempt) in (0..RACERS).zip(attempts) {
+        assert!(attempt.await.unwrap().unwrap(), "racer {i} wins too");
+    }
+    assert_eq!(
+        stored_racer_tokens(&*store, &grant).await,
+        2 * usize::from(RACERS)
+    );
+    let first = rotated_at(&*store, &refresh).await.unwrap();
+    assert!(
+        (Timestamp(300)..Timestamp(300 + i64::from(RACERS))).contains(&first),
+        "one racer's time is kept: {first:?}"
+    );
+}
+
+async fn rotated_at(
+    store: &dyn Store,
+    token: &velocity_domain::oauth::OAuthToken,
+) -> Option<Timestamp> {
+    store
+        .token_by_hash(&token.hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .rotated_at
+}
+
 /// How many of racer `i`'s tokens are stored.
 async fn stored_tokens(
     store: &dyn Store,
     grant: &velocity_domain::oauth::AuthorizationCode,
     i: u8,
 ) -> usize {
+    stored_pair(store, grant, 10 + 2 * i).await
+}
+
+/// How many of `pair(grant, n)` are stored.
+async fn stored_pair(
+    store: &dyn Store,
+    grant: &velocity_domain::oauth::AuthorizationCode,
+    n: u8,
+) -> usize {
     let mut found = 0;
-    for t in pair(grant, 10 + 2 * i) {
+    for t in pair(grant, n) {
         if store.token_by_hash(&t.hash).await.unwrap().is_some() {
             found += 1;
         }

@@ -7,6 +7,13 @@
 //! yet spent (a spent one revokes its whole family), apply the grant's own
 //! checks, mint a pair, and claim the grant and store the pair in one
 //! transaction that exactly one caller wins.
+//!
+//! One exception, the refresh reuse interval (`ServiceConfig`, default 10 s,
+//! 0 = off; docs/oauth-refresh.md): a refresh token used again by its own
+//! client within the interval after its rotation, while it is the family's
+//! latest rotation, live and unexpired, gets a fresh pair in the same family
+//! and revokes nothing, so a client racing itself (two tabs, a retry after a
+//! timeout) is not logged out. After the interval, reuse is a replay.
 
 use tracing::instrument;
 
@@ -46,7 +53,11 @@ struct Redeemable {
     scopes: ScopeSet,
     expires_at: Timestamp,
     revoked: bool,
-    spent: bool,
+    /// When it was spent (a code used, a refresh token rotated).
+    spent_at: Option<Timestamp>,
+    /// Refresh tokens, while the reuse interval is on: spent at or after
+    /// this, it may be spent again. `None` for codes.
+    reuse_since: Option<Timestamp>,
 }
 
 /// The conditional update that spends a grant.
@@ -89,7 +100,8 @@ impl Service {
             scopes: stored.scopes,
             expires_at: stored.expires_at,
             revoked: false,
-            spent: stored.used_at.is_some(),
+            spent_at: stored.used_at,
+            reuse_since: None,
         };
         self.check_redeemable(&app, &grant, now).await?;
         let mismatch = if stored.redirect_uri != redirect_uri {
@@ -136,7 +148,8 @@ impl Service {
             scopes: token.scopes,
             expires_at: token.expires_at,
             revoked: token.revoked_at.is_some(),
-            spent: token.rotated_at.is_some(),
+            spent_at: token.rotated_at,
+            reuse_since: self.refresh_reuse_since(now),
         };
         self.check_redeemable(&app, &grant, now).await?;
         let scopes = match scope.map(str::trim).filter(|s| !s.is_empty()) {
@@ -157,8 +170,16 @@ impl Service {
         self.redeem(&app, grant, scopes, now).await
     }
 
+    /// Refresh tokens rotated at or after this may be used again, or `None`
+    /// when the reuse interval is off.
+    fn refresh_reuse_since(&self, now: Timestamp) -> Option<Timestamp> {
+        let secs = i64::try_from(self.config.refresh_reuse_interval_secs).unwrap_or(i64::MAX);
+        (secs > 0).then(|| now.plus_secs(-secs))
+    }
+
     /// The checks every grant passes before its own: this client's, not
-    /// revoked, not spent (a replay revokes the family), not expired.
+    /// revoked, not spent (a replay revokes the family) unless within the
+    /// reuse interval, not expired.
     async fn check_redeemable(
         &self,
         app: &OAuthApp,
@@ -174,8 +195,16 @@ impl Service {
         if grant.revoked {
             return Err(invalid_grant(format!("{what} has been revoked")));
         }
-        if grant.spent {
-            return Err(self.replayed(grant, now).await);
+        if let Some(spent_at) = grant.spent_at {
+            let reusable =
+                grant.reuse_since.is_some_and(|since| spent_at >= since) && grant.expires_at > now;
+            if !reusable {
+                return Err(self.replayed(grant, now).await);
+            }
+            tracing::info!(
+                family_id = %grant.family_id,
+                "{what} presented again within the reuse interval"
+            );
         }
         if grant.expires_at <= now {
             return Err(invalid_grant(format!("{what} has expired")));
@@ -183,8 +212,9 @@ impl Service {
         Ok(())
     }
 
-    /// Mints a pair and spends the grant in one transaction; the loser of a
-    /// race is treated as a replay.
+    /// Mints a pair and spends the grant in one transaction; a refused claim
+    /// (the loser of a race, or a reuse the store does not admit: outside
+    /// the interval, or not the family's latest rotation) is a replay.
     async fn redeem(
         &self,
         app: &OAuthApp,
@@ -195,7 +225,11 @@ impl Service {
         let (tokens, issued) = token_pair(app, &grant, scopes, now);
         let won = match &grant.claim {
             Claim::Code(hash) => self.store.redeem_code(hash, now, &tokens).await?,
-            Claim::RefreshToken(id) => self.store.rotate_refresh_token(id, now, &tokens).await?,
+            Claim::RefreshToken(id) => {
+                self.store
+                    .rotate_refresh_token(id, now, grant.reuse_since, &tokens)
+                    .await?
+            }
         };
         if !won {
             return Err(self.replayed(&grant, now).await);
