@@ -45,9 +45,9 @@ async fn main() -> anyhow::Result<()> {
     cli.validate()?;
     let order = scenarios::run_order(&cli.scenarios);
     let run_time = Duration::from_secs((cli.warmup_secs + cli.duration_secs) * order.len() as u64);
-    let minter = SessionMinter::new(&cli.jwt_secret, &cli.jwt_issuer, run_time)?;
+    let minter = SessionMinter::new(&cli.jwt_secret, &cli.jwt_issuer, run_time);
     if cli.print_jwks {
-        println!("{}", serde_json::to_string_pretty(&minter.jwks()?)?);
+        println!("{}", serde_json::to_string_pretty(&minter.jwks())?);
         return Ok(());
     }
 
