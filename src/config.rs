@@ -208,13 +208,13 @@ impl ServeConfig {
         }
     }
 
-    pub async fn open_database(&self) -> anyhow::Result<Database> {
+    pub(crate) async fn open_database(&self) -> anyhow::Result<Database> {
         self.database.open().await
     }
 
     /// The session-token verifier, or `None` when no key is configured
     /// (session tokens are then refused as CREDENTIAL_KIND_NOT_ACCEPTED).
-    pub fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
+    pub(crate) fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
         let jwks = match &self.jwks_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
