@@ -3,6 +3,7 @@
 //! next to grpc.health's, the ceiling of the same transport on the same
 //! machine. Progress goes to stderr; the table and a JSON line to stdout.
 
+mod caller;
 mod cli;
 mod drive;
 mod oauth;
