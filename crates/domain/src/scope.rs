@@ -1,3 +1,4 @@
+// Over 400 lines because of its tests: unit tests and proptests of the scope algebra.
 //! Scopes and their algebra (CONTRACT §2).
 
 use std::fmt;
