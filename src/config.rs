@@ -255,7 +255,7 @@ impl ServeConfig {
         }
     }
 
-    pub async fn open_database(&self) -> anyhow::Result<Database> {
+    pub(crate) async fn open_database(&self) -> anyhow::Result<Database> {
         self.database.open().await
     }
 
@@ -307,7 +307,7 @@ impl ServeConfig {
     /// configured (session tokens are then refused as
     /// CREDENTIAL_KIND_NOT_ACCEPTED). With a JWKS URL it starts without the
     /// URL's keys; `start` fetches them.
-    pub fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
+    pub(crate) fn session_verifier(&self) -> anyhow::Result<Option<SessionVerifier>> {
         let jwks = match &self.jwks_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

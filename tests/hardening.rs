@@ -153,7 +153,7 @@ async fn list_every_key(h: &Harness, session: &str, page_size: i32) -> (Vec<Stri
     loop {
         let page = h
             .auth()
-            .list_keys(common::bearer(
+            .list_keys(velocity_testkit::bearer(
                 session,
                 pb::ListKeysRequest {
                     workspace_slug: "acme".into(),
@@ -196,7 +196,7 @@ async fn listings_page_past_the_old_limit(backend: Backend) {
     assert_eq!(pages, 3);
     let refused = h
         .auth()
-        .list_keys(common::bearer(
+        .list_keys(velocity_testkit::bearer(
             &session,
             pb::ListKeysRequest {
                 workspace_slug: "acme".into(),

@@ -13,10 +13,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::{Backend, Harness, assert_refused};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::Code;
+use velocity_testkit::FixtureKey;
 
 const JWKS_PATH: &str = "/auth/v1/.well-known/jwks.json";
 
@@ -129,10 +130,17 @@ impl KeyServer {
 
 /// A fixture key's public JWK, published under `kid`.
 fn public_jwk(alg: Algorithm, kid: &str) -> Value {
-    let index = if alg == Algorithm::ES256 { 0 } else { 1 };
-    let mut jwk = common::jwks()["keys"][index].clone();
+    let mut jwk = fixture(alg).jwk();
     jwk["kid"] = json!(kid);
     jwk
+}
+
+fn fixture(alg: Algorithm) -> FixtureKey {
+    if alg == Algorithm::ES256 {
+        FixtureKey::Es256
+    } else {
+        FixtureKey::Rs256
+    }
 }
 
 fn key_set(keys: &[(Algorithm, &str)]) -> Value {
@@ -146,14 +154,9 @@ fn key_set(keys: &[(Algorithm, &str)]) -> Value {
 /// A fresh session token (never cached before) signed by a fixture key
 /// under `kid`.
 fn token(h: &Harness, user: &str, alg: Algorithm, kid: &str) -> String {
-    let key: EncodingKey = match alg {
-        Algorithm::ES256 => common::es256_key(),
-        _ => common::rs256_key(),
-    };
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
-    let claims = common::supabase_claims(user, velocity_domain::Clock::now(&*h.clock).as_secs());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    jsonwebtoken::encode(&header, &h.claims(user), &fixture(alg).encoding_key()).unwrap()
 }
 
 /// A server whose session keys come from `server` only.

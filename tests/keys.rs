@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::{Backend, Harness, assert_refused, bearer, reason};
+use common::{Backend, Harness, assert_refused, reason};
 use tonic::{Code, Request, Status};
 use velocity_proto::pb;
 use velocity_proto::pb::KeyKind;
 use velocity_proto::pb::o_auth_app_service_client::OAuthAppServiceClient;
+use velocity_testkit::{FixtureKey, SESSION_LIFETIME_SECS, bearer, supabase_claims};
 
 async fn workspace_key_resolves_its_workspace(backend: Backend) {
     let h = Harness::start(backend).await;
@@ -312,14 +313,13 @@ fn alg_none(token: &str) -> String {
 
 /// The classic confusion attack: HS256 keyed with the published public key.
 fn hs256_signed_with_public_key(user: &str) -> String {
-    let jwks = common::jwks();
-    let public = serde_json::to_vec(&jwks["keys"][0]).unwrap();
+    let public = serde_json::to_vec(&FixtureKey::Es256.jwk()).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("es256-test".into());
+    header.kid = Some(FixtureKey::Es256.kid().into());
     let now = velocity_domain::Clock::now(&velocity_domain::SystemClock).as_secs();
     jsonwebtoken::encode(
         &header,
-        &common::supabase_claims(user, now),
+        &supabase_claims(common::ISSUER, user, now, SESSION_LIFETIME_SECS),
         &jsonwebtoken::EncodingKey::from_secret(&public).unwrap(),
     )
     .unwrap()
@@ -328,13 +328,7 @@ fn hs256_signed_with_public_key(user: &str) -> String {
 fn es256_with_unknown_kid(h: &Harness, user: &str) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some("rotated-away".into());
-    let now = velocity_domain::Clock::now(&*h.clock).as_secs();
-    jsonwebtoken::encode(
-        &header,
-        &common::supabase_claims(user, now),
-        &common::es256_key(),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, &h.claims(user), &FixtureKey::Es256.encoding_key()).unwrap()
 }
 
 async fn create_key_enforces_roles_and_scopes(backend: Backend) {

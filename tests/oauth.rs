@@ -6,13 +6,14 @@
 
 mod common;
 
-use common::oauth::{REDIRECT, TokenBody, http, parse_form, pkce, query_of};
+use common::oauth::{REDIRECT, TokenBody, http, parse_form, query_of};
 use common::{Backend, Harness, assert_refused};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, LOCATION, WWW_AUTHENTICATE};
 use serde_json::json;
 use tonic::Code;
 use velocity_proto::pb;
+use velocity_testkit::pkce_pair;
 
 const SCOPES: &[&str] = &["issues:read", "issues:write", "projects:read", "user:read"];
 
@@ -25,7 +26,7 @@ async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
     let ada = h.member("acme", "owner").await;
     h.ensure_workspace("globex").await;
     let app = h.register_app(false, SCOPES).await;
-    let (verifier, challenge) = pkce();
+    let (verifier, challenge) = pkce_pair();
     let session = h.session(&ada);
 
     // The consent page, as the signed-in browser loads it.
@@ -191,7 +192,7 @@ async fn consent_errors_follow_rfc6749_4_1_2_1(backend: Backend) {
     let h = Harness::start(backend).await;
     let ada = h.member("acme", "member").await;
     let app = h.register_app(false, SCOPES).await;
-    let (_, challenge) = pkce();
+    let (_, challenge) = pkce_pair();
     let session = h.session(&ada);
     let base = |overrides: &[(&'static str, &str)]| {
         let mut params: Vec<(&str, String)> = vec![
@@ -493,7 +494,7 @@ async fn token_endpoint_errors_follow_rfc6749_5_2(backend: Backend) {
         "a code burnt by a redirect_uri mismatch"
     );
     let (code, verifier) = h.code_for(&ada, &confidential, "issues:read", "acme").await;
-    let (wrong_verifier, _) = pkce();
+    let (wrong_verifier, _) = pkce_pair();
     assert_eq!(
         error_of(
             exchange(
@@ -646,7 +647,7 @@ async fn granted_scopes_never_exceed_the_role(backend: Backend) {
 
     // Picking a workspace one is not in is refused.
     h.ensure_workspace("globex").await;
-    let (_, challenge) = pkce();
+    let (_, challenge) = pkce_pair();
     let session = h.session(&guest);
     let url = h.consent_url(&[
         ("client_id", &app.client_id),

@@ -11,12 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, JWT_SECRET, admin, bearer, reason, supabase_claims};
+use common::{ADMIN_TOKEN, JWT_SECRET, admin, reason};
 use tonic::transport::Channel;
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
-use velocity_testkit::TestDatabase;
+use velocity_testkit::{SESSION_LIFETIME_SECS, TestDatabase, bearer, sign_hs256, supabase_claims};
 
 struct Replica {
     child: Child,
@@ -72,14 +72,9 @@ async fn replica(database_url: &str) -> Replica {
 
 fn session(user: &str) -> String {
     let now = velocity_domain::Clock::now(&velocity_domain::SystemClock).as_secs();
-    let mut claims = supabase_claims(user, now);
+    let mut claims = supabase_claims(common::ISSUER, user, now, SESSION_LIFETIME_SECS);
     claims.as_object_mut().unwrap().remove("iss");
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
+    sign_hs256(JWT_SECRET, &claims)
 }
 
 async fn authenticate(

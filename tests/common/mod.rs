@@ -6,9 +6,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use tonic_types::StatusExt;
@@ -17,7 +14,9 @@ use velocity_domain::{Clock, ManualClock};
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
-use velocity_testkit::TestDatabase;
+use velocity_testkit::{
+    FixtureKey, SESSION_LIFETIME_SECS, TestDatabase, bearer, jwks, sign_hs256, supabase_claims,
+};
 
 pub mod oauth;
 
@@ -47,15 +46,6 @@ impl Drop for Harness {
     }
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
 impl Harness {
     pub async fn start(backend: Backend) -> Harness {
         Self::start_with(backend, |_| {}).await
@@ -68,7 +58,11 @@ impl Harness {
         };
         let jwks_path =
             std::env::temp_dir().join(format!("velocity-jwks-{}.json", uuid::Uuid::now_v7()));
-        std::fs::write(&jwks_path, serde_json::to_vec(&jwks()).unwrap()).unwrap();
+        std::fs::write(
+            &jwks_path,
+            serde_json::to_vec(&jwks(&FixtureKey::ALL)).unwrap(),
+        )
+        .unwrap();
         let mut config = ServeConfig::for_tests(&db.url);
         config.admin_token = Some(ADMIN_TOKEN.into());
         config.jwt_secret = Some(JWT_SECRET.into());
@@ -158,37 +152,28 @@ impl Harness {
     }
 
     pub fn session_with(&self, user: &str, tweak: impl FnOnce(&mut serde_json::Value)) -> String {
-        let mut claims = supabase_claims(user, self.clock.now().as_secs());
+        let mut claims = self.claims(user);
         tweak(&mut claims);
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap(),
-        )
-        .unwrap()
+        sign_hs256(JWT_SECRET, &claims)
     }
 
     /// An ES256 session token signed by the fixture key the JWKS publishes.
     pub fn es256_session(&self, user: &str) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("es256-test".into());
-        jsonwebtoken::encode(
-            &header,
-            &supabase_claims(user, self.clock.now().as_secs()),
-            &es256_key(),
-        )
-        .unwrap()
+        FixtureKey::Es256.sign(&self.claims(user))
     }
 
     pub fn rs256_session(&self, user: &str) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("rs256-test".into());
-        jsonwebtoken::encode(
-            &header,
-            &supabase_claims(user, self.clock.now().as_secs()),
-            &rs256_key(),
+        FixtureKey::Rs256.sign(&self.claims(user))
+    }
+
+    /// Supabase claims for `user`, issued now by the harness clock.
+    pub fn claims(&self, user: &str) -> serde_json::Value {
+        supabase_claims(
+            ISSUER,
+            user,
+            self.clock.now().as_secs(),
+            SESSION_LIFETIME_SECS,
         )
-        .unwrap()
     }
 
     pub async fn authenticate(
@@ -233,58 +218,8 @@ impl Harness {
     }
 }
 
-pub fn supabase_claims(user: &str, now: i64) -> serde_json::Value {
-    json!({
-        "iss": ISSUER,
-        "aud": "authenticated",
-        "exp": now + 3600,
-        "iat": now,
-        "sub": user,
-        "role": "authenticated",
-        "aal": "aal1",
-        "session_id": uuid::Uuid::now_v7().to_string(),
-        "email": format!("{user}@example.com"),
-        "phone": "",
-        "app_metadata": {"provider": "email", "providers": ["email"]},
-        "user_metadata": {"email_verified": true},
-        "amr": [{"method": "password", "timestamp": now}],
-        "is_anonymous": false,
-    })
-}
-
-pub fn es256_key() -> EncodingKey {
-    EncodingKey::from_ec_pem(&fixture("es256-private.pem")).unwrap()
-}
-
-pub fn rs256_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&fixture("rs256-private.pem")).unwrap()
-}
-
-/// The JWKS a Supabase project would publish for the fixture keys.
-pub fn jwks() -> serde_json::Value {
-    let mut es = serde_json::to_value(
-        jsonwebtoken::jwk::Jwk::from_encoding_key(&es256_key(), Algorithm::ES256).unwrap(),
-    )
-    .unwrap();
-    es["kid"] = json!("es256-test");
-    es["use"] = json!("sig");
-    let mut rs = serde_json::to_value(
-        jsonwebtoken::jwk::Jwk::from_encoding_key(&rs256_key(), Algorithm::RS256).unwrap(),
-    )
-    .unwrap();
-    rs["kid"] = json!("rs256-test");
-    json!({ "keys": [es, rs] })
-}
-
 pub fn admin<T>(message: T) -> Request<T> {
     bearer(ADMIN_TOKEN, message)
-}
-
-pub fn bearer<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 /// The machine-readable reason of a refusal.

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION};
 use velocity_proto::pb;
+use velocity_testkit::pkce_pair;
 
 use super::{Harness, admin};
 
@@ -23,18 +23,6 @@ pub fn http() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-/// A PKCE pair: (verifier, S256 challenge).
-pub fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::now_v7().simple(),
-        uuid::Uuid::now_v7().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-    (verifier, challenge)
 }
 
 impl Harness {
@@ -120,7 +108,7 @@ impl Harness {
         scope: &str,
         workspace: &str,
     ) -> (String, String) {
-        let (verifier, challenge) = pkce();
+        let (verifier, challenge) = pkce_pair();
         let location = self
             .consent(
                 &self.session(user),

@@ -120,6 +120,17 @@ impl Cli {
         anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
         anyhow::ensure!(self.connections > 0, "--connections must be at least 1");
         anyhow::ensure!(self.duration_secs > 0, "--duration-secs must be at least 1");
+        // Checked here so that signing and request building cannot fail later.
+        anyhow::ensure!(
+            !self.jwt_secret.is_empty(),
+            "--jwt-secret must not be empty"
+        );
+        anyhow::ensure!(
+            format!("Bearer {}", self.admin_token)
+                .parse::<tonic::metadata::AsciiMetadataValue>()
+                .is_ok(),
+            "--admin-token must be printable ASCII"
+        );
         if let Some(rate) = self.rate {
             anyhow::ensure!(
                 rate.is_finite() && rate > 0.0,

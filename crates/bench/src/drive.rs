@@ -11,7 +11,8 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::scenarios::{Caller, Scenario};
+use crate::caller::Caller;
+use crate::scenarios::Scenario;
 use crate::seed::{Fixtures, SessionMinter};
 
 /// Distinct error descriptions kept per worker; the rest are only counted.

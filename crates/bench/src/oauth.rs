@@ -27,25 +27,13 @@ impl OAuthFixtures {
     }
 }
 
-fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::now_v7().simple(),
-        uuid::Uuid::now_v7().simple()
-    );
-    (
-        verifier.clone(),
-        velocity_domain::oauth::pkce::challenge_of(&verifier),
-    )
-}
-
 async fn mint_code(
     service: &Service,
     user: &UserId,
     client_id: &ClientId,
     slug: &str,
 ) -> anyhow::Result<(String, String)> {
-    let (verifier, challenge) = pkce();
+    let (verifier, challenge) = velocity_testkit::pkce_pair();
     let request = AuthorizationRequest {
         client_id: Some(client_id.0.clone()),
         redirect_uri: Some(REDIRECT.to_owned()),

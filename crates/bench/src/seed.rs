@@ -3,18 +3,13 @@
 //! callers create), plus bulk keys written straight to storage, because
 //! a million CreateKey calls would benchmark CreateKey, not lookups.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
-use tonic::Request;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::{
@@ -24,9 +19,7 @@ use velocity_domain::{
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 use velocity_proto::pb::directory_service_client::DirectoryServiceClient;
-
-/// Key id the JWKS publishes for the ES256 fixture key.
-pub const ES256_KID: &str = "es256-test";
+use velocity_testkit::{FixtureKey, bearer};
 
 /// What the scenarios authenticate with and check replies against.
 pub struct Fixtures {
@@ -42,80 +35,42 @@ pub struct Fixtures {
     pub oauth: Option<crate::oauth::OAuthFixtures>,
 }
 
-/// The ES256 test fixture key; the only private key the repository ships.
-fn es256_pem_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/es256-private.pem")
-}
-
-/// Mints Supabase-style session tokens, as Supabase Auth would issue them.
+/// Mints Supabase-style session tokens, as Supabase Auth would issue them:
+/// HS256 with the project secret, or ES256 with the fixture key.
 pub struct SessionMinter {
-    hs256: EncodingKey,
-    es256: EncodingKey,
+    jwt_secret: String,
     issuer: String,
     /// Tokens outlive the whole run, so none expires mid-measurement.
     lifetime_secs: i64,
 }
 
 impl SessionMinter {
-    pub fn new(jwt_secret: &str, issuer: &str, lifetime: Duration) -> anyhow::Result<Self> {
-        let path = es256_pem_path();
-        let pem = std::fs::read(&path)
-            .with_context(|| format!("cannot read the ES256 fixture key {}", path.display()))?;
-        Ok(SessionMinter {
-            hs256: EncodingKey::from_secret(jwt_secret.as_bytes())
-                .context("the JWT secret cannot sign HS256")?,
-            es256: EncodingKey::from_ec_pem(&pem)
-                .context("the ES256 fixture key is not a PEM EC key")?,
+    /// `jwt_secret` must not be empty (`Cli::validate` checks it).
+    pub fn new(jwt_secret: &str, issuer: &str, lifetime: Duration) -> Self {
+        SessionMinter {
+            jwt_secret: jwt_secret.to_owned(),
             issuer: issuer.to_owned(),
             lifetime_secs: i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2) + 3600,
-        })
+        }
     }
 
-    pub fn hs256(&self, user: &str) -> anyhow::Result<String> {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &self.claims(user),
-            &self.hs256,
-        )
-        .context("cannot sign an HS256 session token")
+    pub fn hs256(&self, user: &str) -> String {
+        velocity_testkit::sign_hs256(&self.jwt_secret, &self.claims(user))
     }
 
-    pub fn es256(&self, user: &str) -> anyhow::Result<String> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(ES256_KID.into());
-        jsonwebtoken::encode(&header, &self.claims(user), &self.es256)
-            .context("cannot sign an ES256 session token")
+    pub fn es256(&self, user: &str) -> String {
+        FixtureKey::Es256.sign(&self.claims(user))
     }
 
-    /// The JWKS a Supabase project would publish for the ES256 key.
-    pub fn jwks(&self) -> anyhow::Result<serde_json::Value> {
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.es256, Algorithm::ES256)
-            .context("cannot derive a JWK from the ES256 key")?;
-        let mut jwk = serde_json::to_value(jwk)?;
-        jwk["kid"] = json!(ES256_KID);
-        jwk["use"] = json!("sig");
-        Ok(json!({ "keys": [jwk] }))
+    /// The JWKS a Supabase project would publish for the ES256 key, the
+    /// only asymmetric key the scenarios sign with.
+    pub fn jwks(&self) -> serde_json::Value {
+        velocity_testkit::jwks(&[FixtureKey::Es256])
     }
 
-    /// The claims Supabase Auth puts in an access token.
     fn claims(&self, user: &str) -> serde_json::Value {
         let now = SystemClock.now().as_secs();
-        json!({
-            "iss": self.issuer,
-            "aud": "authenticated",
-            "exp": now + self.lifetime_secs,
-            "iat": now,
-            "sub": user,
-            "role": "authenticated",
-            "aal": "aal1",
-            "session_id": uuid::Uuid::now_v7().to_string(),
-            "email": format!("{user}@example.com"),
-            "phone": "",
-            "app_metadata": {"provider": "email", "providers": ["email"]},
-            "user_metadata": {"email_verified": true},
-            "amr": [{"method": "password", "timestamp": now}],
-            "is_anonymous": false,
-        })
+        velocity_testkit::supabase_claims(&self.issuer, user, now, self.lifetime_secs)
     }
 }
 
@@ -147,7 +102,7 @@ pub async fn directory(
                 email: format!("bench-{run}@example.com"),
                 name: "velocity-bench".into(),
             },
-        )?)
+        ))
         .await
         .context("DirectoryService.CreateUser")?
         .into_inner();
@@ -158,7 +113,7 @@ pub async fn directory(
                 slug: slug.clone(),
                 name: "velocity-bench".into(),
             },
-        )?)
+        ))
         .await
         .context("DirectoryService.CreateWorkspace")?
         .into_inner();
@@ -169,11 +124,11 @@ pub async fn directory(
             user_id: user.id.clone(),
             role: "owner".into(),
         },
-    )?)
+    ))
     .await
     .context("DirectoryService.SetMembership")?;
 
-    let session = minter.hs256(&user.id)?;
+    let session = minter.hs256(&user.id);
     let mut auth = AuthServiceClient::new(channel);
     let mut create = async |kind: pb::KeyKind, slug: &str, scopes: &[&str]| {
         let reply = auth
@@ -186,7 +141,7 @@ pub async fn directory(
                     scopes: scopes.iter().map(|s| s.to_string()).collect(),
                     expires_at: None,
                 },
-            )?)
+            ))
             .await
             .with_context(|| format!("AuthService.CreateKey ({})", kind.as_str_name()))?;
         anyhow::Ok(reply.into_inner().secret)
@@ -266,13 +221,4 @@ pub async fn bulk_keys(
     }
     drop(results);
     Ok(reservoir)
-}
-
-fn bearer<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .context("token is not a valid header value")?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
 }

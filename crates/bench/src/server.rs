@@ -78,7 +78,7 @@ impl Target {
             }
         };
         let jwks_path = std::env::temp_dir().join(format!("velocity-bench-jwks-{unique}.json"));
-        std::fs::write(&jwks_path, serde_json::to_vec(&minter.jwks()?)?)
+        std::fs::write(&jwks_path, serde_json::to_vec(&minter.jwks())?)
             .with_context(|| format!("cannot write {}", jwks_path.display()))?;
         temp_files.push(jwks_path.clone());
 

@@ -18,7 +18,7 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    pub fn credential_kind(self) -> CredentialKind {
+    pub(crate) fn credential_kind(self) -> CredentialKind {
         match self {
             KeyKind::Workspace => CredentialKind::WorkspaceKey,
             KeyKind::Personal => CredentialKind::PersonalKey,
@@ -68,7 +68,7 @@ impl ApiKey {
         self.owner.kind()
     }
 
-    pub fn is_expired(&self, now: Timestamp) -> bool {
+    pub(crate) fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }

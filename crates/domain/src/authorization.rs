@@ -3,7 +3,7 @@
 //! spellings: the scheme in any case, then one or more spaces or tabs.
 //!
 //! Authenticate's credential field is not a header; it goes through
-//! [`crate::credential::strip_bearer`], which tolerates a bare credential.
+//! `credential::strip_bearer` (crate-private), which tolerates a bare credential.
 
 use std::fmt;
 

@@ -46,7 +46,7 @@ impl Default for CacheConfig {
     }
 }
 
-pub struct VerificationCache {
+pub(crate) struct VerificationCache {
     credentials: Cache<SecretHash, Arc<VerifiedCredential>>,
     /// Access tokens apart from keys: a burst of one-off key lookups must
     /// not cost the hot tokens their places, and token revocations can
@@ -172,7 +172,7 @@ impl VerificationCache {
 /// A fixed-size Bloom filter of every stored API key and token hash. "Not
 /// in the filter" means "never stored" for keys, so a flood of random keys
 /// is refused without storage.
-pub struct KnownCredentials {
+pub(crate) struct KnownCredentials {
     filter: AtomicBloomFilter,
     ready: std::sync::atomic::AtomicBool,
 }

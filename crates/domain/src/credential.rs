@@ -17,7 +17,7 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 const RANDOM_LEN: usize = 32;
 const CHECK_LEN: usize = 6;
 /// The longest credential we look at; anything longer is refused unread.
-pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 
 /// What a secret is, told by its prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,7 +156,7 @@ impl fmt::Display for Secret {
 
 /// Authenticate's credential field tolerates the `Bearer` scheme, as the
 /// header parser reads it; anything else is taken as the bare credential.
-pub fn strip_bearer(credential: &str) -> &str {
+pub(crate) fn strip_bearer(credential: &str) -> &str {
     match Authorization::parse(credential) {
         Ok(Authorization::Bearer(token)) => token,
         _ => credential.trim(),
@@ -200,7 +200,7 @@ impl SecretHash {
     }
 
     /// Constant-time equality, for where a stored digest is compared.
-    pub fn ct_eq(&self, other: &SecretHash) -> bool {
+    pub(crate) fn ct_eq(&self, other: &SecretHash) -> bool {
         bool::from(self.0.ct_eq(&other.0))
     }
 }

@@ -73,7 +73,7 @@ impl Role {
     }
 
     /// Owners and admins manage the workspace's keys.
-    pub fn manages_keys(self) -> bool {
+    pub(crate) fn manages_keys(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)
     }
 }
@@ -110,7 +110,7 @@ pub struct Membership {
 }
 
 /// Slugs as URLs and the `X-Workspace-Slug` header carry them.
-pub fn is_valid_slug(slug: &str) -> bool {
+pub(crate) fn is_valid_slug(slug: &str) -> bool {
     (1..=64).contains(&slug.len())
         && slug
             .bytes()

@@ -1,3 +1,4 @@
+// Over 400 lines on purpose: every public reason and the one error-to-status table in one place.
 //! The domain's one error type, and the one table from its classes to
 //! transport codes: the gRPC code `server` sends, the HTTP status and
 //! `error` string `http` sends. Numbers and strings only, no transport types.

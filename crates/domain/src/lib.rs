@@ -14,13 +14,13 @@ pub mod invalidation;
 pub mod oauth;
 pub mod page;
 pub mod principal;
-pub mod resolve;
+mod resolve;
 pub mod scope;
 pub mod service;
 pub mod session;
 pub mod store;
 pub mod throttle;
-pub mod usage;
+mod usage;
 
 pub use api_key::{ApiKey, ApiKeyId, KeyKind};
 pub use authorization::Authorization;

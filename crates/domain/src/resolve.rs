@@ -1,3 +1,4 @@
+// Over 400 lines because two thirds of it are unit tests, one or more per resolution rule.
 //! The resolution rules of CONTRACT §3: from a verified credential, the
 //! optional workspace slug and the caller's membership, to a [`Principal`].
 //!

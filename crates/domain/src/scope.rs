@@ -1,3 +1,4 @@
+// Over 400 lines because of its tests: unit tests and proptests of the scope algebra.
 //! Scopes and their algebra (CONTRACT §2).
 
 use std::fmt;
@@ -85,16 +86,16 @@ impl Scope {
         }
     }
 
-    pub fn is_workspace(self) -> bool {
+    pub(crate) fn is_workspace(self) -> bool {
         (self as u8) <= Scope::WorkspaceAdmin as u8
     }
 
-    pub fn is_personal(self) -> bool {
+    pub(crate) fn is_personal(self) -> bool {
         !self.is_workspace()
     }
 
     /// Read scopes: the `:read` ones, plus `workspaces:list`, which only reads.
-    pub fn is_read(self) -> bool {
+    pub(crate) fn is_read(self) -> bool {
         matches!(
             self,
             Scope::IssuesRead
@@ -137,7 +138,7 @@ impl FromStr for Scope {
 pub struct ScopeSet(u16);
 
 impl ScopeSet {
-    pub const EMPTY: ScopeSet = ScopeSet(0);
+    pub(crate) const EMPTY: ScopeSet = ScopeSet(0);
 
     pub fn from_bits(bits: u16) -> Option<ScopeSet> {
         let all = Self::all().0;
@@ -172,7 +173,7 @@ impl ScopeSet {
     }
 
     /// Parses a space-separated OAuth `scope` parameter.
-    pub fn parse_space_separated(text: &str) -> Result<ScopeSet, UnknownScope> {
+    pub(crate) fn parse_space_separated(text: &str) -> Result<ScopeSet, UnknownScope> {
         Self::parse(text.split_ascii_whitespace())
     }
 
@@ -188,22 +189,22 @@ impl ScopeSet {
         self.0 == 0
     }
 
-    pub fn union(self, other: ScopeSet) -> ScopeSet {
+    pub(crate) fn union(self, other: ScopeSet) -> ScopeSet {
         ScopeSet(self.0 | other.0)
     }
 
-    pub fn intersection(self, other: ScopeSet) -> ScopeSet {
+    pub(crate) fn intersection(self, other: ScopeSet) -> ScopeSet {
         ScopeSet(self.0 & other.0)
     }
 
-    pub fn is_subset(self, other: ScopeSet) -> bool {
+    pub(crate) fn is_subset(self, other: ScopeSet) -> bool {
         self.0 & !other.0 == 0
     }
 
     /// The scopes held once implications are applied: `X:write` grants
     /// `X:read`, `workspace:admin` grants `workspace:read`, personal `admin`
     /// grants every personal scope.
-    pub fn effective(self) -> ScopeSet {
+    pub(crate) fn effective(self) -> ScopeSet {
         let mut out = self;
         for (grants, granted) in [
             (Scope::IssuesWrite, Scope::IssuesRead),
@@ -227,20 +228,20 @@ impl ScopeSet {
         needed.is_subset(self.effective())
     }
 
-    pub fn only_workspace(self) -> ScopeSet {
+    pub(crate) fn only_workspace(self) -> ScopeSet {
         self.intersection(Self::workspace())
     }
 
-    pub fn only_personal(self) -> ScopeSet {
+    pub(crate) fn only_personal(self) -> ScopeSet {
         self.intersection(Self::personal())
     }
 
-    pub fn only_read(self) -> ScopeSet {
+    pub(crate) fn only_read(self) -> ScopeSet {
         self.iter().filter(|s| s.is_read()).collect()
     }
 
     /// A read-only set holds only read scopes (and at least one).
-    pub fn is_read_only(self) -> bool {
+    pub(crate) fn is_read_only(self) -> bool {
         !self.is_empty() && self.iter().all(Scope::is_read)
     }
 
@@ -258,7 +259,7 @@ impl ScopeSet {
     }
 
     /// The workspace scopes a membership role carries.
-    pub fn of_role(role: Role) -> ScopeSet {
+    pub(crate) fn of_role(role: Role) -> ScopeSet {
         match role {
             Role::Owner | Role::Admin => Self::workspace(),
             Role::Member => {

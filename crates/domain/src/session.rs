@@ -233,7 +233,7 @@ impl SessionVerifier {
     }
 
     /// Whether `text` has the shape of a JWT: three base64url parts.
-    pub fn looks_like_jwt(text: &str) -> bool {
+    pub(crate) fn looks_like_jwt(text: &str) -> bool {
         let mut parts = text.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

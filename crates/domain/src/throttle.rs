@@ -1,3 +1,4 @@
+// Over 400 lines for its tests: both budgets, address keying and the key bound, on a manual clock.
 //! The brake on guessing client secrets at the token endpoint.
 //!
 //! Only failed client authentications (`invalid_client`) are counted, never

@@ -21,7 +21,7 @@ use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
 
 pub use csrf::CsrfKey;
-pub use error::HttpError;
+use error::HttpError;
 
 /// Every form and token request fits in far less.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -33,7 +33,7 @@ pub struct AppState {
     pub admin: AdminToken,
 }
 
-pub fn router(state: AppState) -> Router {
+fn router(state: AppState) -> Router {
     // Every response of the routes that carry tokens is uncacheable.
     let token_routes = Router::new()
         .route("/api/oauth/token", post(token::token))

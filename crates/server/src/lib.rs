@@ -1,12 +1,12 @@
 //! The gRPC adapter: `AuthService`, `DirectoryService`, `OAuthAppService`,
 //! health and reflection on one port.
 
-pub mod admin;
-pub mod app_service;
-pub mod auth_service;
-pub mod directory_service;
-pub mod metadata;
-pub mod status;
+mod admin;
+mod app_service;
+mod auth_service;
+mod directory_service;
+mod metadata;
+mod status;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,10 +20,10 @@ use tonic_health::ServingStatus;
 use velocity_domain::Service;
 use velocity_proto::pb;
 
-pub use admin::RequireAdmin;
-pub use app_service::OAuthAppApi;
-pub use auth_service::AuthApi;
-pub use directory_service::DirectoryApi;
+use admin::RequireAdmin;
+use app_service::OAuthAppApi;
+use auth_service::AuthApi;
+use directory_service::DirectoryApi;
 pub use velocity_domain::admin::AdminToken;
 
 #[derive(Clone, Debug)]

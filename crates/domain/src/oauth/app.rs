@@ -57,20 +57,20 @@ pub struct OAuthApp {
 }
 
 impl OAuthApp {
-    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+    pub(crate) fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris
             .iter()
             .any(|registered| registered == uri)
     }
 }
 
-pub const MAX_REDIRECT_URIS: usize = 10;
-pub const MAX_REDIRECT_URI_LEN: usize = 2048;
+pub(crate) const MAX_REDIRECT_URIS: usize = 10;
+pub(crate) const MAX_REDIRECT_URI_LEN: usize = 2048;
 
 /// Registration rules (RFC 9700 §2.1, RFC 8252 §7): absolute, no fragment;
 /// `https`, or `http` only on loopback; or a private-use scheme with a dot
 /// (reverse domain name) for native apps.
-pub fn validate_redirect_uri(uri: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_redirect_uri(uri: &str) -> Result<(), &'static str> {
     if uri.len() > MAX_REDIRECT_URI_LEN {
         return Err("redirect URI too long");
     }

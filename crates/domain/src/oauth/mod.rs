@@ -6,13 +6,13 @@ pub mod grant;
 pub mod pkce;
 pub mod request;
 
-pub use app::{ClientId, ClientType, OAuthApp, validate_redirect_uri};
+pub use app::{ClientId, ClientType, OAuthApp};
 pub use grant::{AuthorizationCode, FamilyId, OAuthToken, TokenId, TokenKind};
 pub use request::{AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization};
 
 /// Access tokens live one hour (CONTRACT §1).
-pub const ACCESS_TOKEN_SECS: i64 = 3600;
+pub(crate) const ACCESS_TOKEN_SECS: i64 = 3600;
 /// Refresh tokens live 60 days, rotated on every use.
-pub const REFRESH_TOKEN_SECS: i64 = 60 * 24 * 3600;
+pub(crate) const REFRESH_TOKEN_SECS: i64 = 60 * 24 * 3600;
 /// Authorization codes live 10 minutes and are single use.
-pub const CODE_SECS: i64 = 600;
+pub(crate) const CODE_SECS: i64 = 600;

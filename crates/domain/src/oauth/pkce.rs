@@ -7,12 +7,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// A `code_challenge` for S256 is 43 base64url characters (a SHA-256).
-pub fn is_valid_challenge(challenge: &str) -> bool {
+pub(crate) fn is_valid_challenge(challenge: &str) -> bool {
     challenge.len() == 43 && challenge.bytes().all(is_base64url)
 }
 
 /// §4.1: 43 to 128 characters of [A-Z] [a-z] [0-9] - . _ ~.
-pub fn is_valid_verifier(verifier: &str) -> bool {
+pub(crate) fn is_valid_verifier(verifier: &str) -> bool {
     (43..=128).contains(&verifier.len())
         && verifier
             .bytes()

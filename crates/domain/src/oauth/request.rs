@@ -9,7 +9,7 @@ use crate::oauth::app::OAuthApp;
 use crate::oauth::pkce;
 use crate::scope::ScopeSet;
 
-pub const MAX_STATE_LEN: usize = 1024;
+pub(crate) const MAX_STATE_LEN: usize = 1024;
 
 /// The query (GET) or form (POST) parameters, each at most once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct ValidatedAuthorization {
     pub code_challenge: String,
 }
 
-pub fn validate_authorization(
+pub(crate) fn validate_authorization(
     request: &AuthorizationRequest,
     app: Option<&OAuthApp>,
 ) -> Result<ValidatedAuthorization, AuthorizeError> {
@@ -188,7 +188,7 @@ fn redirect(
 }
 
 /// Appends query parameters to a registered redirect URI, keeping its own.
-pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+pub(crate) fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     match url::Url::parse(redirect_uri) {
         Ok(mut url) => {
             {
