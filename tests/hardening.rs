@@ -95,6 +95,19 @@ async fn requests_that_do_not_decode_are_invalid_argument_on_every_rpc() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn authorization_metadata_that_is_not_utf8_is_malformed_not_missing() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let mut request = tonic::Request::new(pb::ListKeysRequest::default());
+    let value =
+        tonic::metadata::MetadataValue::try_from(b"Bearer velu_\xff\xfe".as_slice()).unwrap();
+    request.metadata_mut().insert("authorization", value);
+    let status = h.auth().list_keys(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "CREDENTIAL_MALFORMED");
+    h.stop().await;
+}
+
 /// Inserts `count` workspace keys straight into storage, in one statement:
 /// through the API each would be its own fsynced transaction.
 async fn seed_keys(h: &Harness, backend: Backend, workspace_slug: &str, count: usize) {
