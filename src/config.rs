@@ -23,6 +23,21 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
 
+    /// This server's public base URL, which is also its OAuth issuer
+    /// identifier (RFC 8414): the base of every URL in
+    /// /.well-known/oauth-authorization-server and the `iss` on every
+    /// authorization response (RFC 9207). Set it to the URL clients reach,
+    /// e.g. https://auth.example.com; unset, it is http://<the HTTP listen
+    /// address> (http://127.0.0.1:8080 by default).
+    #[arg(long, env = "VELOCITY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Origins (scheme://host[:port], comma-separated) allowed CORS on the
+    /// token, revocation, introspection and metadata URLs, besides the
+    /// origins of registered apps' redirect URIs.
+    #[arg(long, env = "VELOCITY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -229,6 +244,8 @@ impl ServeConfig {
         ServeConfig {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
+            public_url: None,
+            cors_origins: Vec::new(),
             database: DatabaseArgs {
                 database_url: database_url.into(),
                 db_max_connections: 8,
@@ -253,6 +270,41 @@ impl ServeConfig {
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
         }
+    }
+
+    /// The issuer: VELOCITY_PUBLIC_URL without a trailing slash, else
+    /// `http://` + the bound HTTP address (an unspecified address such as
+    /// 0.0.0.0 reads as 127.0.0.1). An http(s) URL without query or fragment.
+    pub fn issuer(&self, http_addr: std::net::SocketAddr) -> anyhow::Result<String> {
+        let Some(url) = self
+            .public_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
+            let mut addr = http_addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            return Ok(format!("http://{addr}"));
+        };
+        let parsed = Url::parse(url).context("VELOCITY_PUBLIC_URL is not a URL")?;
+        if !matches!(parsed.scheme(), "https" | "http")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            anyhow::bail!("VELOCITY_PUBLIC_URL must be an http(s) URL without query or fragment");
+        }
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// The configured CORS origins, trimmed, empty entries dropped.
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect()
     }
 
     pub(crate) async fn open_database(&self) -> anyhow::Result<Database> {
@@ -356,6 +408,29 @@ impl fmt::Debug for ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_from_the_public_url_or_the_listener() {
+        let addr = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        let mut config = ServeConfig::for_tests("sqlite://unused.db");
+        assert_eq!(
+            config.issuer(addr("127.0.0.1:8080")).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            config.issuer(addr("0.0.0.0:9000")).unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        config.public_url = Some("https://auth.example.com/".into());
+        assert_eq!(
+            config.issuer(addr("0.0.0.0:9000")).unwrap(),
+            "https://auth.example.com"
+        );
+        for bad in ["ftp://x.example", "https://x.example/?a=1", "not a url"] {
+            config.public_url = Some(bad.into());
+            assert!(config.issuer(addr("127.0.0.1:1")).is_err(), "{bad}");
+        }
+    }
 
     fn config(supabase_url: Option<&str>, jwks_url: Option<&str>) -> ServeConfig {
         let mut config = ServeConfig::for_tests("sqlite://unused.db");

@@ -66,7 +66,19 @@ impl RunningServer {
 /// Opens storage, builds the service and starts gRPC and HTTP.
 pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
     let database = config.open_database().await?;
-    let mut service_config = ServiceConfig::default();
+    // Bound first: the issuer defaults to the HTTP listener's address.
+    let grpc_listener = TcpListener::bind(&config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let mut service_config = ServiceConfig {
+        issuer: config.issuer(http_addr)?,
+        ..ServiceConfig::default()
+    };
     service_config.cache.ttl = Duration::from_millis(config.cache_ttl_ms.max(1));
     service_config.refresh_reuse_interval_secs = config.refresh_reuse_interval_secs;
     service_config.client_auth_throttle = config.client_auth_throttle.config();
@@ -94,15 +106,6 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot load the known-credential filter: {e}"))?;
     tracing::info!(credentials = loaded, "known-credential filter loaded");
 
-    let grpc_listener = TcpListener::bind(&config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
-    let http_listener = TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-
     let mut candidate = [0u8; 32];
     rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut candidate)
         .context("OS random number generator")?;
@@ -118,6 +121,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         service: service.clone(),
         csrf,
         admin: admin_token.clone(),
+        cors_origins: Arc::new(config.cors_origins()),
     };
 
     let shutdown = CancellationToken::new();
@@ -217,7 +221,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
         }));
     }
-    tracing::info!(%grpc_addr, %http_addr, backend = database.backend(), version = VERSION, "velocity-auth serving");
+    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), version = VERSION, "velocity-auth serving");
     Ok(RunningServer {
         grpc_addr,
         http_addr,

@@ -63,6 +63,49 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// Error responses the framework makes itself (405 with `Allow`, 413 from
+/// the body limit, 400/415 rejections), which carry an empty or plain-text
+/// body, become `{"error","error_description","reason"}` through the same
+/// table, keeping their status and headers (`Allow`, `Cache-Control`). Our
+/// own JSON errors and the consent page's HTML error pages pass unchanged.
+pub async fn framework_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
+        return response;
+    }
+    let err = match status {
+        StatusCode::NOT_FOUND => Error::NotFound("route"),
+        StatusCode::METHOD_NOT_ALLOWED => Error::invalid("method not allowed; see Allow"),
+        StatusCode::PAYLOAD_TOO_LARGE => Error::invalid("the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::invalid("unsupported content type"),
+        s if s.is_server_error() => Error::Internal(format!("framework error {s}")),
+        _ => Error::invalid("malformed request"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut rewritten = HttpError(err).into_response();
+    *rewritten.status_mut() = status;
+    // The framework's headers win (`Allow`, the routes' own layers), the
+    // body's own (`Content-Type`, length) come from the new body.
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in rewritten.headers() {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    *rewritten.headers_mut() = headers;
+    rewritten
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 
 mod authorization;
 mod consent;
+mod cors;
 mod csrf;
+mod discovery;
 mod error;
 mod page;
 mod params;
@@ -12,6 +14,7 @@ mod token;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -31,21 +34,41 @@ pub struct AppState {
     pub service: Service,
     pub csrf: CsrfKey,
     pub admin: AdminToken,
+    /// Origins allowed CORS besides those of registered redirect URIs
+    /// (`VELOCITY_CORS_ORIGINS`), as browsers send them: `scheme://host[:port]`.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 fn router(state: AppState) -> Router {
-    // Every response of the routes that carry tokens is uncacheable.
+    // Every response of the routes that carry tokens is uncacheable; they
+    // and the metadata document answer CORS (`cors`), the consent form not.
     let token_routes = Router::new()
         .route("/api/oauth/token", post(token::token))
         .route("/api/oauth/revoke", post(token::revoke))
         .route("/api/oauth/introspect", post(token::introspect))
-        .layer(axum::middleware::map_response(token::no_store));
+        .layer(axum::middleware::map_response(token::no_store))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::post_routes,
+        ));
+    let metadata_routes = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::get_routes,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/consent", get(consent::show).post(consent::submit))
         .merge(token_routes)
+        .merge(metadata_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Errors the framework makes (405, 413, rejections) in our shape.
+        .layer(axum::middleware::map_response(error::framework_errors))
         .with_state(state)
 }
 

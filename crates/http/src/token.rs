@@ -62,12 +62,17 @@ pub async fn token(
             ));
         }
     };
+    // The workspace the grant is for, as the gRPC TokenResponse names it,
+    // plus its slug (through the service's workspace cache).
+    let workspace_slug = state.service.workspace_slug(&tokens.workspace_id).await?;
     let body = json!({
         "access_token": tokens.access_token.expose(),
         "token_type": "Bearer",
         "expires_in": tokens.expires_in,
         "refresh_token": tokens.refresh_token.expose(),
         "scope": tokens.scopes.to_space_separated(),
+        "workspace_id": tokens.workspace_id.0,
+        "workspace_slug": workspace_slug,
     });
     Ok(Json(body).into_response())
 }

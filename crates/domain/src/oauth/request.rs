@@ -39,6 +39,9 @@ pub struct RedirectError {
     pub error: OAuthErrorCode,
     pub description: String,
     pub state: Option<String>,
+    /// RFC 9207 `iss`: set by the service (`check_authorization`, `approve`,
+    /// `deny`) from its configured issuer, so every redirect carries it.
+    pub issuer: Option<String>,
 }
 
 impl RedirectError {
@@ -50,6 +53,9 @@ impl RedirectError {
         ];
         if let Some(state) = &self.state {
             params.push(("state", state));
+        }
+        if let Some(issuer) = &self.issuer {
+            params.push(("iss", issuer));
         }
         redirect_with(&self.redirect_uri, &params)
     }
@@ -184,6 +190,7 @@ fn redirect(
         error,
         description: description.to_owned(),
         state,
+        issuer: None,
     })
 }
 
@@ -384,10 +391,11 @@ mod tests {
             error: OAuthErrorCode::AccessDenied,
             description: "the user said no".into(),
             state: Some("a b&c".into()),
+            issuer: Some("https://auth.example.com".into()),
         };
         assert_eq!(
             err.location(),
-            "https://tt.example.com/cb?tenant=7&error=access_denied&error_description=the+user+said+no&state=a+b%26c"
+            "https://tt.example.com/cb?tenant=7&error=access_denied&error_description=the+user+said+no&state=a+b%26c&iss=https%3A%2F%2Fauth.example.com"
         );
     }
 }

@@ -169,7 +169,7 @@ impl Service {
     }
 
     /// A key's workspace, through the cache (workspaces do not change).
-    async fn workspace_by_id(
+    pub(crate) async fn workspace_by_id(
         &self,
         id: &crate::directory::WorkspaceId,
     ) -> Result<crate::directory::Workspace, Error> {

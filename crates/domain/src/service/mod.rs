@@ -9,7 +9,7 @@ mod oauth;
 use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
-pub use oauth::{ClientAuth, Introspection, IssuedTokens};
+pub use oauth::{ClientAuth, Introspection, IssuedTokens, ORIGIN_CACHE_SECS, redirect_uri_origin};
 
 use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;
@@ -39,7 +39,14 @@ pub struct ServiceConfig {
     pub cache: CacheConfig,
     /// Budgets for failed client authentications (`throttle`).
     pub client_auth_throttle: ThrottleConfig,
+    /// This server's issuer identifier and public base URL (RFC 8414):
+    /// sent as `iss` on every authorization response (RFC 9207) and the
+    /// base of every endpoint in the metadata document. No trailing slash.
+    pub issuer: String,
 }
+
+/// The issuer when none is configured: the default HTTP listen address.
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 
 /// The default refresh reuse interval, in seconds.
 pub const DEFAULT_REFRESH_REUSE_INTERVAL_SECS: u64 = 10;
@@ -51,6 +58,7 @@ impl Default for ServiceConfig {
             refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             cache: CacheConfig::default(),
             client_auth_throttle: ThrottleConfig::default(),
+            issuer: DEFAULT_ISSUER.to_owned(),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct Service {
     /// workspaces): what the cache and the filter are there to avoid.
     storage_lookups: Arc<std::sync::atomic::AtomicU64>,
     client_auth_throttle: Arc<ClientAuthThrottle>,
+    /// Origins of registered redirect URIs, for CORS (`oauth::origins`).
+    origin_cache: Arc<oauth::origins::OriginCache>,
     config: ServiceConfig,
 }
 
@@ -91,12 +101,18 @@ impl Service {
             sync: Arc::new(invalidations::SyncState::default()),
             storage_lookups: Arc::default(),
             client_auth_throttle,
+            origin_cache: Arc::default(),
             config,
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The issuer identifier (`ServiceConfig::issuer`).
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -73,6 +73,7 @@ impl Service {
             created_at: self.clock.now(),
         };
         self.store.insert_app(&app).await?;
+        self.origin_cache.clear();
         tracing::info!(client_id = %app.client_id, client_type = %client_type, "oauth app registered");
         Ok((app, secret))
     }
@@ -102,6 +103,7 @@ impl Service {
         if !self.store.delete_app(client_id).await? {
             return Err(Error::NotFound("app"));
         }
+        self.origin_cache.clear();
         self.after_change().await;
         tracing::info!(%client_id, "oauth app deleted with its codes and tokens");
         Ok(())

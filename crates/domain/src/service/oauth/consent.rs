@@ -1,5 +1,6 @@
 //! The consent page's use-cases: checking an authorization request, the
-//! workspaces a user may grant, and approving or denying.
+//! workspaces a user may grant, and approving or denying. Every redirect
+//! back to the client carries `iss` (RFC 9207), the configured issuer.
 
 use tracing::instrument;
 
@@ -26,7 +27,15 @@ impl Service {
             Some(id) => self.app(&ClientId(id.to_owned())).await?,
             None => None,
         };
-        Ok(validate_authorization(request, app.as_ref()))
+        Ok(
+            validate_authorization(request, app.as_ref()).map_err(|err| match err {
+                AuthorizeError::Redirect(redirect) => AuthorizeError::Redirect(RedirectError {
+                    issuer: Some(self.config.issuer.clone()),
+                    ..redirect
+                }),
+                page => page,
+            }),
+        )
     }
 
     /// The workspaces a user can pick on the consent page: all of them.
@@ -72,6 +81,7 @@ impl Service {
                 description: "your role in that workspace allows none of the requested scopes"
                     .into(),
                 state: request.state.clone(),
+                issuer: Some(self.config.issuer.clone()),
             };
             return Ok(denied.location());
         }
@@ -96,6 +106,7 @@ impl Service {
         if let Some(state) = &request.state {
             params.push(("state", state));
         }
+        params.push(("iss", &self.config.issuer));
         Ok(redirect_with(&request.redirect_uri, &params))
     }
 
@@ -106,6 +117,7 @@ impl Service {
             error: OAuthErrorCode::AccessDenied,
             description: "the user denied the request".into(),
             state: request.state.clone(),
+            issuer: Some(self.config.issuer.clone()),
         }
         .location()
     }

@@ -6,10 +6,12 @@
 
 mod apps;
 mod consent;
+pub(crate) mod origins;
 mod revocation;
 mod token;
 
 pub use apps::ClientAuth;
+pub use origins::{ORIGIN_CACHE_SECS, redirect_uri_origin};
 pub use revocation::Introspection;
 pub use token::IssuedTokens;
 

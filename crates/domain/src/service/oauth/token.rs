@@ -67,6 +67,12 @@ enum Claim {
 }
 
 impl Service {
+    /// The slug of the workspace a token response is for, through the
+    /// workspace cache (workspaces do not change).
+    pub async fn workspace_slug(&self, id: &WorkspaceId) -> Result<String, Error> {
+        Ok(self.workspace_by_id(id).await?.slug)
+    }
+
     /// `grant_type=authorization_code`.
     #[instrument(skip_all, fields(client_id = %client.client_id))]
     pub async fn exchange_code(
