@@ -9,6 +9,7 @@ mod page;
 mod params;
 mod peer;
 mod token;
+mod web_session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use velocity_domain::admin::AdminToken;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
+pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
 
 /// Every form and token request fits in far less.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub service: Service,
     pub csrf: CsrfKey,
     pub admin: AdminToken,
+    /// Where a browser's session is read from; where a signed-out one goes.
+    pub web: WebSession,
 }
 
 fn router(state: AppState) -> Router {
