@@ -67,6 +67,23 @@ pub struct ServeConfig {
     #[arg(long, env = "SUPABASE_JWKS_URL")]
     pub jwks_url: Option<String>,
 
+    /// Name of the web app's `@supabase/ssr` session cookie, read by the
+    /// consent page; default `sb-<project-ref>-auth-token`, the project ref
+    /// being the first label of SUPABASE_URL's host (docs/oauth.md).
+    #[arg(long, env = "VELOCITY_SESSION_COOKIE")]
+    pub session_cookie: Option<String>,
+
+    /// Where a signed-out browser is sent from the consent page, e.g.
+    /// https://app.velocity.dev/login; it returns by a same-origin path in
+    /// the parameter named by VELOCITY_SIGN_IN_RETURN_PARAM. Unset: a 401
+    /// page asks the user to sign in.
+    #[arg(long, env = "VELOCITY_SIGN_IN_URL")]
+    pub sign_in_url: Option<String>,
+
+    /// The sign-in URL's parameter carrying the path to return to.
+    #[arg(long, env = "VELOCITY_SIGN_IN_RETURN_PARAM", default_value = velocity_http::DEFAULT_RETURN_PARAM)]
+    pub sign_in_return_param: String,
+
     /// Least time between two JWKS fetches caused by tokens naming an
     /// unknown key (`kid`), in milliseconds.
     #[arg(
@@ -255,6 +272,9 @@ impl ServeConfig {
             jwks_file: None,
             supabase_url: None,
             jwks_url: None,
+            session_cookie: None,
+            sign_in_url: None,
+            sign_in_return_param: velocity_http::DEFAULT_RETURN_PARAM.into(),
             jwks_refetch_interval_ms: 30_000,
             jwks_min_cache_secs: 60,
             jwks_max_cache_secs: 86_400,
@@ -339,6 +359,33 @@ impl ServeConfig {
         Ok(Some(url))
     }
 
+    /// Where the consent page reads a browser's session and sends a
+    /// signed-out one. Empty values count as unset.
+    pub fn web_session(&self) -> anyhow::Result<velocity_http::WebSession> {
+        let sign_in = match self.sign_in_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                let url = Url::parse(text).context("VELOCITY_SIGN_IN_URL is not a URL")?;
+                if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+                    anyhow::bail!("VELOCITY_SIGN_IN_URL must be an absolute https (or http) URL");
+                }
+                let return_param = self.sign_in_return_param.trim();
+                if return_param.is_empty() {
+                    anyhow::bail!("VELOCITY_SIGN_IN_RETURN_PARAM is empty");
+                }
+                Some(velocity_http::SignIn {
+                    url,
+                    return_param: return_param.to_owned(),
+                })
+            }
+        };
+        Ok(velocity_http::WebSession::new(
+            self.session_cookie.as_deref(),
+            self.supabase_url.as_deref(),
+            sign_in,
+        ))
+    }
+
     /// When the fetched JWKS is refreshed.
     pub fn jwks_policy(&self) -> anyhow::Result<crate::jwks::JwksPolicy> {
         if self.jwks_min_cache_secs > self.jwks_max_cache_secs {
@@ -397,6 +444,9 @@ impl fmt::Debug for ServeConfig {
             )
             .field("jwks_file", &self.jwks_file)
             .field("supabase_url", &self.supabase_url)
+            .field("session_cookie", &self.session_cookie)
+            .field("sign_in_url", &self.sign_in_url)
+            .field("sign_in_return_param", &self.sign_in_return_param)
             .field("jwks_url", &self.jwks_url)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
@@ -430,6 +480,27 @@ mod tests {
             config.public_url = Some(bad.into());
             assert!(config.issuer(addr("127.0.0.1:1")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn web_session_names_the_cookie_and_checks_the_sign_in_url() {
+        let mut c = config(Some("https://abcdefgh.supabase.co"), None);
+        let web = c.web_session().unwrap();
+        assert_eq!(web.cookie.as_deref(), Some("sb-abcdefgh-auth-token"));
+        assert!(web.sign_in.is_none());
+        c.session_cookie = Some("velocity-session".into());
+        c.sign_in_url = Some("https://app.velocity.dev/login".into());
+        let web = c.web_session().unwrap();
+        assert_eq!(web.cookie.as_deref(), Some("velocity-session"));
+        let sign_in = web.sign_in.unwrap();
+        assert_eq!(sign_in.return_param, "redirect_to");
+        assert_eq!(sign_in.url.as_str(), "https://app.velocity.dev/login");
+        for bad in ["/login", "javascript:alert(1)", "not a url"] {
+            c.sign_in_url = Some(bad.into());
+            assert!(c.web_session().is_err(), "{bad}");
+        }
+        c.sign_in_url = Some(" ".into());
+        assert!(c.web_session().unwrap().sign_in.is_none());
     }
 
     fn config(supabase_url: Option<&str>, jwks_url: Option<&str>) -> ServeConfig {

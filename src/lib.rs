@@ -84,6 +84,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     service_config.client_auth_throttle = config.client_auth_throttle.config();
     let jwks_url = config.jwks_url()?;
     let jwks_policy = config.jwks_policy()?;
+    let web_session = config.web_session()?;
     let mut sessions = config.session_verifier()?;
     let unknown_kid = Arc::new(tokio::sync::Notify::new());
     if let (Some(verifier), Some(_)) = (&mut sessions, &jwks_url) {
@@ -122,6 +123,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         csrf,
         admin: admin_token.clone(),
         cors_origins: Arc::new(config.cors_origins()),
+        web: web_session,
     };
 
     let shutdown = CancellationToken::new();

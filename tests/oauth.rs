@@ -57,7 +57,7 @@ async fn browser_flow_then_refresh_rotation_and_replay(backend: Backend) {
         html.contains("Timetracker &lt;Pro&gt;"),
         "the app name, escaped"
     );
-    assert!(html.contains("Create and edit issues") && html.contains("See your profile"));
+    assert!(html.contains("Create, update, delete issues") && html.contains("Read your profile"));
     let form = parse_form(&html);
     assert_eq!(form.workspaces, ["acme"]);
     assert!(!form.fields["csrf_token"].is_empty());

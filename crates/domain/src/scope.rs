@@ -65,24 +65,26 @@ impl Scope {
         }
     }
 
-    /// What the consent page says the scope lets an app do.
+    /// What the consent page says the scope lets an app do: the one table of
+    /// descriptions. Only `issues:write` could be checked against the public
+    /// docs ("Create, update, delete issues"); the rest follow its pattern.
     pub fn description(self) -> &'static str {
         match self {
             Scope::IssuesRead => "Read issues",
-            Scope::IssuesWrite => "Create and edit issues",
-            Scope::ProjectsRead => "Read projects and cycles",
-            Scope::ProjectsWrite => "Create and edit projects and cycles",
+            Scope::IssuesWrite => "Create, update, delete issues",
+            Scope::ProjectsRead => "Read projects",
+            Scope::ProjectsWrite => "Create, update, delete projects",
             Scope::DocumentsRead => "Read documents",
-            Scope::DocumentsWrite => "Create and edit documents",
-            Scope::WorkspaceRead => "See the workspace and its members",
-            Scope::WorkspaceAdmin => "Administer the workspace: members, settings, keys",
-            Scope::UserRead => "See your profile",
-            Scope::UserWrite => "Edit your profile",
+            Scope::DocumentsWrite => "Create, update, delete documents",
+            Scope::WorkspaceRead => "Read workspace settings and members",
+            Scope::WorkspaceAdmin => "Manage workspace settings and members",
+            Scope::UserRead => "Read your profile",
+            Scope::UserWrite => "Update your profile",
             Scope::WorkspacesList => "List your workspaces",
             Scope::WorkspacesCreate => "Create workspaces",
-            Scope::WorkspacesUpdate => "Rename and configure your workspaces",
+            Scope::WorkspacesUpdate => "Update your workspaces",
             Scope::WorkspacesDelete => "Delete your workspaces",
-            Scope::Admin => "Everything your account can do",
+            Scope::Admin => "Manage your account and all your workspaces",
         }
     }
 
@@ -297,6 +299,23 @@ mod tests {
 
     fn set(names: &[&str]) -> ScopeSet {
         ScopeSet::parse(names.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn descriptions_follow_the_docs_line_for_issues_write() {
+        assert_eq!(
+            Scope::IssuesWrite.description(),
+            "Create, update, delete issues"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for scope in Scope::ALL {
+            let text = scope.description();
+            assert!(seen.insert(text), "{text} is used twice");
+            assert!(!text.ends_with('.'), "{text}");
+            if scope.is_workspace() && scope.as_str().ends_with(":write") {
+                assert!(text.starts_with("Create, update, delete "), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
 use velocity_domain::{Error, ErrorClass, Principal, PrincipalKind, Reason, UserId};
@@ -12,9 +12,13 @@ use crate::authorization::AuthorizationHeader;
 use crate::error::{log_if_internal, status_of};
 use crate::page::{consent_page, error_page};
 use crate::params::Params;
+use crate::web_session::return_path;
 
-/// The cookie the Velocity web app keeps its Supabase session in.
-pub const SESSION_COOKIE: &str = "sb-access-token";
+/// This page's path, the start of the return path after signing in.
+const CONSENT_PATH: &str = "/oauth/consent";
+
+/// What a signed-out user without a sign-in URL to go to is told.
+const SIGN_IN: &str = "Sign in to Velocity in this browser, then open this page again.";
 
 pub async fn show(
     State(state): State<AppState>,
@@ -22,8 +26,13 @@ pub async fn show(
     authorization: AuthorizationHeader,
     headers: HeaderMap,
 ) -> Response {
-    let consent = match Params::from_form(query.unwrap_or_default().as_bytes()) {
-        Ok(params) => Consent::begin(&state, &params, &authorization, &headers).await,
+    let query = query.unwrap_or_default();
+    // A GET only: a signed-out browser is sent to sign in and back here.
+    let back = return_path(CONSENT_PATH, Some(&query));
+    let consent = match Params::from_form(query.as_bytes()) {
+        Ok(params) => {
+            Consent::begin(&state, &params, &authorization, &headers, back.as_deref()).await
+        }
         Err(_) => Err(repeated("A parameter was given more than once.")),
     };
     let Consent {
@@ -56,7 +65,7 @@ pub async fn submit(
         request,
         user,
         session,
-    } = match Consent::begin(&state, &params, &authorization, &headers).await {
+    } = match Consent::begin(&state, &params, &authorization, &headers, None).await {
         Ok(consent) => consent,
         Err(response) => return response,
     };
@@ -95,12 +104,24 @@ impl Consent {
         params: &Params,
         authorization: &AuthorizationHeader,
         headers: &HeaderMap,
+        back: Option<&str>,
     ) -> Result<Consent, Response> {
         let request = checked(state, params).await?;
-        let principal = signed_in(state, authorization, headers).await?;
-        let user = principal.user_id.ok_or_else(|| {
-            error_page(StatusCode::UNAUTHORIZED, "Sign in to Velocity to continue.")
-        })?;
+        let principal = match signed_in(state, authorization, headers).await {
+            Ok(principal) => principal,
+            Err(SignedOut::Refused(response)) => return Err(response),
+            Err(SignedOut::Absent(message)) => {
+                return Err(match (&state.web.sign_in, back) {
+                    (Some(sign_in), Some(back)) => {
+                        Redirect::to(sign_in.location(back).as_str()).into_response()
+                    }
+                    _ => error_page(StatusCode::UNAUTHORIZED, &format!("{message} {SIGN_IN}")),
+                });
+            }
+        };
+        let user = principal
+            .user_id
+            .ok_or_else(|| error_page(StatusCode::UNAUTHORIZED, SIGN_IN))?;
         Ok(Consent {
             request,
             user,
@@ -135,47 +156,41 @@ async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthoriza
     }
 }
 
-/// The signed-in user: a session token from `Authorization: Bearer` or the
-/// `sb-access-token` cookie. Keys and app tokens cannot consent. Any other
-/// `Authorization` (a proxy's Basic, say) leaves the cookie to decide.
+/// Why there is no signed-in user.
+enum SignedOut {
+    /// No session, or one that is expired or invalid: sign in (again).
+    Absent(&'static str),
+    /// A credential that is not a session, or an outage: a page.
+    Refused(Response),
+}
+
+/// The signed-in user: a session token from `Authorization: Bearer`, else
+/// the `@supabase/ssr` or legacy cookie (`web_session`); never the query
+/// string. Keys and app tokens cannot consent. Any other `Authorization` (a
+/// proxy's Basic, say) leaves the cookies to decide.
 async fn signed_in(
     state: &AppState,
     authorization: &AuthorizationHeader,
     headers: &HeaderMap,
-) -> Result<Principal, Response> {
+) -> Result<Principal, SignedOut> {
     let token = authorization
         .bearer()
         .map(str::to_owned)
-        .or_else(|| cookie(headers, SESSION_COOKIE));
+        .or_else(|| state.web.token(headers));
     let Some(token) = token else {
-        return Err(error_page(
-            StatusCode::UNAUTHORIZED,
-            "Sign in to Velocity to continue.",
-        ));
+        return Err(SignedOut::Absent("You are not signed in."));
     };
     match state.service.authenticate(&token, None, &[]).await {
         Ok(principal) if principal.kind == PrincipalKind::Session => Ok(principal),
-        Ok(_) => Err(error_page(
+        Ok(_) => Err(SignedOut::Refused(error_page(
             StatusCode::UNAUTHORIZED,
             "Only a signed-in user can approve an app.",
-        )),
-        Err(err) if err.class() == ErrorClass::Unauthenticated => Err(error_page(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Sign in again.",
-        )),
-        Err(err) => Err(failure_page(err)),
+        ))),
+        Err(err) if err.class() == ErrorClass::Unauthenticated => {
+            Err(SignedOut::Absent("Your session has expired."))
+        }
+        Err(err) => Err(SignedOut::Refused(failure_page(err))),
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_owned())
 }
 
 /// A domain error as a page: the status from the domain's table (an outage
@@ -198,7 +213,6 @@ fn failure_page(err: Error) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     #[tokio::test]
     async fn failures_take_their_status_from_the_table_and_hide_internals() {
@@ -232,19 +246,5 @@ mod tests {
                 "{html}"
             );
         }
-    }
-
-    #[test]
-    fn session_cookie_is_found_among_others() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("theme=dark; sb-access-token=abc.def.ghi; x=1"),
-        );
-        assert_eq!(
-            cookie(&headers, SESSION_COOKIE).as_deref(),
-            Some("abc.def.ghi")
-        );
-        assert_eq!(cookie(&headers, "missing"), None);
     }
 }

@@ -11,6 +11,7 @@ mod page;
 mod params;
 mod peer;
 mod token;
+mod web_session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use velocity_domain::admin::AdminToken;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
+pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
 
 /// Every form and token request fits in far less.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -37,6 +39,8 @@ pub struct AppState {
     /// Origins allowed CORS besides those of registered redirect URIs
     /// (`VELOCITY_CORS_ORIGINS`), as browsers send them: `scheme://host[:port]`.
     pub cors_origins: Arc<Vec<String>>,
+    /// Where a browser's session is read from; where a signed-out one goes.
+    pub web: WebSession,
 }
 
 fn router(state: AppState) -> Router {

@@ -70,7 +70,12 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// The consent page: who asks, for what, in which workspace.
+/// Who registered an app, as the page says it. Apps are registered by the
+/// operator today and carry no registrant.
+const REGISTERED_BY: &str = "the Velocity operator";
+
+/// The consent page: which app asks (and who registered it), for what, in
+/// which workspace: the picker's selected one is the one granted.
 pub fn consent_page(
     request: &ValidatedAuthorization,
     workspaces: &[Membership],
@@ -115,10 +120,12 @@ pub fn consent_page(
     } else {
         let options: String = workspaces
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 format!(
-                    "<option value=\"{}\">{} ({}, you are {})</option>",
+                    "<option value=\"{}\"{}>{} ({}, you are {})</option>",
                     escape(&m.workspace.slug),
+                    if i == 0 { " selected" } else { "" },
                     escape(&m.workspace.name),
                     escape(&m.workspace.slug),
                     m.role
@@ -126,7 +133,7 @@ pub fn consent_page(
             })
             .collect();
         format!(
-            "<p><label for=\"workspace\">Workspace</label><br><select id=\"workspace\" name=\"workspace\" required>{options}</select></p>"
+            "<p><label for=\"workspace\">Workspace being granted</label><br><select id=\"workspace\" name=\"workspace\" required>{options}</select></p>"
         )
     };
     let approve = if workspaces.is_empty() {
@@ -136,10 +143,11 @@ pub fn consent_page(
     };
     let body = format!(
         "<h1>{app} wants to access your Velocity account</h1>\
+         <p class=\"muted\">{app} is registered by {REGISTERED_BY}.</p>\
          <p>It is asking to:</p><ul>{scopes}</ul>\
          <form method=\"post\" action=\"/oauth/consent\">{fields}{picker}\
          {approve}<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>\
-         <p class=\"muted\">You will be sent back to <code>{}</code>. It never gets more than your role in the chosen workspace allows.</p>",
+         <p class=\"muted\">Access is granted to the workspace selected above only. You will be sent back to <code>{}</code>. It never gets more than your role in that workspace allows.</p>",
         escape(&request.redirect_uri)
     );
     html(
