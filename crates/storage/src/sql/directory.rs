@@ -26,18 +26,12 @@ pub(super) async fn ping(pool: &Pool<Db>) -> StoreResult<()> {
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn insert_user(pool: &Pool<Db>, user: &User) -> StoreResult<()> {
-    let classify = |e| crate::error::classify(e, "user");
-    Insert::into("users")
+    let row = Insert::into("users")
         .value("id", user.id.as_str())
         .value("email", &user.email)
         .value("name", &user.name)
-        .value("created_at", user.created_at.0)
-        .query()
-        .map_err(classify)?
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(classify)
+        .value("created_at", user.created_at.0);
+    super::insert_row(pool, row, "user").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -54,18 +48,12 @@ pub(super) async fn user(pool: &Pool<Db>, id: &UserId) -> StoreResult<Option<Use
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn insert_workspace(pool: &Pool<Db>, workspace: &Workspace) -> StoreResult<()> {
-    let classify = |e| crate::error::classify(e, "workspace slug");
-    Insert::into("workspaces")
+    let row = Insert::into("workspaces")
         .value("id", workspace.id.as_str())
         .value("slug", &workspace.slug)
         .value("name", &workspace.name)
-        .value("created_at", workspace.created_at.0)
-        .query()
-        .map_err(classify)?
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(classify)
+        .value("created_at", workspace.created_at.0);
+    super::insert_row(pool, row, "workspace slug").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]

@@ -31,6 +31,7 @@ use velocity_domain::{
 
 use super::Db;
 use crate::SqlStore;
+use crate::insert::Insert;
 
 #[async_trait]
 impl Store for SqlStore<Db> {
@@ -241,4 +242,15 @@ impl InvalidationStore for SqlStore<Db> {
     ) -> StoreResult<Vec<SecretHash>> {
         invalidations::access_token_hashes_after(&self.pool, after, limit, now).await
     }
+}
+
+/// Runs one INSERT; `what` names the row in conflict and reference errors.
+async fn insert_row(pool: &sqlx::Pool<Db>, row: Insert<Db>, what: &'static str) -> StoreResult<()> {
+    let classify = |e| crate::error::classify(e, what);
+    row.query()
+        .map_err(classify)?
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
 }

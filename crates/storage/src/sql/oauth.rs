@@ -19,8 +19,7 @@ use crate::rows::{self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, TOKEN_COLUMN
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<()> {
-    let classify = |e| crate::error::classify(e, "app");
-    Insert::into("oauth_apps")
+    let row = Insert::into("oauth_apps")
         .value("client_id", app.client_id.as_str())
         .value("name", &app.name)
         .value("client_type", app.client_type.as_str())
@@ -30,13 +29,8 @@ pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<(
         )
         .value("redirect_uris", app.redirect_uris.join("\n"))
         .value("allowed_scopes", i64::from(app.allowed_scopes.bits()))
-        .value("created_at", app.created_at.0)
-        .query()
-        .map_err(classify)?
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(classify)
+        .value("created_at", app.created_at.0);
+    super::insert_row(pool, row, "app").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -109,8 +103,7 @@ pub(super) async fn delete_app(pool: &Pool<Db>, client_id: &ClientId) -> StoreRe
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> StoreResult<()> {
-    let classify = |e| crate::error::classify(e, "code");
-    Insert::into("oauth_codes")
+    let row = Insert::into("oauth_codes")
         .value("code_hash", code.hash.as_bytes().as_slice())
         .value("client_id", code.client_id.as_str())
         .value("redirect_uri", &code.redirect_uri)
@@ -121,13 +114,8 @@ pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> St
         .value("family_id", code.family_id.as_str())
         .value("created_at", code.created_at.0)
         .value("expires_at", code.expires_at.0)
-        .value("used_at", rows::ms(code.used_at))
-        .query()
-        .map_err(classify)?
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(classify)
+        .value("used_at", rows::ms(code.used_at));
+    super::insert_row(pool, row, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
