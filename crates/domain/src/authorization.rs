@@ -53,6 +53,26 @@ impl<'a> Authorization<'a> {
         }
     }
 
+    /// The token of `Bearer <token>` or, as gRPC metadata and Authenticate's
+    /// credential field have always allowed, of the bare token itself (a
+    /// value with no space or tab has no scheme). Basic and other schemes
+    /// are `CredentialKindNotAccepted`; the rest as [`Authorization::parse`].
+    pub fn bearer_or_bare(value: &'a str) -> Result<&'a str, Error> {
+        let bare = !value.is_empty()
+            && !value.contains(is_whitespace)
+            && !value.eq_ignore_ascii_case("bearer")
+            && !value.eq_ignore_ascii_case("basic");
+        if bare {
+            return Ok(value);
+        }
+        match Self::parse(value)? {
+            Authorization::Bearer(token) => Ok(token),
+            Authorization::Basic { .. } => {
+                Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted))
+            }
+        }
+    }
+
     /// [`Authorization::parse`] for a raw header value, which need not be
     /// UTF-8; a value that is not is malformed.
     pub fn from_bytes(value: &'a [u8]) -> Result<Self, Error> {
@@ -239,6 +259,20 @@ mod tests {
             Reason::CredentialMalformed,
             "percent-decoding to invalid UTF-8"
         );
+    }
+
+    #[test]
+    fn bearer_or_bare_takes_the_token_with_or_without_its_scheme() {
+        let token = |v| Authorization::bearer_or_bare(v).map_err(|e| e.reason());
+        assert_eq!(token("vel_abc"), Ok("vel_abc"));
+        assert_eq!(token("BEARER\tvel_abc"), Ok("vel_abc"));
+        assert_eq!(token("Basic YTpi"), Err(Reason::CredentialKindNotAccepted));
+        assert_eq!(
+            token("Token vel_abc"),
+            Err(Reason::CredentialKindNotAccepted)
+        );
+        assert_eq!(token("bearer"), Err(Reason::CredentialMissing));
+        assert_eq!(token(""), Err(Reason::CredentialMissing));
     }
 
     #[test]

@@ -157,10 +157,7 @@ impl fmt::Display for Secret {
 /// Authenticate's credential field tolerates the `Bearer` scheme, as the
 /// header parser reads it; anything else is taken as the bare credential.
 pub(crate) fn strip_bearer(credential: &str) -> &str {
-    match Authorization::parse(credential) {
-        Ok(Authorization::Bearer(token)) => token,
-        _ => credential.trim(),
-    }
+    Authorization::bearer_or_bare(credential).unwrap_or_else(|_| credential.trim())
 }
 
 fn is_base62(b: u8) -> bool {

@@ -11,23 +11,9 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Error> {
     let value = metadata
         .get("authorization")
         .ok_or(Error::Unauthenticated(Reason::CredentialMissing))?;
-    let bytes = value.as_bytes();
-    // gRPC callers have always been allowed the bare credential, as in
-    // Authenticate's credential field; a value with no space has no scheme.
-    if !bytes.is_empty()
-        && !bytes.iter().any(|b| *b == b' ' || *b == b'\t')
-        && let Ok(bare) = std::str::from_utf8(bytes)
-        && !bare.eq_ignore_ascii_case("bearer")
-        && !bare.eq_ignore_ascii_case("basic")
-    {
-        return Ok(bare);
-    }
-    match Authorization::from_bytes(bytes)? {
-        Authorization::Bearer(token) => Ok(token),
-        Authorization::Basic { .. } => {
-            Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted))
-        }
-    }
+    let value = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| Error::Unauthenticated(Reason::CredentialMalformed))?;
+    Authorization::bearer_or_bare(value)
 }
 
 #[cfg(test)]
