@@ -38,13 +38,15 @@ impl Harness {
                     } as i32,
                     redirect_uris: vec![REDIRECT.into(), "https://tt.example.com/cb".into()],
                     allowed_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                    workspace_slug: String::new(),
                 }))
                 .await
                 .unwrap()
                 .into_inner();
         App {
             client_id: response.app.unwrap().client_id,
-            secret: (!response.client_secret.is_empty()).then_some(response.client_secret),
+            // Public apps send client_id alone, as the docs' requests do.
+            secret: confidential.then_some(response.client_secret),
         }
     }
 

@@ -9,7 +9,10 @@ mod oauth;
 use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
-pub use oauth::{ClientAuth, Introspection, IssuedTokens, ORIGIN_CACHE_SECS, redirect_uri_origin};
+pub use oauth::{
+    AppChanges, AppManager, ClientAuth, Introspection, IssuedTokens, MAX_SECRET_OVERLAP_SECS,
+    NewApp, ORIGIN_CACHE_SECS, redirect_uri_origin,
+};
 
 use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;

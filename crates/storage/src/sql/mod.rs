@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
-    AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
+    TokenId,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::{InvalidationStore, OAuthStore, StoreResult};
@@ -144,12 +145,25 @@ impl OAuthStore for SqlStore<Db> {
         oauth::app(&self.pool, client_id).await
     }
 
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Vec<OAuthApp>> {
-        oauth::list_apps(&self.pool, page).await
+    async fn list_apps(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<OAuthApp>> {
+        oauth::list_apps(&self.pool, workspace, page).await
     }
 
-    async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool> {
-        oauth::set_app_secret(&self.pool, client_id, hash).await
+    async fn update_app(&self, app: &OAuthApp) -> StoreResult<bool> {
+        oauth::update_app(&self.pool, app).await
+    }
+
+    async fn set_app_secret(
+        &self,
+        client_id: &ClientId,
+        hash: &SecretHash,
+        previous: Option<&RetiringSecret>,
+    ) -> StoreResult<bool> {
+        oauth::set_app_secret(&self.pool, client_id, hash, previous).await
     }
 
     async fn delete_app(&self, client_id: &ClientId) -> StoreResult<bool> {
@@ -193,6 +207,19 @@ impl OAuthStore for SqlStore<Db> {
 
     async fn revoke_family(&self, family_id: &FamilyId, at: Timestamp) -> StoreResult<u64> {
         oauth::revoke_family(&self.pool, family_id, at).await
+    }
+
+    async fn grant(&self, id: &FamilyId) -> StoreResult<Option<Grant>> {
+        oauth::grant(&self.pool, id).await
+    }
+
+    async fn list_grants(
+        &self,
+        of: GrantsOf<'_>,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Grant>> {
+        oauth::list_grants(&self.pool, of, now, page).await
     }
 
     async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {

@@ -33,7 +33,7 @@ pub async fn logging_story(store: Arc<dyn Store>) {
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
     store
-        .set_app_secret(&ClientId("web".into()), &SecretHash([0xc1; 32]))
+        .set_app_secret(&ClientId("web".into()), &SecretHash([0xc1; 32]), None)
         .await
         .unwrap();
     let grant = code(&web, &ada, &acme, 1);

@@ -6,11 +6,12 @@
 
 mod apps;
 mod consent;
+mod grants;
 pub(crate) mod origins;
 mod revocation;
 mod token;
 
-pub use apps::ClientAuth;
+pub use apps::{AppChanges, AppManager, ClientAuth, MAX_SECRET_OVERLAP_SECS, NewApp};
 pub use origins::{ORIGIN_CACHE_SECS, redirect_uri_origin};
 pub use revocation::Introspection;
 pub use token::IssuedTokens;
