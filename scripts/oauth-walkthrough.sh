@@ -48,11 +48,11 @@ va member add --workspace acme --user "$USER_ID" --role owner
 "$BIN" >"$DIR/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do
-  curl -sf "$HTTP/healthz" >/dev/null && break
+  curl -sf "$HTTP/readyz" >/dev/null && break
   kill -0 "$SERVER" 2>/dev/null || fail "the server exited at start"
   sleep 0.1
 done
-curl -sf "$HTTP/healthz" >/dev/null || fail "the server is not ready after 10 s"
+curl -sf "$HTTP/readyz" >/dev/null || fail "the server is not ready after 10 s"
 
 # 1. Register an app: its client id, then its secret (optional for this app).
 APP=$(va app register --name Timetracker --redirect-uri http://127.0.0.1:9000/callback \

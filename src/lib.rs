@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod jwks;
+mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
-/// A started service: both listeners bound, storage migrated.
+/// A started service: both listeners serving, storage migrated; ready
+/// once [`RunningServer::ready`] resolves.
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -38,6 +40,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     shutdown_grace: Duration,
     tasks: Vec<JoinHandle<()>>,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RunningServer {
@@ -56,6 +59,19 @@ impl RunningServer {
             tracing::warn!(error = %err, "final usage flush failed");
         }
         self.database.close().await;
+    }
+
+    /// Resolves once start-up work is done (health SERVING from then on,
+    /// while storage answers), or never if shutdown comes first.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        if ready.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -101,11 +117,8 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         );
     }
     let service = Service::new(database.store(), clock, sessions, service_config);
-    let loaded = service
-        .load_known_credentials()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load the known-credential filter: {e}"))?;
-    tracing::info!(credentials = loaded, "known-credential filter loaded");
+    // Listening from here on, but not ready: see `warmup`.
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
 
     let mut candidate = [0u8; 32];
     rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut candidate)
@@ -124,6 +137,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         admin: admin_token.clone(),
         cors_origins: Arc::new(config.cors_origins()),
         web: web_session,
+        ready: ready.clone(),
     };
 
     let shutdown = CancellationToken::new();
@@ -131,23 +145,10 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         admin_token,
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         max_metadata_bytes: config.grpc_max_metadata_bytes,
+        ready: ready.clone(),
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();
-    // Before serving: the first fetch (bounded by its timeout) is awaited,
-    // so a normal start serves with the project's keys.
-    if let (Some(url), Some(verifier)) = (jwks_url, service.session_verifier()) {
-        tasks.push(
-            jwks::spawn(
-                url,
-                jwks_policy,
-                verifier.clone(),
-                unknown_kid,
-                shutdown.clone(),
-            )
-            .await?,
-        );
-    }
     {
         let (service, token) = (service.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
@@ -199,31 +200,34 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         let notify = Arc::new(tokio::sync::Notify::new());
         let listener = database.spawn_invalidation_listener(notify.clone());
         let every = Duration::from_millis(config.invalidation_poll_ms.max(10));
+        let jwks = jwks_url.map(|url| warmup::JwksStart {
+            url,
+            policy: jwks_policy,
+            unknown_kid,
+        });
         tasks.push(tokio::spawn(async move {
-            let mut polls: u64 = 0;
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(every) => {}
+            // The log is read from the cursor the filter load takes, so
+            // syncing starts after it.
+            let fetcher = match warmup::run(&service, jwks, &ready_tx, &token).await {
+                Ok(warmup::Outcome::Ready(fetcher)) => fetcher,
+                Ok(warmup::Outcome::Stopped) => None,
+                Err(err) => {
+                    tracing::error!(error = format!("{err:#}"), "start-up failed");
+                    token.cancel();
+                    None
                 }
-                if let Err(err) = service.sync_invalidations().await {
-                    tracing::warn!(error = %err, "invalidation poll failed; will retry");
-                }
-                polls += 1;
-                // About every ten minutes at the default poll interval.
-                if polls.is_multiple_of(6000)
-                    && let Err(err) = service.prune_invalidations().await
-                {
-                    tracing::warn!(error = %err, "pruning the invalidation log failed");
-                }
-            }
+            };
+            sync_invalidations(&service, &token, &notify, every).await;
             if let Some(listener) = listener {
                 listener.abort();
             }
+            if let Some(fetcher) = fetcher {
+                // It stops on the same token.
+                let _ = fetcher.await;
+            }
         }));
     }
-    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), version = VERSION, "velocity-auth serving");
+    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), version = VERSION, "velocity-auth listening; ready once the known-credential filter is loaded");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
@@ -232,7 +236,36 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         shutdown,
         shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         tasks,
+        ready,
     })
+}
+
+/// Applies the invalidation log until shutdown: on every NOTIFY, else every
+/// `every`, pruning it now and then.
+async fn sync_invalidations(
+    service: &Service,
+    token: &CancellationToken,
+    notify: &tokio::sync::Notify,
+    every: Duration,
+) {
+    let mut polls: u64 = 0;
+    while !token.is_cancelled() {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(err) = service.sync_invalidations().await {
+            tracing::warn!(error = %err, "invalidation poll failed; will retry");
+        }
+        polls += 1;
+        // About every ten minutes at the default poll interval.
+        if polls.is_multiple_of(6000)
+            && let Err(err) = service.prune_invalidations().await
+        {
+            tracing::warn!(error = %err, "pruning the invalidation log failed");
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

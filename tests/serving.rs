@@ -160,6 +160,19 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
     }
     assert_refused(outcome.unwrap(), Code::Unavailable, "STORAGE_UNAVAILABLE");
     wait_for_health(&h.channel, "", ServingStatus::NotServing).await;
+    // Readiness follows storage; liveness does not touch it.
+    let http = reqwest::Client::new();
+    let readyz = http.get(format!("{}/readyz", h.http)).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["reason"], "STORAGE_UNAVAILABLE", "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let healthz = http
+        .get(format!("{}/healthz", h.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200, "liveness does not ping storage");
     assert!(
         h.authenticate(&secret, "", &[]).await.is_ok(),
         "a cached key rides out the outage"
@@ -170,6 +183,8 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
         .await
         .unwrap();
     wait_for_health(&h.channel, "", ServingStatus::Serving).await;
+    let readyz = http.get(format!("{}/readyz", h.http)).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
     h.authenticate(&cold, "", &[]).await.unwrap();
     admin.close().await;
     h.stop().await;

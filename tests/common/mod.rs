@@ -73,6 +73,8 @@ impl Harness {
         tweak(&mut config);
         let clock = Arc::new(ManualClock::starting_now());
         let server = velocity_auth::start(config, clock.clone()).await.unwrap();
+        // Tests see a replica as a load balancer would: once ready.
+        server.ready().await;
         let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
             .unwrap()
             .connect()

@@ -92,6 +92,8 @@ impl Target {
         let server = velocity_auth::start(config, Arc::new(SystemClock))
             .await
             .context("cannot start the in-process server")?;
+        // Measured with the known-credential filter in place, as in service.
+        server.ready().await;
         Ok(Target {
             url: format!("http://{}", server.grpc_addr),
             backend: server.database.backend().to_owned(),

@@ -7,6 +7,7 @@ mod cors;
 mod csrf;
 mod discovery;
 mod error;
+mod health;
 mod page;
 mod params;
 mod peer;
@@ -18,9 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<String>>,
     /// Where a browser's session is read from; where a signed-out one goes.
     pub web: WebSession,
+    /// `true` once start-up work is done; `/readyz` answers 503 until then.
+    pub ready: watch::Receiver<bool>,
 }
 
 fn router(state: AppState) -> Router {
@@ -65,7 +69,8 @@ fn router(state: AppState) -> Router {
             cors::get_routes,
         ));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/oauth/consent", get(consent::show).post(consent::submit))
         .merge(token_routes)
         .merge(metadata_routes)
@@ -74,16 +79,6 @@ fn router(state: AppState) -> Router {
         // Errors the framework makes (405, 413, rejections) in our shape.
         .layer(axum::middleware::map_response(error::framework_errors))
         .with_state(state)
-}
-
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, HttpError> {
-    state
-        .service
-        .store()
-        .ping()
-        .await
-        .map_err(velocity_domain::Error::from)?;
-    Ok("ok")
 }
 
 async fn not_found() -> HttpError {

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -39,6 +40,9 @@ pub struct GrpcConfig {
     /// HTTP/2 does (name + value + 32 per entry); larger calls are refused
     /// with RESOURCE_EXHAUSTED. See docs/limits.md.
     pub max_metadata_bytes: usize,
+    /// `true` once start-up work (the known-credential filter) is done;
+    /// health is NOT_SERVING until then, whatever storage says.
+    pub ready: watch::Receiver<bool>,
 }
 
 impl Default for GrpcConfig {
@@ -50,6 +54,8 @@ impl Default for GrpcConfig {
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(10),
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            // Ready from the start: nothing will say otherwise.
+            ready: watch::channel(true).1,
         }
     }
 }
@@ -66,6 +72,8 @@ const HEADER_LIST_CEILING: u32 = 4 * 1024 * 1024;
 const AUTH_SERVICE: &str = "velocity.auth.v1.AuthService";
 const DIRECTORY_SERVICE: &str = "velocity.auth.v1.DirectoryService";
 const APP_SERVICE: &str = "velocity.auth.v1.OAuthAppService";
+/// Every name health answers for; "" is the server as a whole.
+const SERVICE_NAMES: [&str; 4] = ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE];
 
 /// Serves gRPC on `listener` until `shutdown` resolves. Health reports
 /// SERVING while storage answers, and NOT_SERVING once shutdown begins.
@@ -94,10 +102,18 @@ pub async fn serve_grpc(
         return Ok(());
     };
 
+    // tonic-health starts "" at SERVING; nothing may be reported serving
+    // before the first look at readiness and storage.
+    for name in SERVICE_NAMES {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
     let health_task = tokio::spawn(watch_storage(
         reporter.clone(),
         service.clone(),
         config.health_interval,
+        config.ready.clone(),
     ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
@@ -163,7 +179,7 @@ pub async fn serve_grpc(
             async move {
                 shutdown.await;
                 health_task.abort();
-                for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE] {
+                for name in SERVICE_NAMES {
                     reporter
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
@@ -192,27 +208,39 @@ fn refuse_oversized_metadata(request: Request<()>, max: usize) -> Result<Request
     )))
 }
 
-/// Keeps health in step with storage: SERVING only while it answers.
+/// Keeps health in step with start-up and storage: SERVING only once
+/// ready and while storage answers. A change of readiness is reported at
+/// once, not at the next ping.
 async fn watch_storage(
     reporter: tonic_health::server::HealthReporter,
     service: Service,
     every: Duration,
+    mut ready: watch::Receiver<bool>,
 ) {
     let mut last = None;
+    // Once the sender is gone readiness cannot change; stop waiting on it.
+    let mut readiness_open = true;
     loop {
-        let status = match service.store().ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(err) => {
-                tracing::warn!(error = %err, "storage ping failed; reporting NOT_SERVING");
-                ServingStatus::NotServing
+        let status = if !*ready.borrow_and_update() {
+            ServingStatus::NotServing
+        } else {
+            match service.store().ping().await {
+                Ok(()) => ServingStatus::Serving,
+                Err(err) => {
+                    tracing::warn!(error = %err, "storage ping failed; reporting NOT_SERVING");
+                    ServingStatus::NotServing
+                }
             }
         };
         if last != Some(status) {
-            for name in ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE] {
+            for name in SERVICE_NAMES {
                 reporter.set_service_status(name, status).await;
             }
             last = Some(status);
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = ready.changed(), if readiness_open => readiness_open = changed.is_ok(),
+        }
     }
 }

@@ -44,8 +44,19 @@ impl Default for SyncState {
 impl Service {
     /// Fills the known-credential filter from storage, page by page (memory
     /// stays flat: only the fixed-size filter keeps anything). Call once at
-    /// start, before serving.
+    /// start; until it returns the filter is not trusted and every lookup
+    /// goes to storage.
     pub async fn load_known_credentials(&self) -> Result<usize, Error> {
+        self.load_known_credentials_reporting(|_| {}).await
+    }
+
+    /// [`Service::load_known_credentials`], calling `progress` with the
+    /// running count after every page, so a start over a large store can
+    /// say how far it has got.
+    pub async fn load_known_credentials_reporting(
+        &self,
+        mut progress: impl FnMut(usize) + Send,
+    ) -> Result<usize, Error> {
         // The cursor first: keys created while we page are in the log after it.
         let cursor = self.store.invalidation_cursor().await?;
         self.sync.cursor.store(cursor, Ordering::Release);
@@ -56,6 +67,7 @@ impl Service {
             let page = self.store.key_hashes_after(after.as_ref(), PAGE).await?;
             loaded += page.len();
             page.iter().for_each(|h| known.insert(h));
+            progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
                 _ => break,
@@ -70,6 +82,7 @@ impl Service {
                 .await?;
             loaded += page.len();
             page.iter().for_each(|h| known.insert(h));
+            progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
                 _ => break,
