@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod jwks;
+pub mod logging;
 mod warmup;
 
 use std::net::SocketAddr;

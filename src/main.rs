@@ -8,8 +8,8 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use velocity_auth::cli::{self, Command};
+use velocity_auth::logging::{self, LogFormat};
 use velocity_auth::{ServeConfig, VERSION};
 use velocity_domain::SystemClock;
 
@@ -17,6 +17,10 @@ use velocity_domain::SystemClock;
 #[derive(Parser, Debug)]
 #[command(name = "velocity-auth", version = VERSION)]
 struct Cli {
+    /// Log lines as text, or as one JSON object each (with the request id
+    /// of the request they belong to); RUST_LOG filters them.
+    #[arg(long, env = "VELOCITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(flatten)]
     serve: ServeConfig,
     #[command(subcommand)]
@@ -26,13 +30,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init(cli.log_format);
     match cli.command {
         None | Some(Command::Serve) => {
             let server = velocity_auth::start(cli.serve, Arc::new(SystemClock)).await?;

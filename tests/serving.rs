@@ -192,9 +192,44 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
 
 /// The real binary, configured by nothing but flags: the CLI bootstraps a
 /// workspace and a key on SQLite, the server starts on that file, answers,
-/// and exits cleanly on SIGTERM.
+/// and exits cleanly on SIGTERM; no secret reaches its log, in text or JSON.
 #[tokio::test]
 async fn binary_bootstraps_serves_and_stops_on_sigterm() {
+    binary_story(LogFormat::Text).await;
+}
+
+/// The same with `--log-format json`: every line is one JSON object, each
+/// line of a call carries its request id (the caller's, or one made), and
+/// the id comes back in the response.
+#[tokio::test]
+async fn binary_logs_json_with_request_ids_and_no_secrets() {
+    binary_story(LogFormat::Json).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `field`'s value on a log line: `field=value` in text, `"field":"value"`
+/// in JSON.
+fn log_field(line: &str, field: &str, format: LogFormat) -> Option<String> {
+    match format {
+        LogFormat::Text => line
+            .split(&format!("{field}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned),
+        LogFormat::Json => serde_json::from_str::<serde_json::Value>(line)
+            .ok()?
+            .get(field)?
+            .as_str()
+            .map(str::to_owned),
+    }
+}
+
+async fn binary_story(format: LogFormat) {
     let bin = env!("CARGO_BIN_EXE_velocity-auth");
     let dir = std::env::temp_dir().join(format!("velocity-bin-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -255,9 +290,15 @@ async fn binary_bootstraps_serves_and_stops_on_sigterm() {
 
     let mut child = Command::new(bin)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(match format {
+            LogFormat::Text => ["--log-format", "text"],
+            LogFormat::Json => ["--log-format", "json"],
+        })
         .current_dir(&dir)
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
+        .env_remove("VELOCITY_LOG_FORMAT")
+        // Our adapters' per-request lines too: they are what carries ids.
+        .env("RUST_LOG", "info,velocity_server=debug,velocity_http=debug")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -270,11 +311,15 @@ async fn binary_bootstraps_serves_and_stops_on_sigterm() {
             let _ = tx.send(line);
         }
     });
-    let grpc_addr = loop {
+    let mut log = Vec::new();
+    let (grpc_addr, http_addr) = loop {
         let line = rx.recv().await.expect("server exited before serving");
-        assert!(!line.contains(&secret[4..]), "a secret reached the log");
-        if let Some(rest) = line.split("grpc_addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
+        log.push(line.clone());
+        if let (Some(grpc), Some(http)) = (
+            log_field(&line, "grpc_addr", format),
+            log_field(&line, "http_addr", format),
+        ) {
+            break (grpc, http);
         }
     };
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))
@@ -283,18 +328,58 @@ async fn binary_bootstraps_serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     wait_for_health(&channel, "", ServingStatus::Serving).await;
-    let principal = pb::auth_service_client::AuthServiceClient::new(channel)
+    let mut auth = pb::auth_service_client::AuthServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::AuthenticateRequest {
+        credential: secret.clone(),
+        workspace_slug: "acme".into(),
+        required_scopes: vec!["issues:write".into()],
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "ops-test-grpc-1".parse().unwrap());
+    let reply = auth.authenticate(request).await.unwrap();
+    assert_eq!(
+        reply.metadata().get("x-request-id").unwrap(),
+        "ops-test-grpc-1",
+        "the caller's id comes back"
+    );
+    let principal = reply.into_inner().principal.unwrap();
+    assert_eq!(principal.workspace_slug, "acme");
+    // A refusal (another workspace's slug) gets an id made for it.
+    let refused = auth
         .authenticate(pb::AuthenticateRequest {
             credential: secret.clone(),
-            workspace_slug: "acme".into(),
-            required_scopes: vec!["issues:write".into()],
+            workspace_slug: "elsewhere".into(),
+            required_scopes: vec![],
         })
         .await
-        .unwrap()
-        .into_inner()
-        .principal
+        .unwrap_err();
+    let made = refused.metadata().get("x-request-id").unwrap();
+    let made = made.to_str().unwrap().to_owned();
+    assert_eq!(
+        uuid::Uuid::parse_str(&made).unwrap().get_version_num(),
+        7,
+        "{made}"
+    );
+    // HTTP echoes too; an id it cannot log safely is replaced.
+    let http = reqwest::Client::new();
+    let readyz = http
+        .get(format!("http://{http_addr}/readyz"))
+        .header("x-request-id", "ops-test-http-1")
+        .send()
+        .await
         .unwrap();
-    assert_eq!(principal.workspace_slug, "acme");
+    assert_eq!(readyz.status(), 200);
+    assert_eq!(readyz.headers()["x-request-id"], "ops-test-http-1");
+    let unsafe_id = http
+        .get(format!("http://{http_addr}/nowhere"))
+        .header("x-request-id", "two words")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsafe_id.status(), 404);
+    let replaced = unsafe_id.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "{replaced}");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -305,16 +390,58 @@ async fn binary_bootstraps_serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     reader.join().unwrap();
-    let mut rest = Vec::new();
     while let Ok(line) = rx.try_recv() {
-        rest.push(line);
+        log.push(line);
     }
-    assert!(exit.success(), "exit {exit:?}; log: {rest:?}");
-    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
-    assert!(
-        rest.iter().all(|l| !l.contains(&secret[4..])),
-        "a secret reached the log"
-    );
+    assert!(exit.success(), "exit {exit:?}; log: {log:?}");
+    assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
+    // Neither the secret nor its 32 random characters, anywhere.
+    for line in &log {
+        assert!(
+            !line.contains(&secret[4..36]),
+            "a secret reached the log: {line}"
+        );
+    }
+    // Each request's lines carry its id: the caller's, or the one made.
+    for (id, answered) in [
+        ("ops-test-grpc-1", "grpc call answered"),
+        (made.as_str(), "grpc call answered"),
+        ("ops-test-http-1", "http request answered"),
+    ] {
+        let lines: Vec<&String> = log.iter().filter(|l| l.contains(id)).collect();
+        assert!(
+            lines.iter().any(|l| l.contains(answered)),
+            "no {answered:?} line for {id}: {log:?}"
+        );
+    }
+    if format == LogFormat::Json {
+        for line in &log {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+            // A line inside a request's span names its id.
+            if let Some(spans) = value.get("spans").and_then(|s| s.as_array()) {
+                let request = spans
+                    .iter()
+                    .find(|s| s["name"] == "grpc" || s["name"] == "http");
+                if let Some(request) = request {
+                    assert!(
+                        request["request_id"]
+                            .as_str()
+                            .is_some_and(|id| !id.is_empty()),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        let answered = log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["message"] == "grpc call answered" && v["span"]["request_id"] == "ops-test-grpc-1"
+            })
+            .expect("the call's line names its id in its span");
+        assert_eq!(answered["grpc_status"], "0", "{answered}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

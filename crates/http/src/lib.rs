@@ -11,6 +11,7 @@ mod health;
 mod page;
 mod params;
 mod peer;
+mod request_id;
 mod token;
 mod web_session;
 
@@ -78,6 +79,8 @@ fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes (405, 413, rejections) in our shape.
         .layer(axum::middleware::map_response(error::framework_errors))
+        // Outermost, so the framework's own errors carry the id too.
+        .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
 }
 

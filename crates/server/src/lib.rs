@@ -6,6 +6,7 @@ mod app_service;
 mod auth_service;
 mod directory_service;
 mod metadata;
+mod request_id;
 mod status;
 
 use std::future::Future;
@@ -163,6 +164,7 @@ pub async fn serve_grpc(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(config.request_timeout)
+        .layer(request_id::RequestIdLayer)
         .layer(InterceptorLayer::new(move |request| {
             refuse_oversized_metadata(request, max_metadata)
         }))
