@@ -152,6 +152,25 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub client_auth_throttle: ClientAuthThrottleArgs,
+
+    /// PEM certificate chain served by both listeners (TLS, with
+    /// VELOCITY_TLS_KEY); re-read when it changes (VELOCITY_TLS_RELOAD_MS).
+    #[arg(long, env = "VELOCITY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of VELOCITY_TLS_CERT.
+    #[arg(long, env = "VELOCITY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates; when set, gRPC callers must present a client
+    /// certificate issued by one of them (mTLS). Needs TLS. HTTP is not
+    /// affected.
+    #[arg(long, env = "VELOCITY_GRPC_CLIENT_CA")]
+    pub grpc_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for a change, in milliseconds.
+    #[arg(long, env = "VELOCITY_TLS_RELOAD_MS", default_value_t = 5000)]
+    pub tls_reload_ms: u64,
 }
 
 /// Budgets for failed client authentications at the token endpoint and the
@@ -289,6 +308,27 @@ impl ServeConfig {
             refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
+            tls_cert: None,
+            tls_key: None,
+            grpc_client_ca: None,
+            tls_reload_ms: 5000,
+        }
+    }
+
+    /// The TLS files: both or neither; a gRPC client CA only with them.
+    pub fn tls_files(&self) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) if self.grpc_client_ca.is_some() => {
+                anyhow::bail!(
+                    "VELOCITY_GRPC_CLIENT_CA needs TLS: set VELOCITY_TLS_CERT and VELOCITY_TLS_KEY"
+                )
+            }
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("VELOCITY_TLS_CERT and VELOCITY_TLS_KEY go together"),
         }
     }
 
@@ -306,7 +346,12 @@ impl ServeConfig {
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            return Ok(format!("http://{addr}"));
+            let scheme = if self.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            return Ok(format!("{scheme}://{addr}"));
         };
         let parsed = Url::parse(url).context("VELOCITY_PUBLIC_URL is not a URL")?;
         if !matches!(parsed.scheme(), "https" | "http")
@@ -451,6 +496,8 @@ impl fmt::Debug for ServeConfig {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("client_auth_throttle", &self.client_auth_throttle)
+            .field("tls_cert", &self.tls_cert)
+            .field("grpc_client_ca", &self.grpc_client_ca)
             .finish_non_exhaustive()
     }
 }

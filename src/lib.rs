@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod jwks;
 pub mod logging;
+pub mod tls;
 mod warmup;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use velocity_domain::{Clock, Service, ServiceConfig};
 use velocity_server::GrpcConfig;
@@ -92,6 +94,10 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let tls = match config.tls_files()? {
+        Some(files) => Some(tls::Tls::new(files, config.grpc_client_ca.as_deref())?),
+        None => None,
+    };
     let mut service_config = ServiceConfig {
         issuer: config.issuer(http_addr)?,
         ..ServiceConfig::default()
@@ -150,6 +156,14 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();
+    let (grpc_tls, http_tls) = match &tls {
+        Some(tls) => {
+            let every = Duration::from_millis(config.tls_reload_ms.max(10));
+            tasks.push(tls.spawn_reloader(every, shutdown.clone()));
+            (Some(tls.grpc.clone()), Some(tls.http.clone()))
+        }
+        None => (None, None),
+    };
     {
         let (service, token) = (service.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
@@ -157,8 +171,18 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                 let token = token.clone();
                 async move { token.cancelled().await }
             };
-            let result =
-                velocity_server::serve_grpc(grpc_config, service, grpc_listener, stop).await;
+            let result = match &grpc_tls {
+                Some(acceptor) => {
+                    let accepted = tls::accept(grpc_listener, acceptor.clone(), token.clone());
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                        .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+                    velocity_server::serve_grpc(grpc_config, service, incoming, stop).await
+                }
+                None => {
+                    let incoming = velocity_server::plaintext(grpc_listener);
+                    velocity_server::serve_grpc(grpc_config, service, incoming, stop).await
+                }
+            };
             if let Err(err) = result {
                 tracing::error!(error = %err, "gRPC server failed");
             }
@@ -173,7 +197,15 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                 let token = token.clone();
                 async move { token.cancelled().await }
             };
-            if let Err(err) = velocity_http::serve_http(http_state, http_listener, stop).await {
+            let result = match http_tls {
+                Some(acceptor) => {
+                    let accepted = tls::accept(http_listener, acceptor, token.clone());
+                    let listener = velocity_http::AcceptedListener::new(accepted, http_addr);
+                    velocity_http::serve_http(http_state, listener, stop).await
+                }
+                None => velocity_http::serve_http(http_state, http_listener, stop).await,
+            };
+            if let Err(err) = result {
                 tracing::error!(error = %err, "HTTP server failed");
             }
             token.cancel();
@@ -228,7 +260,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
         }));
     }
-    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), version = VERSION, "velocity-auth listening; ready once the known-credential filter is loaded");
+    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), tls = tls.is_some(), grpc_mtls = config.grpc_client_ca.is_some(), version = VERSION, "velocity-auth listening; ready once the known-credential filter is loaded");
     Ok(RunningServer {
         grpc_addr,
         http_addr,

@@ -8,6 +8,7 @@ mod csrf;
 mod discovery;
 mod error;
 mod health;
+mod listener;
 mod page;
 mod params;
 mod peer;
@@ -21,14 +22,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::connect_info::Connected;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
+use axum::serve::{IncomingStream, Listener};
 use tokio::sync::watch;
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
+pub use listener::AcceptedListener;
+pub use peer::PeerSocket;
 pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
 
 /// Every form and token request fits in far less.
@@ -88,13 +92,19 @@ async fn not_found() -> HttpError {
     HttpError::from(velocity_domain::Error::NotFound("route"))
 }
 
-pub async fn serve_http(
+/// Serves HTTP on the connections of `listener` (a `TcpListener`, or one
+/// yielding TLS streams) until `shutdown` resolves.
+pub async fn serve_http<L>(
     state: AppState,
-    listener: TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    PeerSocket: for<'a> Connected<IncomingStream<'a, L>>,
+{
     // Connect info: the peer address the token endpoint throttles by.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state).into_make_service_with_connect_info::<PeerSocket>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -12,11 +12,13 @@ mod status;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use velocity_domain::Service;
@@ -76,14 +78,27 @@ const APP_SERVICE: &str = "velocity.auth.v1.OAuthAppService";
 /// Every name health answers for; "" is the server as a whole.
 const SERVICE_NAMES: [&str; 4] = ["", AUTH_SERVICE, DIRECTORY_SERVICE, APP_SERVICE];
 
-/// Serves gRPC on `listener` until `shutdown` resolves. Health reports
-/// SERVING while storage answers, and NOT_SERVING once shutdown begins.
-pub async fn serve_grpc(
+/// Plain TCP connections from `listener`, with TCP_NODELAY: without it a
+/// reply written in two segments waits for the client's delayed ACK, 40 ms
+/// per call.
+pub fn plaintext(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Serves gRPC on the connections of `incoming` ([`plaintext`], or TLS
+/// streams) until `shutdown` resolves. Health reports SERVING once ready
+/// and while storage answers, and NOT_SERVING once shutdown begins.
+pub async fn serve_grpc<I, IO, IE>(
     config: GrpcConfig,
     service: Service,
-    listener: TcpListener,
+    incoming: I,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     // Each reflection version lists the other too, so `list` shows both.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -174,20 +189,15 @@ pub async fn serve_grpc(
         .add_service(auth)
         .add_service(directory)
         .add_service(apps)
-        // Without TCP_NODELAY a reply written in two segments waits for the
-        // client's delayed ACK: 40 ms per call.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.await;
-                health_task.abort();
-                for name in SERVICE_NAMES {
-                    reporter
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
-            },
-        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            health_task.abort();
+            for name in SERVICE_NAMES {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        })
         .await
 }
 
