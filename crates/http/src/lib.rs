@@ -11,6 +11,7 @@ mod page;
 mod params;
 mod peer;
 mod token;
+mod verify;
 mod web_session;
 
 use std::future::Future;
@@ -67,6 +68,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/consent", get(consent::show).post(consent::submit))
+        .route("/api/auth/verify", get(verify::verify))
         .merge(token_routes)
         .merge(metadata_routes)
         .fallback(not_found)
