@@ -146,6 +146,11 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_GRPC_MAX_METADATA_BYTES", default_value_t = velocity_server::DEFAULT_MAX_METADATA_BYTES)]
     pub grpc_max_metadata_bytes: usize,
 
+    /// Envoy ext_authz: pass the `authorization` header upstream instead of
+    /// removing it from allowed requests.
+    #[arg(long, env = "VELOCITY_EXT_AUTHZ_KEEP_CREDENTIAL")]
+    pub ext_authz_keep_credential: bool,
+
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -288,6 +293,7 @@ impl ServeConfig {
             invalidation_poll_ms: 100,
             refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
+            ext_authz_keep_credential: false,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
         }
     }

@@ -131,6 +131,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         admin_token,
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         max_metadata_bytes: config.grpc_max_metadata_bytes,
+        ext_authz_keep_credential: config.ext_authz_keep_credential,
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();

@@ -1,10 +1,12 @@
 //! The gRPC adapter: `AuthService`, `DirectoryService`, `OAuthAppService`,
-//! health and reflection on one port.
+//! Envoy's `envoy.service.auth.v3.Authorization` (ext_authz), health and
+//! reflection on one port.
 
 mod admin;
 mod app_service;
 mod auth_service;
 mod directory_service;
+pub mod ext_authz;
 mod metadata;
 mod status;
 
@@ -24,6 +26,8 @@ use admin::RequireAdmin;
 use app_service::OAuthAppApi;
 use auth_service::AuthApi;
 use directory_service::DirectoryApi;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use ext_authz::ExtAuthzApi;
 pub use velocity_domain::admin::AdminToken;
 
 #[derive(Clone, Debug)]
@@ -39,6 +43,8 @@ pub struct GrpcConfig {
     /// HTTP/2 does (name + value + 32 per entry); larger calls are refused
     /// with RESOURCE_EXHAUSTED. See docs/limits.md.
     pub max_metadata_bytes: usize,
+    /// Envoy ext_authz passes the credential header upstream when set.
+    pub ext_authz_keep_credential: bool,
 }
 
 impl Default for GrpcConfig {
@@ -50,6 +56,7 @@ impl Default for GrpcConfig {
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(10),
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            ext_authz_keep_credential: false,
         }
     }
 }
@@ -101,6 +108,10 @@ pub async fn serve_grpc(
     ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
+    let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(
+        service.clone(),
+        config.ext_authz_keep_credential,
+    ));
     // The admin service is wrapped whole, so no RPC of its runs unchecked.
     // Apps are managed by the operator or by workspace admins, so that
     // service tells which one calls, per call.
@@ -154,6 +165,7 @@ pub async fn serve_grpc(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
+        .add_service(ext_authz)
         .add_service(directory)
         .add_service(apps)
         // Without TCP_NODELAY a reply written in two segments waits for the
