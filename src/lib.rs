@@ -85,6 +85,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let jwks_url = config.jwks_url()?;
     let jwks_policy = config.jwks_policy()?;
     let web_session = config.web_session()?;
+    let route_scopes = Arc::new(config.route_scopes()?);
     let mut sessions = config.session_verifier()?;
     let unknown_kid = Arc::new(tokio::sync::Notify::new());
     if let (Some(verifier), Some(_)) = (&mut sessions, &jwks_url) {
@@ -124,6 +125,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         admin: admin_token.clone(),
         cors_origins: Arc::new(config.cors_origins()),
         web: web_session,
+        route_scopes: route_scopes.clone(),
     };
 
     let shutdown = CancellationToken::new();
@@ -132,6 +134,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         max_metadata_bytes: config.grpc_max_metadata_bytes,
         ext_authz_keep_credential: config.ext_authz_keep_credential,
+        route_scopes,
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();

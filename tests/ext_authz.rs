@@ -212,6 +212,46 @@ async fn envoy_checks_allow_and_deny(backend: Backend) {
     h.stop().await;
 }
 
+/// A route without `required_scopes` gets the route table's: here
+/// issues:write to POST under /api/issues.
+#[tokio::test]
+async fn the_route_table_decides_when_the_route_does_not_say() {
+    let path = std::env::temp_dir().join(format!("velocity-routes-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(
+        &path,
+        r#"[{"method": "GET", "path": "/api/issues", "scopes": ["issues:write"]}]"#,
+    )
+    .unwrap();
+    let h = Harness::start_with(Backend::Sqlite, |c| c.route_scopes = Some(path.clone())).await;
+    std::fs::remove_file(&path).unwrap();
+    let owner = h.member("acme", "owner").await;
+    let (_, key) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {key}");
+    // check_request sends GET /api/issues/42.
+    let response = check(&h, &[("authorization", &bearer)], None)
+        .await
+        .unwrap();
+    let (status, _, body) = denied_response(&response);
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (403, Some("SCOPE_MISSING"))
+    );
+    // The route's own context_extensions win over the table.
+    let response = check(&h, &[("authorization", &bearer)], Some("issues:read"))
+        .await
+        .unwrap();
+    ok_response(&response);
+    h.stop().await;
+}
+
 /// Configured to keep it, the credential header goes upstream.
 #[tokio::test]
 async fn the_credential_can_be_kept() {

@@ -84,11 +84,11 @@ fn free_port() -> u16 {
 /// the credential not passed upstream, the challenge relayed on refusals.
 fn nginx_config(dir: &Path, port: u16, auth: &str, upstream: &str) -> String {
     let d = dir.display();
-    let check = |name: &str, scopes: &str| {
+    let check = |name: &str, query: &str| {
         format!(
             "location = /_auth/{name} {{
                 internal;
-                proxy_pass http://{auth}/api/auth/verify?scopes={scopes};
+                proxy_pass http://{auth}/api/auth/verify{query};
                 proxy_pass_request_body off;
                 proxy_set_header Content-Length \"\";
                 proxy_set_header X-Original-URI $request_uri;
@@ -138,12 +138,16 @@ fn nginx_config(dir: &Path, port: u16, auth: &str, upstream: &str) -> String {
                 {}
                 {}
                 {}
+                {}
+                {}
             }}
         }}",
-        check("read", "issues:read"),
-        check("write", "issues:write"),
+        check("read", "?scopes=issues:read"),
+        check("write", "?scopes=issues:write"),
+        check("table", ""),
         protected("/issues/", "read"),
         protected("/write/", "write"),
+        protected("/table/", "table"),
     )
 }
 
@@ -201,6 +205,75 @@ async fn verify(
     let headers = response.headers().clone();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, headers, body)
+}
+
+/// A route table: `/table/issues` needs issues:read, and issues:write to POST.
+const ROUTES: &str = r#"[
+    {"path": "/table/issues", "scopes": ["issues:read"]},
+    {"method": "POST", "path": "/table/issues", "scopes": ["issues:write"]}
+]"#;
+
+async fn with_route_table(backend: Backend) -> Harness {
+    let path = std::env::temp_dir().join(format!("velocity-routes-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&path, ROUTES).unwrap();
+    let h = Harness::start_with(backend, |c| c.route_scopes = Some(path.clone())).await;
+    std::fs::remove_file(&path).unwrap();
+    h
+}
+
+/// Without `?scopes=`, the route table decides from the original method and
+/// URI, directly and behind nginx.
+async fn the_route_table_decides_when_the_proxy_does_not_say(backend: Backend) {
+    let h = with_route_table(backend).await;
+    let owner = h.member("acme", "owner").await;
+    let (_, key) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let direct = async |method: &str, uri: &str| {
+        http()
+            .get(format!("{}/api/auth/verify", h.http))
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .header("x-forwarded-method", method)
+            .header("x-original-uri", uri)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(direct("GET", "/table/issues/1").await, StatusCode::OK);
+    assert_eq!(
+        direct("POST", "/table/issues/1").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        direct("GET", "/elsewhere").await,
+        StatusCode::OK,
+        "no entry: no scope"
+    );
+
+    let (upstream_addr, seen) = upstream().await;
+    let auth = h.http.trim_start_matches("http://").to_owned();
+    let nginx = start_nginx(&auth, &upstream_addr).await;
+    let through = async |method: reqwest::Method| {
+        http()
+            .request(method, format!("{}/table/issues/7", nginx.url))
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(through(reqwest::Method::GET).await, StatusCode::OK);
+    assert_eq!(through(reqwest::Method::POST).await, StatusCode::FORBIDDEN);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    drop(nginx);
+    h.stop().await;
 }
 
 async fn verify_answers_with_headers_or_json(backend: Backend) {
@@ -443,4 +516,5 @@ async fn postgres_outage_fails_closed_behind_nginx() {
 for_each_backend!(
     verify_answers_with_headers_or_json,
     nginx_in_front_of_an_upstream,
+    the_route_table_decides_when_the_proxy_does_not_say,
 );

@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod page;
 pub mod principal;
 mod resolve;
+pub mod routes;
 pub mod scope;
 pub mod service;
 pub mod session;

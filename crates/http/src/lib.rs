@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
+use velocity_domain::routes::RouteScopes;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<String>>,
     /// Where a browser's session is read from; where a signed-out one goes.
     pub web: WebSession,
+    /// Scopes per route, for forward-auth checks whose proxy does not say.
+    pub route_scopes: Arc<RouteScopes>,
 }
 
 fn router(state: AppState) -> Router {

@@ -67,27 +67,33 @@ async fn check(
         ),
     }
     .filter(|s| !s.is_empty());
-    let scopes = required_scopes(query)?;
-    tracing::debug!(
-        method = ?headers.get("x-forwarded-method"),
-        uri = ?headers.get("x-original-uri").or_else(|| headers.get("x-forwarded-uri")),
-        "forward-auth check"
-    );
+    let method = header_str(headers, "x-forwarded-method").unwrap_or("GET");
+    let uri = header_str(headers, "x-original-uri")
+        .or_else(|| header_str(headers, "x-forwarded-uri"))
+        .unwrap_or("/");
+    let scopes = match required_scopes(query)? {
+        Some(scopes) => scopes,
+        None => state.route_scopes.scopes_for(method, uri).to_vec(),
+    };
+    tracing::debug!(method, uri, "forward-auth check");
     state.service.authenticate(credential, slug, &scopes).await
 }
 
-/// `?scopes=issues:write,projects:read` (commas or spaces); none needed
-/// when absent.
-fn required_scopes(query: Option<&str>) -> Result<Vec<String>, Error> {
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `?scopes=issues:write,projects:read` (commas or spaces); `None` when
+/// absent, and then the route table decides.
+fn required_scopes(query: Option<&str>) -> Result<Option<Vec<String>>, Error> {
     let params = Params::from_form(query.unwrap_or_default().as_bytes())
         .map_err(|_| Error::invalid("a query parameter was given more than once"))?;
-    Ok(params
-        .get("scopes")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(params.get("scopes").map(|list| {
+        list.split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }))
 }
 
 fn allowed(principal: &Principal) -> Response {

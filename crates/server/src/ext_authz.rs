@@ -15,6 +15,7 @@
 //!   `failure_mode_allow` decides, as its operators configured it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
@@ -25,6 +26,7 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 use velocity_domain::authorization::Authorization as AuthorizationHeader;
+use velocity_domain::routes::RouteScopes;
 use velocity_domain::{Error, ErrorClass, Principal, Reason, Service};
 
 use crate::status::to_status;
@@ -39,13 +41,16 @@ pub struct ExtAuthzApi {
     service: Service,
     /// Pass the `authorization` header upstream instead of removing it.
     keep_credential: bool,
+    /// For routes whose context_extensions name no scopes.
+    routes: Arc<RouteScopes>,
 }
 
 impl ExtAuthzApi {
-    pub fn new(service: Service, keep_credential: bool) -> Self {
+    pub fn new(service: Service, keep_credential: bool, routes: Arc<RouteScopes>) -> Self {
         ExtAuthzApi {
             service,
             keep_credential,
+            routes,
         }
     }
 }
@@ -59,12 +64,13 @@ impl Authorization for ExtAuthzApi {
         let request = request.into_inner();
         let empty = HashMap::new();
         let headers = request.get_client_headers().unwrap_or(&empty);
-        let extensions = request
-            .attributes
-            .as_ref()
-            .map(|a| &a.context_extensions)
-            .unwrap_or(&empty);
-        let outcome = match required_scopes(extensions) {
+        let attributes = request.attributes.as_ref();
+        let extensions = attributes.map_or(&empty, |a| &a.context_extensions);
+        let http = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let route = http.map_or(("", ""), |h| (h.method.as_str(), h.path.as_str()));
+        let outcome = match required_scopes(extensions, &self.routes, route) {
             Ok(scopes) => self.authenticate(headers, &scopes).await,
             Err(err) => Err(err),
         };
@@ -168,9 +174,15 @@ fn principal_fields(principal: &Principal) -> Vec<(&'static str, String)> {
     fields
 }
 
-fn required_scopes(extensions: &HashMap<String, String>) -> Result<Vec<String>, Error> {
+/// The route's own `required_scopes`, else the route table's entry for
+/// the request's method and path.
+fn required_scopes(
+    extensions: &HashMap<String, String>,
+    routes: &RouteScopes,
+    (method, path): (&str, &str),
+) -> Result<Vec<String>, Error> {
     let Some(value) = extensions.get(REQUIRED_SCOPES_KEY) else {
-        return Ok(Vec::new());
+        return Ok(routes.scopes_for(method, path).to_vec());
     };
     if value.len() > 1024 {
         return Err(Error::invalid("required_scopes is too long"));

@@ -11,6 +11,7 @@ mod metadata;
 mod status;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use velocity_domain::Service;
+use velocity_domain::routes::RouteScopes;
 use velocity_proto::pb;
 
 use admin::RequireAdmin;
@@ -45,6 +47,8 @@ pub struct GrpcConfig {
     pub max_metadata_bytes: usize,
     /// Envoy ext_authz passes the credential header upstream when set.
     pub ext_authz_keep_credential: bool,
+    /// Scopes per route, for ext_authz checks whose route does not say.
+    pub route_scopes: Arc<RouteScopes>,
 }
 
 impl Default for GrpcConfig {
@@ -57,6 +61,7 @@ impl Default for GrpcConfig {
             request_timeout: Duration::from_secs(10),
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             ext_authz_keep_credential: false,
+            route_scopes: Arc::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ pub async fn serve_grpc(
     let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(
         service.clone(),
         config.ext_authz_keep_credential,
+        config.route_scopes.clone(),
     ));
     // The admin service is wrapped whole, so no RPC of its runs unchecked.
     // Apps are managed by the operator or by workspace admins, so that
