@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
+use velocity_domain::routes::RouteScopes;
 use velocity_domain::service::DEFAULT_REFRESH_REUSE_INTERVAL_SECS;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
 use velocity_domain::throttle::ThrottleConfig;
@@ -145,6 +146,17 @@ pub struct ServeConfig {
     /// RESOURCE_EXHAUSTED and the connection is kept (docs/limits.md).
     #[arg(long, env = "VELOCITY_GRPC_MAX_METADATA_BYTES", default_value_t = velocity_server::DEFAULT_MAX_METADATA_BYTES)]
     pub grpc_max_metadata_bytes: usize,
+
+    /// JSON route table, `[{"method"?, "path", "scopes"}]`: the scopes each
+    /// route needs when Envoy or a forward-auth proxy does not say
+    /// (docs/forward-auth.md). Read once at start.
+    #[arg(long, env = "VELOCITY_ROUTE_SCOPES")]
+    pub route_scopes: Option<PathBuf>,
+
+    /// Envoy ext_authz: pass the `authorization` header upstream instead of
+    /// removing it from allowed requests.
+    #[arg(long, env = "VELOCITY_EXT_AUTHZ_KEEP_CREDENTIAL")]
+    pub ext_authz_keep_credential: bool,
 
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "VELOCITY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -307,6 +319,8 @@ impl ServeConfig {
             invalidation_poll_ms: 100,
             refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             grpc_max_metadata_bytes: velocity_server::DEFAULT_MAX_METADATA_BYTES,
+            route_scopes: None,
+            ext_authz_keep_credential: false,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
             tls_cert: None,
             tls_key: None,
@@ -445,6 +459,17 @@ impl ServeConfig {
             min_cache: Duration::from_secs(self.jwks_min_cache_secs.max(1)),
             max_cache: Duration::from_secs(self.jwks_max_cache_secs.max(1)),
         })
+    }
+
+    /// The route table, empty when none is configured.
+    pub(crate) fn route_scopes(&self) -> anyhow::Result<RouteScopes> {
+        let Some(path) = &self.route_scopes else {
+            return Ok(RouteScopes::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the route table {}", path.display()))?;
+        RouteScopes::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("route table {}: {}", path.display(), e.public_message()))
     }
 
     /// The session-token verifier, or `None` when no key source is

@@ -108,6 +108,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let jwks_url = config.jwks_url()?;
     let jwks_policy = config.jwks_policy()?;
     let web_session = config.web_session()?;
+    let route_scopes = Arc::new(config.route_scopes()?);
     let mut sessions = config.session_verifier()?;
     let unknown_kid = Arc::new(tokio::sync::Notify::new());
     if let (Some(verifier), Some(_)) = (&mut sessions, &jwks_url) {
@@ -145,6 +146,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         cors_origins: Arc::new(config.cors_origins()),
         web: web_session,
         ready: ready.clone(),
+        route_scopes: route_scopes.clone(),
     };
 
     let shutdown = CancellationToken::new();
@@ -153,6 +155,8 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         health_interval: Duration::from_millis(config.health_interval_ms.max(10)),
         max_metadata_bytes: config.grpc_max_metadata_bytes,
         ready: ready.clone(),
+        ext_authz_keep_credential: config.ext_authz_keep_credential,
+        route_scopes,
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();

@@ -325,6 +325,17 @@ impl Error {
         }
     }
 
+    /// The JSON body every HTTP-shaped refusal carries (HTTP routes,
+    /// forward-auth, Envoy's denied responses):
+    /// `{"error", "error_description", "reason"}`.
+    pub fn json_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.class().error_code(),
+            "error_description": self.public_message(),
+            "reason": self.reason().as_str(),
+        })
+    }
+
     /// The message an outside caller may see: internals stay in logs.
     pub fn public_message(&self) -> String {
         match self {

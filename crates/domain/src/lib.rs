@@ -16,6 +16,7 @@ pub mod page;
 pub mod principal;
 pub mod request_id;
 mod resolve;
+pub mod routes;
 pub mod scope;
 pub mod service;
 pub mod session;

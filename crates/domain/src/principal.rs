@@ -13,6 +13,18 @@ pub enum PrincipalKind {
     Session,
 }
 
+impl PrincipalKind {
+    /// As forward-auth's `X-Velocity-Credential-Kind` header says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::WorkspaceKey => "workspace_key",
+            PrincipalKind::PersonalKey => "personal_key",
+            PrincipalKind::AccessToken => "oauth_access_token",
+            PrincipalKind::Session => "session",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub kind: PrincipalKind,

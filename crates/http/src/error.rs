@@ -35,12 +35,7 @@ impl IntoResponse for HttpError {
         log_if_internal(&err);
         let class = err.class();
         let status = status_of(class);
-        let body = serde_json::json!({
-            "error": class.error_code(),
-            "error_description": err.public_message(),
-            "reason": err.reason().as_str(),
-        });
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, Json(err.json_body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = err.retry_after_secs() {

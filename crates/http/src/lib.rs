@@ -14,6 +14,7 @@ mod params;
 mod peer;
 mod request_id;
 mod token;
+mod verify;
 mod web_session;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use axum::serve::{IncomingStream, Listener};
 use tokio::sync::watch;
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
+use velocity_domain::routes::RouteScopes;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub web: WebSession,
     /// `true` once start-up work is done; `/readyz` answers 503 until then.
     pub ready: watch::Receiver<bool>,
+    /// Scopes per route, for forward-auth checks whose proxy does not say.
+    pub route_scopes: Arc<RouteScopes>,
 }
 
 fn router(state: AppState) -> Router {
@@ -77,6 +81,7 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/oauth/consent", get(consent::show).post(consent::submit))
+        .route("/api/auth/verify", get(verify::verify))
         .merge(token_routes)
         .merge(metadata_routes)
         .fallback(not_found)

@@ -1,15 +1,18 @@
 //! The gRPC adapter: `AuthService`, `DirectoryService`, `OAuthAppService`,
-//! health and reflection on one port.
+//! Envoy's `envoy.service.auth.v3.Authorization` (ext_authz), health and
+//! reflection on one port.
 
 mod admin;
 mod app_service;
 mod auth_service;
 mod directory_service;
+pub mod ext_authz;
 mod metadata;
 mod request_id;
 mod status;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,12 +25,15 @@ use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use velocity_domain::Service;
+use velocity_domain::routes::RouteScopes;
 use velocity_proto::pb;
 
 use admin::RequireAdmin;
 use app_service::OAuthAppApi;
 use auth_service::AuthApi;
 use directory_service::DirectoryApi;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use ext_authz::ExtAuthzApi;
 pub use velocity_domain::admin::AdminToken;
 
 #[derive(Clone, Debug)]
@@ -46,6 +52,10 @@ pub struct GrpcConfig {
     /// `true` once start-up work (the known-credential filter) is done;
     /// health is NOT_SERVING until then, whatever storage says.
     pub ready: watch::Receiver<bool>,
+    /// Envoy ext_authz passes the credential header upstream when set.
+    pub ext_authz_keep_credential: bool,
+    /// Scopes per route, for ext_authz checks whose route does not say.
+    pub route_scopes: Arc<RouteScopes>,
 }
 
 impl Default for GrpcConfig {
@@ -59,6 +69,8 @@ impl Default for GrpcConfig {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             // Ready from the start: nothing will say otherwise.
             ready: watch::channel(true).1,
+            ext_authz_keep_credential: false,
+            route_scopes: Arc::default(),
         }
     }
 }
@@ -133,6 +145,11 @@ where
     ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
+    let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(
+        service.clone(),
+        config.ext_authz_keep_credential,
+        config.route_scopes.clone(),
+    ));
     // The admin service is wrapped whole, so no RPC of its runs unchecked.
     // Apps are managed by the operator or by workspace admins, so that
     // service tells which one calls, per call.
@@ -187,6 +204,7 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
+        .add_service(ext_authz)
         .add_service(directory)
         .add_service(apps)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -105,14 +105,7 @@ impl Service {
             }
             (AppManager::Member(caller), Some(slug)) => {
                 let user = caller_id(caller)?;
-                let membership = self
-                    .store
-                    .membership_by_slug(user, slug)
-                    .await?
-                    .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
-                if !membership.role.manages_keys() {
-                    return Err(Error::PermissionDenied(Reason::RoleInsufficient));
-                }
+                let membership = self.administered_workspace(user, slug).await?;
                 (Some(membership.workspace.id), Some(user.clone()))
             }
         };
@@ -162,17 +155,12 @@ impl Service {
             (AppManager::Member(_), None) => {
                 return Err(Error::invalid("workspace_slug is required"));
             }
-            (AppManager::Member(caller), Some(slug)) => {
-                let membership = self
-                    .store
-                    .membership_by_slug(caller_id(caller)?, slug)
+            (AppManager::Member(caller), Some(slug)) => Some(
+                self.administered_workspace(caller_id(caller)?, slug)
                     .await?
-                    .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
-                if !membership.role.manages_keys() {
-                    return Err(Error::PermissionDenied(Reason::RoleInsufficient));
-                }
-                Some(membership.workspace.id)
-            }
+                    .workspace
+                    .id,
+            ),
         };
         self.list_apps_unchecked(workspace.as_ref(), page).await
     }

@@ -32,14 +32,7 @@ impl Service {
                     .await?
             }
             Some(slug) => {
-                let membership = self
-                    .store
-                    .membership_by_slug(user, slug)
-                    .await?
-                    .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
-                if !membership.role.manages_keys() {
-                    return Err(Error::PermissionDenied(Reason::RoleInsufficient));
-                }
+                let membership = self.administered_workspace(user, slug).await?;
                 let workspace = GrantsOf::Workspace(&membership.workspace.id);
                 self.store.list_grants(workspace, now, page).await?
             }
