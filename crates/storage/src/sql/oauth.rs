@@ -2,7 +2,7 @@
 //! replicas share.
 
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Database, Pool, Transaction};
+use sqlx::{AssertSqlSafe, Database, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
@@ -12,13 +12,13 @@ use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, StoreError, Timestamp};
 
-use super::Db;
 use super::invalidations::execute_logged;
+use super::{Conn, Db};
 use crate::insert::Insert;
 use crate::rows::{self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, TOKEN_COLUMNS, TokenRow};
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<()> {
+pub(super) async fn insert_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<()> {
     let row = Insert::into("oauth_apps")
         .value("client_id", app.client_id.as_str())
         .value("name", &app.name)
@@ -30,7 +30,7 @@ pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<(
         .value("redirect_uris", app.redirect_uris.join("\n"))
         .value("allowed_scopes", i64::from(app.allowed_scopes.bits()))
         .value("created_at", app.created_at.0);
-    super::insert_row(pool, row, "app").await
+    super::insert_row(conn, row, "app").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -74,7 +74,7 @@ pub(super) async fn list_apps(pool: &Pool<Db>, page: &PageRequest) -> StoreResul
 /// `false` unless a confidential app has that id.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn set_app_secret(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     client_id: &ClientId,
     hash: &SecretHash,
 ) -> StoreResult<bool> {
@@ -85,7 +85,7 @@ pub(super) async fn set_app_secret(
     )
     .bind(client_id.as_str())
     .bind(hash.as_bytes().as_slice())
-    .execute(pool)
+    .execute(conn)
     .await
     .map(|done| done.rows_affected() == 1)
     .map_err(classify)
@@ -94,15 +94,15 @@ pub(super) async fn set_app_secret(
 /// Codes and tokens go with the app (foreign keys cascade), so this logs
 /// [`Invalidation::AccessTokens`].
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn delete_app(pool: &Pool<Db>, client_id: &ClientId) -> StoreResult<bool> {
+pub(super) async fn delete_app(conn: &mut Conn, client_id: &ClientId) -> StoreResult<bool> {
     let change =
         sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1").bind(client_id.as_str());
-    let affected = execute_logged(pool, change, Invalidation::AccessTokens, "app").await?;
+    let affected = execute_logged(conn, change, Invalidation::AccessTokens, "app").await?;
     Ok(affected == 1)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> StoreResult<()> {
+pub(super) async fn insert_code(conn: &mut Conn, code: &AuthorizationCode) -> StoreResult<()> {
     let row = Insert::into("oauth_codes")
         .value("code_hash", code.hash.as_bytes().as_slice())
         .value("client_id", code.client_id.as_str())
@@ -115,7 +115,7 @@ pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> St
         .value("created_at", code.created_at.0)
         .value("expires_at", code.expires_at.0)
         .value("used_at", rows::ms(code.used_at));
-    super::insert_row(pool, row, "code").await
+    super::insert_row(conn, row, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -136,7 +136,7 @@ pub(super) async fn code_by_hash(
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn redeem_code(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     hash: &SecretHash,
     at: Timestamp,
     tokens: &[OAuthToken],
@@ -145,7 +145,7 @@ pub(super) async fn redeem_code(
         sqlx::query("UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
             .bind(hash.as_bytes().as_slice())
             .bind(at.0);
-    claim_then_insert(pool, claim, tokens, "code").await
+    claim_then_insert(conn, claim, tokens, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -171,7 +171,7 @@ pub(super) async fn token_by_hash(
 /// `COALESCE` keeps the first rotation time: a reuse never moves the window.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn rotate_refresh_token(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     id: &TokenId,
     at: Timestamp,
     reuse_since: Option<Timestamp>,
@@ -188,13 +188,13 @@ pub(super) async fn rotate_refresh_token(
     .bind(id.as_str())
     .bind(at.0)
     .bind(reuse_since.map(|t| t.0));
-    claim_then_insert(pool, claim, tokens, "token").await
+    claim_then_insert(conn, claim, tokens, "token").await
 }
 
 /// Logs [`Invalidation::AccessTokens`] if the token was active.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_token(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     id: &TokenId,
     at: Timestamp,
 ) -> StoreResult<bool> {
@@ -202,14 +202,14 @@ pub(super) async fn revoke_token(
         sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id.as_str())
             .bind(at.0);
-    let affected = execute_logged(pool, change, Invalidation::AccessTokens, "token").await?;
+    let affected = execute_logged(conn, change, Invalidation::AccessTokens, "token").await?;
     Ok(affected == 1)
 }
 
 /// Logs [`Invalidation::AccessTokens`] if any token of the family was active.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_family(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     family_id: &FamilyId,
     at: Timestamp,
 ) -> StoreResult<u64> {
@@ -218,12 +218,12 @@ pub(super) async fn revoke_family(
     )
     .bind(family_id.as_str())
     .bind(at.0);
-    execute_logged(pool, change, Invalidation::AccessTokens, "token").await
+    execute_logged(conn, change, Invalidation::AccessTokens, "token").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn shared_secret(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     name: &str,
     candidate: &[u8; 32],
 ) -> StoreResult<[u8; 32]> {
@@ -233,12 +233,12 @@ pub(super) async fn shared_secret(
     )
     .bind(name)
     .bind(candidate.as_slice())
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(classify)?;
     let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
         .bind(name)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(classify)?;
     <[u8; 32]>::try_from(value.as_slice())
@@ -246,35 +246,29 @@ pub(super) async fn shared_secret(
 }
 
 /// Runs `claim` (a conditional UPDATE) and, if it changed exactly one row,
-/// stores `tokens` in the same transaction: of any number of concurrent
-/// attempts, one wins. `false` when this one lost.
+/// stores `tokens` with it, in the caller's transaction: of any number of
+/// concurrent attempts, one wins. `false` when this one lost.
 async fn claim_then_insert(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     claim: Query<'_, Db, <Db as Database>::Arguments>,
     tokens: &[OAuthToken],
     what: &'static str,
 ) -> StoreResult<bool> {
     let classify = |e| crate::error::classify(e, what);
-    let mut tx = pool.begin().await.map_err(classify)?;
     let won = claim
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(classify)?
         .rows_affected()
         == 1;
     if !won {
-        tx.rollback().await.map_err(classify)?;
         return Ok(false);
     }
-    insert_tokens(&mut tx, tokens).await.map_err(classify)?;
-    tx.commit().await.map_err(classify)?;
+    insert_tokens(conn, tokens).await.map_err(classify)?;
     Ok(true)
 }
 
-async fn insert_tokens(
-    tx: &mut Transaction<'static, Db>,
-    tokens: &[OAuthToken],
-) -> Result<(), sqlx::Error> {
+async fn insert_tokens(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
     for token in tokens {
         Insert::into("oauth_tokens")
             .value("id", token.id.as_str())
@@ -290,7 +284,7 @@ async fn insert_tokens(
             .value("revoked_at", rows::ms(token.revoked_at))
             .value("rotated_at", rows::ms(token.rotated_at))
             .query()?
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())
