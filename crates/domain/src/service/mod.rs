@@ -9,7 +9,10 @@ mod oauth;
 use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
-pub use oauth::{ClientAuth, Introspection, IssuedTokens, ORIGIN_CACHE_SECS, redirect_uri_origin};
+pub use oauth::{
+    ClientAuth, IntrospectedToken, Introspection, IssuedTokens, ORIGIN_CACHE_SECS,
+    redirect_uri_origin,
+};
 
 use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;
@@ -72,8 +75,9 @@ pub struct Service {
     usage: Arc<UsageRecorder>,
     cache: Arc<VerificationCache>,
     sync: Arc<invalidations::SyncState>,
-    /// Authenticate's trips to storage (keys, tokens, memberships,
-    /// workspaces): what the cache and the filter are there to avoid.
+    /// Trips to storage the verification cache and the filter are there to
+    /// avoid: Authenticate's and introspection's (keys, tokens,
+    /// memberships, workspaces) and client authentication's (apps).
     storage_lookups: Arc<std::sync::atomic::AtomicU64>,
     client_auth_throttle: Arc<ClientAuthThrottle>,
     /// Origins of registered redirect URIs, for CORS (`oauth::origins`).
@@ -124,7 +128,8 @@ impl Service {
         self.sessions.as_ref()
     }
 
-    /// How many times Authenticate has gone to storage since start.
+    /// How many cacheable look-ups went to storage since start
+    /// (Authenticate, introspection, client authentication).
     pub fn storage_lookups(&self) -> u64 {
         self.storage_lookups
             .load(std::sync::atomic::Ordering::Relaxed)

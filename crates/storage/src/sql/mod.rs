@@ -196,7 +196,7 @@ impl OAuthStore for SqlStore<Db> {
 
     async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool> {
         let (client_id, hash) = (client_id.clone(), *hash);
-        self.write("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+        self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
             Box::pin(async move { oauth::set_app_secret(conn, &client_id, &hash).await })
         })
         .await

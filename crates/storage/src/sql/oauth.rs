@@ -12,7 +12,7 @@ use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, StoreError, Timestamp};
 
-use super::invalidations::execute_logged;
+use super::invalidations::{execute_logged, log_invalidation};
 use super::{Conn, Db};
 use crate::insert::Insert;
 use crate::rows::{self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, TOKEN_COLUMNS, TokenRow};
@@ -71,33 +71,37 @@ pub(super) async fn list_apps(pool: &Pool<Db>, page: &PageRequest) -> StoreResul
         .collect()
 }
 
-/// `false` unless a confidential app has that id.
+/// `false` unless a confidential app has that id. Logs
+/// [`Invalidation::App`]: cached copies hold the old secret.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn set_app_secret(
     conn: &mut Conn,
     client_id: &ClientId,
     hash: &SecretHash,
 ) -> StoreResult<bool> {
-    let classify = |e| crate::error::classify(e, "app");
-    sqlx::query(
+    let change = sqlx::query(
         "UPDATE oauth_apps SET secret_hash = $2 \
          WHERE client_id = $1 AND client_type = 'confidential'",
     )
     .bind(client_id.as_str())
-    .bind(hash.as_bytes().as_slice())
-    .execute(conn)
-    .await
-    .map(|done| done.rows_affected() == 1)
-    .map_err(classify)
+    .bind(hash.as_bytes().as_slice());
+    let invalidation = Invalidation::App(client_id.clone());
+    let affected = execute_logged(conn, change, invalidation, "app").await?;
+    Ok(affected == 1)
 }
 
 /// Codes and tokens go with the app (foreign keys cascade), so this logs
-/// [`Invalidation::AccessTokens`].
+/// [`Invalidation::AccessTokens`], and [`Invalidation::App`].
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn delete_app(conn: &mut Conn, client_id: &ClientId) -> StoreResult<bool> {
     let change =
         sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1").bind(client_id.as_str());
     let affected = execute_logged(conn, change, Invalidation::AccessTokens, "app").await?;
+    if affected == 1 {
+        log_invalidation(conn, &Invalidation::App(client_id.clone()))
+            .await
+            .map_err(|e| crate::error::classify(e, "app"))?;
+    }
     Ok(affected == 1)
 }
 

@@ -95,6 +95,8 @@ impl Service {
         if !self.store.set_app_secret(client_id, &secret.hash()).await? {
             return Err(Error::NotFound("app"));
         }
+        // The cached app holds the old secret's hash: drop it here now.
+        self.after_change().await;
         tracing::info!(%client_id, "oauth app secret rotated");
         Ok(secret)
     }
@@ -114,7 +116,7 @@ impl Service {
         if client_id.0.is_empty() || client_id.0.len() > limits::MAX_ID_LEN {
             return Ok(None);
         }
-        Ok(self.store.app(client_id).await?)
+        self.cached_app(client_id).await
     }
 
     /// Client authentication (RFC 6749 §2.3): confidential clients by
