@@ -43,7 +43,13 @@ pub struct AppState {
     pub web: WebSession,
 }
 
+/// The router's state: axum clones it for every extractor and middleware
+/// of every request, so it is one reference count, not a copy of the
+/// service and keys.
+pub(crate) type Shared = Arc<AppState>;
+
 fn router(state: AppState) -> Router {
+    let state: Shared = Arc::new(state);
     // Every response of the routes that carry tokens is uncacheable; they
     // and the metadata document answer CORS (`cors`), the consent form not.
     let token_routes = Router::new()
@@ -76,7 +82,7 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, HttpError> {
+async fn healthz(State(state): State<Shared>) -> Result<&'static str, HttpError> {
     state
         .service
         .store()

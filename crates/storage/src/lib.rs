@@ -40,6 +40,8 @@ pub struct SqlStore<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
     /// SQLite: the one connection every write goes through, group-committed.
     writer: Option<Writer<DB>>,
+    /// SQLite: copies the WAL into the file off the writer's commit path.
+    checkpointer: Option<sqlite::Checkpointer>,
 }
 
 impl<DB: sqlx::Database> SqlStore<DB> {
@@ -53,6 +55,9 @@ impl<DB: sqlx::Database> SqlStore<DB> {
     pub async fn close(&self) {
         if let Some(writer) = &self.writer {
             writer.close().await;
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.close().await;
         }
         self.pool.close().await;
     }

@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlx::{ConnectOptions, Connection, Database, Transaction};
+use sqlx::{ConnectOptions, Connection, Database, Executor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use velocity_domain::StoreError;
@@ -95,7 +95,10 @@ impl<DB: Database> Writer<DB> {
         conn: DB::Connection,
         connect: <DB::Connection as Connection>::Options,
         begin: &'static str,
-    ) -> Self {
+    ) -> Self
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (stop, stopped) = oneshot::channel();
         let stats = Arc::new(WriterStats::default());
@@ -280,7 +283,10 @@ struct Task<DB: Database> {
     stats: Arc<WriterStats>,
 }
 
-impl<DB: Database> Task<DB> {
+impl<DB: Database> Task<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut stopping = false;
         loop {
@@ -314,7 +320,8 @@ impl<DB: Database> Task<DB> {
     }
 
     /// Runs `batch` (one operation so far, more as they are drained) in one
-    /// transaction and commits it.
+    /// transaction and commits it. On failure the transaction is rolled
+    /// back, and the connection replaced if even that fails.
     async fn batch(&mut self, batch: &mut Vec<Box<dyn Job<DB>>>) -> Result<(), StoreError> {
         let classify = |e| crate::error::classify(e, "write");
         if self.conn.is_none() {
@@ -323,52 +330,63 @@ impl<DB: Database> Task<DB> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Unavailable("no write connection".to_owned()));
         };
-        let mut tx = conn
-            .begin_with(sqlx::AssertSqlSafe(self.begin))
-            .await
-            .map_err(classify)?;
-        let ran = run_all(&mut tx, batch, &mut self.jobs).await;
-        let settled = match ran {
-            Ok(()) => tx.commit().await.map_err(|e| (classify(e), true)),
-            // Roll back what can be; if even that fails, nothing about the
-            // connection's transaction state can be trusted any more.
-            Err(err) => match tx.rollback().await {
-                Ok(()) => Err((classify(err), false)),
-                Err(_) => Err((classify(err), true)),
-            },
+        let ran = run_all(conn, self.begin, batch, &mut self.jobs).await;
+        let Err(err) = ran else {
+            return Ok(());
         };
-        match settled {
-            Ok(()) => Ok(()),
-            Err((err, replace)) => {
-                if replace {
-                    // A failed COMMIT may leave SQLite's transaction open or
-                    // gone, whatever sqlx believes: start afresh.
-                    if let Some(conn) = self.conn.take() {
-                        let _ = conn.close().await;
-                    }
-                    self.conn = self.connect.connect().await.ok();
-                }
-                Err(err)
+        if control::<DB>(conn, ROLLBACK).await.is_err() {
+            // Rolled back already (SQLite does so itself after some I/O
+            // errors), or the connection is broken: either way, start afresh.
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.close().await;
             }
+            self.conn = self.connect.connect().await.ok();
         }
+        Err(classify(err))
     }
 }
 
-/// Runs each operation of `batch` in its own savepoint, draining the queue
-/// into `batch` as it goes, up to [`MAX_BATCH`].
+// The transaction is driven by these statements, each step one round trip
+// to the connection, because every round trip costs (on SQLite a hop to
+// the connection's thread and back): the savepoint of one operation is
+// released in the same call that opens the next one's, and the last one's
+// goes with the COMMIT. sqlx's own `Transaction` would take a round trip
+// for each.
+const OPEN: &str = "SAVEPOINT op";
+const NEXT: &str = "RELEASE op; SAVEPOINT op";
+const UNDO_NEXT: &str = "ROLLBACK TO op; RELEASE op; SAVEPOINT op";
+const COMMIT: &str = "COMMIT";
+const UNDO_COMMIT: &str = "ROLLBACK TO op; COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+
+/// Runs one transaction-control step, unprepared (several statements).
+async fn control<DB: Database>(conn: &mut DB::Connection, sql: &str) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Opens the transaction with `begin`, runs each operation of `batch` in
+/// its own savepoint, draining the queue into `batch` as it goes, up to
+/// [`MAX_BATCH`], and commits. An operation's failure undoes its savepoint
+/// only; any failed step leaves the transaction for the caller to roll back.
 async fn run_all<DB: Database>(
-    tx: &mut Transaction<'_, DB>,
+    conn: &mut DB::Connection,
+    begin: &str,
     batch: &mut Vec<Box<dyn Job<DB>>>,
     jobs: &mut mpsc::Receiver<Box<dyn Job<DB>>>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    control::<DB>(conn, &format!("{begin}; {OPEN}")).await?;
     let mut next = 0;
-    while next < batch.len() {
-        let mut savepoint = Connection::begin(&mut **tx).await?;
-        if batch[next].run(&mut *savepoint).await {
-            savepoint.commit().await?;
-        } else {
-            savepoint.rollback().await?;
-        }
+    loop {
+        let ok = batch[next].run(conn).await;
         next += 1;
         if next == batch.len()
             && batch.len() < MAX_BATCH
@@ -376,8 +394,18 @@ async fn run_all<DB: Database>(
         {
             batch.push(job);
         }
+        let last = next == batch.len();
+        let step = match (ok, last) {
+            (true, false) => NEXT,
+            (false, false) => UNDO_NEXT,
+            (true, true) => COMMIT,
+            (false, true) => UNDO_COMMIT,
+        };
+        control::<DB>(conn, step).await?;
+        if last {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

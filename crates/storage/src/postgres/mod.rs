@@ -37,7 +37,11 @@ impl PostgresStore {
             .map_err(StorageError::Migrate)?;
         // Writes take pooled connections: PostgreSQL has no single-writer
         // lock, and commits of concurrent transactions share fsyncs there.
-        Ok(SqlStore { pool, writer: None })
+        Ok(SqlStore {
+            pool,
+            writer: None,
+            checkpointer: None,
+        })
     }
 
     /// Wakes `notify` whenever another replica commits an invalidation, and

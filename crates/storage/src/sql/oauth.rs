@@ -272,9 +272,18 @@ async fn claim_then_insert(
     Ok(true)
 }
 
+/// One statement for all of them: on SQLite each statement is a round trip
+/// to the writer's connection.
 async fn insert_tokens(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
-    for token in tokens {
-        Insert::into("oauth_tokens")
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let mut insert = Insert::into("oauth_tokens");
+    for (i, token) in tokens.iter().enumerate() {
+        if i > 0 {
+            insert = insert.row();
+        }
+        insert = insert
             .value("id", token.id.as_str())
             .value("token_hash", token.hash.as_bytes().as_slice())
             .value("kind", token.kind.as_str())
@@ -286,10 +295,8 @@ async fn insert_tokens(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sql
             .value("created_at", token.created_at.0)
             .value("expires_at", token.expires_at.0)
             .value("revoked_at", rows::ms(token.revoked_at))
-            .value("rotated_at", rows::ms(token.rotated_at))
-            .query()?
-            .execute(&mut *conn)
-            .await?;
+            .value("rotated_at", rows::ms(token.rotated_at));
     }
+    insert.query()?.execute(&mut *conn).await?;
     Ok(())
 }
