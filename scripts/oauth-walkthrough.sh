@@ -54,9 +54,11 @@ for _ in $(seq 100); do
 done
 curl -sf "$HTTP/healthz" >/dev/null || fail "the server is not ready after 10 s"
 
-# 1. Register an app.
-CLIENT_ID=$(va app register --name Timetracker --redirect-uri http://127.0.0.1:9000/callback \
+# 1. Register an app: its client id, then its secret (optional for this app).
+APP=$(va app register --name Timetracker --redirect-uri http://127.0.0.1:9000/callback \
   --scopes issues:read,issues:write,user:read)
+CLIENT_ID=$(sed -n 1p <<<"$APP"); CLIENT_SECRET=$(sed -n 2p <<<"$APP")
+[[ $CLIENT_SECRET == vels_* ]] || fail "no client secret printed"
 # 2. A signed-in user.
 SESSION=$("$SCRIPTS/session-token.py" "$USER_ID")
 # 3. The app's PKCE pair.
@@ -86,8 +88,11 @@ REFRESH=$(printf %s "$TOKENS" | python3 -c 'import json,sys; print(json.load(sys
 INTROSPECTION=$(curl -sf "$HTTP/api/oauth/introspect" -H "authorization: Bearer $VELOCITY_ADMIN_TOKEN" -d "token=$ACCESS")
 echo "introspection: $INTROSPECTION"
 [[ $INTROSPECTION == *'"active":true'* ]] || fail "the access token is not active"
-# 8. Refresh (rotation: the old refresh token stops working).
-ROTATED=$(curl -sf "$HTTP/api/oauth/token" -d grant_type=refresh_token -d "refresh_token=$REFRESH" -d "client_id=$CLIENT_ID")
+# 8. Refresh (rotation: the old refresh token stops working), this time with the
+#    secret: optional for this app, but checked when sent.
+WRONG=$(curl -s "$HTTP/api/oauth/token" -d grant_type=refresh_token -d "refresh_token=$REFRESH" -d "client_id=$CLIENT_ID" -d client_secret=vels_wrong)
+[[ $WRONG == *invalid_client* ]] || fail "a wrong secret was accepted: $WRONG"
+ROTATED=$(curl -sf "$HTTP/api/oauth/token" -d grant_type=refresh_token -d "refresh_token=$REFRESH" -d "client_id=$CLIENT_ID" -d "client_secret=$CLIENT_SECRET")
 echo "refreshed: $ROTATED"
 NEW_REFRESH=$(printf %s "$ROTATED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])')
 # 9. RFC 7009 revocation of the first refresh token: its whole family goes with it.

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::oauth::{ClientId, ClientType};
 use velocity_domain::page::{MAX_PAGE_SIZE, Page, PageRequest};
-use velocity_domain::service::KeySpec;
+use velocity_domain::service::{AppManager, KeySpec, NewApp};
 use velocity_domain::{ApiKey, ApiKeyId, ScopeSet, Service, ServiceConfig, SystemClock, UserId};
 
 use crate::config::DatabaseArgs;
@@ -43,25 +43,38 @@ pub enum AdminCommand {
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum AppCommand {
-    /// Register an app; prints its client_id, then (confidential apps) its
-    /// `vels_` secret, shown only this once.
+    /// Register an app; prints its client_id, then its `vels_` secret,
+    /// shown only this once.
     Register {
         #[arg(long)]
         name: String,
+        /// The workspace that owns it (its owners and admins manage it);
+        /// without it, an app of the operator's.
+        #[arg(long)]
+        workspace: Option<String>,
         /// Exact redirect URI; repeat for several.
         #[arg(long = "redirect-uri", required = true)]
         redirect_uris: Vec<String>,
         /// Comma-separated scopes the app may request.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
-        /// A server-side app that can keep a secret (default: public, PKCE only).
+        /// A server-side app that must send its secret (default: public,
+        /// client_id and PKCE suffice).
         #[arg(long)]
         confidential: bool,
     },
-    /// List registered apps.
-    List,
-    /// Issue a new secret for a confidential app; the old one stops working.
-    RotateSecret { client_id: String },
+    /// List registered apps (of one workspace, or every app).
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Issue a new secret; the old one keeps working for `--overlap`
+    /// seconds (default 0: it stops at once).
+    RotateSecret {
+        client_id: String,
+        #[arg(long, default_value_t = 0)]
+        overlap: u64,
+    },
     /// Delete an app and every code and token issued to it.
     Delete { client_id: String },
 }
@@ -273,6 +286,7 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
         }
         AdminCommand::App(AppCommand::Register {
             name,
+            workspace,
             redirect_uris,
             scopes,
             confidential,
@@ -282,20 +296,30 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
             } else {
                 ClientType::Public
             };
+            let request = NewApp {
+                workspace_slug: workspace,
+                name,
+                redirect_uris,
+                scopes,
+                client_type,
+            };
             let (app, secret) = service
-                .register_app(&name, redirect_uris, &scopes, client_type)
+                .register_app(&AppManager::Operator, request)
                 .await
                 .map_err(public)?;
             eprintln!("registered {} app {:?}", app.client_type, app.name);
             println!("{}", app.client_id);
-            if let Some(secret) = secret {
-                eprintln!("client secret (shown only now):");
-                println!("{}", secret.expose());
-            }
+            eprintln!("client secret (shown only now):");
+            println!("{}", secret.expose());
         }
-        AdminCommand::App(AppCommand::List) => {
+        AdminCommand::App(AppCommand::List { workspace }) => {
+            let workspace = workspace.as_deref();
             print_every_page(
-                async |page| service.list_apps(&page).await,
+                async |page| {
+                    service
+                        .list_apps(&AppManager::Operator, workspace, &page)
+                        .await
+                },
                 |app| {
                     format!(
                         "{}\t{}\t{}\t{}\t{}",
@@ -309,9 +333,9 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
             )
             .await?;
         }
-        AdminCommand::App(AppCommand::RotateSecret { client_id }) => {
-            let secret = service
-                .rotate_app_secret(&ClientId(client_id.clone()))
+        AdminCommand::App(AppCommand::RotateSecret { client_id, overlap }) => {
+            let (secret, _) = service
+                .rotate_app_secret(&AppManager::Operator, &ClientId(client_id.clone()), overlap)
                 .await
                 .map_err(public)?;
             eprintln!("new client secret for {client_id} (shown only now):");
@@ -319,7 +343,7 @@ async fn execute(command: AdminCommand, service: &Service) -> anyhow::Result<()>
         }
         AdminCommand::App(AppCommand::Delete { client_id }) => {
             service
-                .delete_app(&ClientId(client_id.clone()))
+                .delete_app(&AppManager::Operator, &ClientId(client_id.clone()))
                 .await
                 .map_err(public)?;
             eprintln!("deleted app {client_id}");

@@ -1056,13 +1056,14 @@ async fn app_secret_rotation_and_deletion(backend: Backend) {
     assert_refused(
         apps.list_apps(pb::ListAppsRequest::default()).await,
         Code::Unauthenticated,
-        "ADMIN_TOKEN_INVALID",
+        "CREDENTIAL_MISSING",
     );
 
     let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
     let new_secret = apps
         .rotate_app_secret(common::admin(pb::RotateAppSecretRequest {
             client_id: app.client_id.clone(),
+            overlap_seconds: 0,
         }))
         .await
         .unwrap()

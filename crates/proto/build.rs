@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("velocity/auth/v1/auth.proto"),
         root.join("velocity/auth/v1/admin.proto"),
+        root.join("velocity/auth/v1/apps.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

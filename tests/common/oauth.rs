@@ -27,6 +27,22 @@ pub fn http() -> reqwest::Client {
 
 impl Harness {
     pub async fn register_app(&self, confidential: bool, scopes: &[&str]) -> App {
+        self.register_app_redirecting_to(
+            confidential,
+            scopes,
+            &[REDIRECT, "https://tt.example.com/cb"],
+        )
+        .await
+    }
+
+    /// An app whose redirect URIs are `redirect_uris`: a browser test needs
+    /// one a listener of its own answers on.
+    pub async fn register_app_redirecting_to(
+        &self,
+        confidential: bool,
+        scopes: &[&str],
+        redirect_uris: &[&str],
+    ) -> App {
         let response =
             pb::o_auth_app_service_client::OAuthAppServiceClient::new(self.channel.clone())
                 .register_app(admin(pb::RegisterAppRequest {
@@ -36,15 +52,17 @@ impl Harness {
                     } else {
                         pb::ClientType::Public
                     } as i32,
-                    redirect_uris: vec![REDIRECT.into(), "https://tt.example.com/cb".into()],
+                    redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
                     allowed_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                    workspace_slug: String::new(),
                 }))
                 .await
                 .unwrap()
                 .into_inner();
         App {
             client_id: response.app.unwrap().client_id,
-            secret: (!response.client_secret.is_empty()).then_some(response.client_secret),
+            // Public apps send client_id alone, as the docs' requests do.
+            secret: confidential.then_some(response.client_secret),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use velocity_domain::oauth::{AuthorizationRequest, ClientId, ClientType};
-use velocity_domain::service::ClientAuth;
+use velocity_domain::service::{AppManager, ClientAuth, NewApp};
 use velocity_domain::{Service, UserId};
 
 pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -69,10 +69,14 @@ pub async fn seed(
 ) -> anyhow::Result<OAuthFixtures> {
     let (app, _) = service
         .register_app(
-            "velocity-bench",
-            vec![REDIRECT.into()],
-            &["issues:read".into(), "issues:write".into()],
-            ClientType::Public,
+            &AppManager::Operator,
+            NewApp {
+                workspace_slug: None,
+                name: "velocity-bench".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                scopes: vec!["issues:read".into(), "issues:write".into()],
+                client_type: ClientType::Public,
+            },
         )
         .await?;
     let user = UserId(user.to_owned());

@@ -9,7 +9,10 @@ use crate::credential::SecretHash;
 use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
 use crate::invalidation::Invalidation;
-use crate::oauth::{AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId};
+use crate::oauth::{
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
+    TokenId,
+};
 use crate::page::PageRequest;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -87,10 +90,24 @@ pub trait OAuthStore: Send + Sync + 'static {
     async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()>;
     async fn app(&self, client_id: &ClientId) -> StoreResult<Option<OAuthApp>>;
     /// Apps oldest first (by creation time, then client id), after
-    /// `page.after`, at most `page.fetch_limit()`.
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Vec<OAuthApp>>;
-    /// Returns whether the app exists.
-    async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool>;
+    /// `page.after`, at most `page.fetch_limit()`: a workspace's, or with
+    /// `None` every app.
+    async fn list_apps(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<OAuthApp>>;
+    /// Stores the app's name, client type, redirect URIs and scopes;
+    /// returns whether it exists.
+    async fn update_app(&self, app: &OAuthApp) -> StoreResult<bool>;
+    /// Replaces the secret, keeping `previous` (or none) as the retiring
+    /// one; returns whether the app exists.
+    async fn set_app_secret(
+        &self,
+        client_id: &ClientId,
+        hash: &SecretHash,
+        previous: Option<&RetiringSecret>,
+    ) -> StoreResult<bool>;
     /// Deletes the app with its codes and tokens; returns whether it existed.
     async fn delete_app(&self, client_id: &ClientId) -> StoreResult<bool>;
 
@@ -122,8 +139,22 @@ pub trait OAuthStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Revokes one token; returns whether it was active.
     async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool>;
-    /// Revokes every token of a family; returns how many were active.
+    /// Revokes every token of a family and its grant; returns how many
+    /// tokens were active.
     async fn revoke_family(&self, family_id: &FamilyId, at: Timestamp) -> StoreResult<u64>;
+
+    /// The grant a code's redemption made (`redeem_code` stores it with the
+    /// tokens, and `rotate_refresh_token` records each use).
+    async fn grant(&self, id: &FamilyId) -> StoreResult<Option<Grant>>;
+    /// Live grants (not revoked, refresh token unexpired at `now`), newest
+    /// first (by creation time, then id), after `page.after`, at most
+    /// `page.fetch_limit()`.
+    async fn list_grants(
+        &self,
+        of: GrantsOf<'_>,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Grant>>;
 
     /// A 32-byte secret shared by every replica: `candidate` is stored if
     /// none exists yet under `name`, and the stored one is returned.

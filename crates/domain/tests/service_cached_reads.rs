@@ -9,7 +9,7 @@ mod support;
 use support::{REDIRECT_URI, VERIFIER, World};
 use velocity_domain::error::ErrorClass;
 use velocity_domain::oauth::ClientType;
-use velocity_domain::service::{ClientAuth, IssuedTokens};
+use velocity_domain::service::{AppChanges, AppManager, ClientAuth, IssuedTokens};
 
 async fn grant(world: &World) -> (velocity_domain::oauth::OAuthApp, ClientAuth, IssuedTokens) {
     let (app, client) = world.app(ClientType::Confidential).await;
@@ -96,17 +96,19 @@ async fn a_token_is_inactive_as_soon_as_authenticate_refuses_it() {
 }
 
 #[tokio::test]
-async fn apps_are_cached_and_a_new_secret_replaces_the_old_at_once() {
+async fn apps_are_cached_and_every_change_is_seen_at_once() {
     let world = World::new().await;
+    let operator = AppManager::Operator;
     let (app, client) = world.app(ClientType::Confidential).await;
     world.service.authenticate_client(&client).await.unwrap();
     let warm = world.service.storage_lookups();
     world.service.authenticate_client(&client).await.unwrap();
     assert_eq!(world.service.storage_lookups(), warm, "the app is cached");
 
-    let secret = world
+    // A new secret: the old one stops at once, or after its overlap.
+    let (secret, _) = world
         .service
-        .rotate_app_secret(&app.client_id)
+        .rotate_app_secret(&operator, &app.client_id, 0)
         .await
         .unwrap();
     let refused = world
@@ -120,11 +122,45 @@ async fn apps_are_cached_and_a_new_secret_replaces_the_old_at_once() {
         ..client.clone()
     };
     world.service.authenticate_client(&rotated).await.unwrap();
-
-    world.service.delete_app(&app.client_id).await.unwrap();
+    let (newest, _) = world
+        .service
+        .rotate_app_secret(&operator, &app.client_id, 60)
+        .await
+        .unwrap();
+    world.service.authenticate_client(&rotated).await.unwrap();
+    world.clock.advance_secs(61);
     let refused = world
         .service
         .authenticate_client(&rotated)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::InvalidClient, "overlap over");
+    let newest = ClientAuth {
+        client_secret: Some(newest.expose().to_owned()),
+        ..client.clone()
+    };
+
+    // Changed settings are what the next client authentication sees.
+    let changes = AppChanges {
+        name: Some("Renamed".into()),
+        ..AppChanges::default()
+    };
+    world
+        .service
+        .update_app(&operator, &app.client_id, changes)
+        .await
+        .unwrap();
+    let seen = world.service.authenticate_client(&newest).await.unwrap();
+    assert_eq!(seen.name, "Renamed");
+
+    world
+        .service
+        .delete_app(&operator, &app.client_id)
+        .await
+        .unwrap();
+    let refused = world
+        .service
+        .authenticate_client(&newest)
         .await
         .unwrap_err();
     assert_eq!(refused.class(), ErrorClass::InvalidClient, "a deleted app");

@@ -47,9 +47,13 @@ pub async fn show(
         Ok(list) => list,
         Err(err) => return failure_page(err),
     };
+    let registered_by = match state.service.app_registrant(&request.app).await {
+        Ok(name) => name,
+        Err(err) => return failure_page(err),
+    };
     let now = state.service.clock().now().as_secs();
     let csrf = state.csrf.issue(user.as_str(), &session, now);
-    consent_page(&request, &workspaces, &csrf)
+    consent_page(&request, &registered_by, &workspaces, &csrf)
 }
 
 pub async fn submit(

@@ -29,7 +29,7 @@ pub async fn metadata(State(state): State<Shared>) -> Response {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_methods_supported": client_auth,
         "revocation_endpoint_auth_methods_supported": client_auth,
-        // Only confidential clients (or the admin token, as a bearer).
+        // Only clients sending their secret (or the admin token, as a bearer).
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,

@@ -70,14 +70,11 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Who registered an app, as the page says it. Apps are registered by the
-/// operator today and carry no registrant.
-const REGISTERED_BY: &str = "the Velocity operator";
-
 /// The consent page: which app asks (and who registered it), for what, in
 /// which workspace: the picker's selected one is the one granted.
 pub fn consent_page(
     request: &ValidatedAuthorization,
+    registered_by: &str,
     workspaces: &[Membership],
     csrf_token: &str,
 ) -> Response {
@@ -143,11 +140,12 @@ pub fn consent_page(
     };
     let body = format!(
         "<h1>{app} wants to access your Velocity account</h1>\
-         <p class=\"muted\">{app} is registered by {REGISTERED_BY}.</p>\
+         <p class=\"muted\">{app} is registered by {}.</p>\
          <p>It is asking to:</p><ul>{scopes}</ul>\
          <form method=\"post\" action=\"/oauth/consent\">{fields}{picker}\
          {approve}<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>\
          <p class=\"muted\">Access is granted to the workspace selected above only. You will be sent back to <code>{}</code>. It never gets more than your role in that workspace allows.</p>",
+        escape(registered_by),
         escape(&request.redirect_uri)
     );
     html(

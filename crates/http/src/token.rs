@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
-use velocity_domain::oauth::{ClientType, TokenKind};
+use velocity_domain::oauth::TokenKind;
 
 use crate::authorization::AuthorizationHeader;
 use crate::params::Params;
@@ -94,8 +94,9 @@ pub async fn revoke(
     Ok(StatusCode::OK.into_response())
 }
 
-/// Callers: a confidential client (its own tokens), or an internal service
-/// with `Authorization: Bearer <admin token>` (every token).
+/// Callers: a client authenticating with its secret (its own tokens), or
+/// an internal service with `Authorization: Bearer <admin token>` (every
+/// token).
 pub async fn introspect(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
@@ -112,15 +113,16 @@ pub async fn introspect(
             None
         }
         None => {
+            // PKCE alone proves nothing here: introspection needs the
+            // client's secret, whatever its type.
             let client = params.client_auth(&authorization, address)?;
-            let app = state.service.authenticate_client(&client).await?;
-            if app.client_type != ClientType::Confidential {
+            if client.client_secret.as_deref().is_none_or(str::is_empty) {
                 return Err(oauth(
                     OAuthErrorCode::InvalidClient,
-                    "only confidential clients may introspect",
+                    "introspection needs the client secret",
                 ));
             }
-            Some(app)
+            Some(state.service.authenticate_client(&client).await?)
         }
     };
     let token = params

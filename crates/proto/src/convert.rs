@@ -107,6 +107,26 @@ impl From<velocity_domain::oauth::OAuthApp> for pb::OAuthApp {
             redirect_uris: app.redirect_uris,
             allowed_scopes: app.allowed_scopes.names(),
             created_at: Some(timestamp(app.created_at)),
+            workspace_id: app.workspace_id.map(|w| w.0).unwrap_or_default(),
+            created_by: app.created_by.map(|u| u.0).unwrap_or_default(),
+            previous_secret_expires_at: app.previous_secret.map(|p| timestamp(p.until)),
+        }
+    }
+}
+
+impl From<velocity_domain::oauth::Grant> for pb::Grant {
+    fn from(grant: velocity_domain::oauth::Grant) -> Self {
+        pb::Grant {
+            id: grant.id.0,
+            client_id: grant.client_id.0,
+            app_name: grant.app_name,
+            user_id: grant.user_id.0,
+            workspace_id: grant.workspace_id.0,
+            workspace_slug: grant.workspace_slug,
+            scopes: grant.scopes.names(),
+            granted_at: Some(timestamp(grant.created_at)),
+            last_used_at: Some(timestamp(grant.last_used_at)),
+            expires_at: Some(timestamp(grant.expires_at)),
         }
     }
 }
@@ -162,6 +182,8 @@ mod tests {
             ScopeUnknown,
             RoleInsufficient,
             NotKeyOwner,
+            NotAppManager,
+            NotGrantHolder,
             AdminTokenInvalid,
             InvalidArgument,
             NotFound,

@@ -1,6 +1,7 @@
 //! The admin token guards whole services, not handlers: [`RequireAdmin`]
-//! wraps `DirectoryService` and `OAuthAppService` where they are assembled,
-//! so an RPC added to either cannot forget the check.
+//! wraps `DirectoryService` where it is assembled, so an RPC added to it
+//! cannot forget the check. (`OAuthAppService` also serves workspace
+//! admins, so it tells its callers apart per call.)
 
 use tonic::service::Interceptor;
 use tonic::{Request, Status};

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use velocity_domain::oauth::ClientId;
+use velocity_domain::oauth::{ClientId, FamilyId};
 use velocity_domain::page::PageRequest;
 use velocity_domain::service::{ClientAuth, NewKey};
 use velocity_domain::{ApiKeyId, KeyKind, Principal, Service};
@@ -121,6 +121,42 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::ListKeysResponse {
             next_page_token: keys.next_page_token(),
             keys: keys.items.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size.into(), &req.page_token).map_err(to_status)?;
+        let grants = self
+            .service
+            .list_grants(&caller, Some(&req.workspace_slug), &page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            next_page_token: grants.next_page_token(),
+            grants: grants.items.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let grant_id = FamilyId(request.into_inner().grant_id);
+        let revoked_at = self
+            .service
+            .revoke_grant(&caller, &grant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RevokeGrantResponse {
+            revoked_at: Some(timestamp(revoked_at)),
         }))
     }
 

@@ -101,15 +101,16 @@ pub async fn serve_grpc(
     ));
 
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(service.clone()));
-    // The admin services are wrapped whole, so no RPC of theirs runs unchecked.
-    let require_admin = RequireAdmin::new(config.admin_token);
+    // The admin service is wrapped whole, so no RPC of its runs unchecked.
+    // Apps are managed by the operator or by workspace admins, so that
+    // service tells which one calls, per call.
+    let apps = pb::o_auth_app_service_server::OAuthAppServiceServer::new(OAuthAppApi::new(
+        service.clone(),
+        config.admin_token.clone(),
+    ));
     let directory = pb::directory_service_server::DirectoryServiceServer::with_interceptor(
-        DirectoryApi::new(service.clone()),
-        require_admin.clone(),
-    );
-    let apps = pb::o_auth_app_service_server::OAuthAppServiceServer::with_interceptor(
-        OAuthAppApi::new(service),
-        require_admin,
+        DirectoryApi::new(service),
+        RequireAdmin::new(config.admin_token),
     );
 
     // Two limits, because HTTP/2 cannot refuse a large header block cheaply.

@@ -3,7 +3,9 @@
 //! scopes a bit set.
 
 use velocity_domain::api_key::KeyOwner;
-use velocity_domain::oauth::{ClientId, FamilyId, TokenId};
+use velocity_domain::oauth::{
+    ClientId, ClientType, FamilyId, Grant, OAuthApp, RetiringSecret, TokenId,
+};
 use velocity_domain::{
     ApiKey, ApiKeyId, KeyKind, Membership, Role, ScopeSet, SecretHash, StoreError, Timestamp, User,
     UserId, Workspace, WorkspaceId,
@@ -149,8 +151,9 @@ pub(crate) fn memberships<I: IntoIterator<Item = MembershipRow>>(
 }
 
 /// The columns of an [`AppRow`].
-pub(crate) const APP_COLUMNS: &str =
-    "client_id, name, client_type, secret_hash, redirect_uris, allowed_scopes, created_at";
+pub(crate) const APP_COLUMNS: &str = "client_id, name, client_type, secret_hash, \
+     previous_secret_hash, previous_secret_until, redirect_uris, allowed_scopes, workspace_id, \
+     created_by, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AppRow {
@@ -158,32 +161,98 @@ pub(crate) struct AppRow {
     name: String,
     client_type: String,
     secret_hash: Option<Vec<u8>>,
+    previous_secret_hash: Option<Vec<u8>>,
+    previous_secret_until: Option<i64>,
     redirect_uris: String,
     allowed_scopes: i64,
+    workspace_id: Option<String>,
+    created_by: Option<String>,
     created_at: i64,
 }
 
-impl TryFrom<AppRow> for velocity_domain::oauth::OAuthApp {
+impl TryFrom<AppRow> for OAuthApp {
     type Error = StoreError;
 
     fn try_from(row: AppRow) -> Result<Self, Self::Error> {
         let corrupt = |what: &str| {
             StoreError::Other(format!("bad {what} in oauth_apps row {}", row.client_id))
         };
-        Ok(velocity_domain::oauth::OAuthApp {
-            client_type: velocity_domain::oauth::ClientType::parse(&row.client_type)
+        let hash = |bytes: &Option<Vec<u8>>, what| {
+            bytes
+                .as_deref()
+                .map(|b| SecretHash::from_slice(b).ok_or_else(|| corrupt(what)))
+                .transpose()
+        };
+        let previous_secret = match (
+            hash(&row.previous_secret_hash, "previous_secret_hash")?,
+            row.previous_secret_until,
+        ) {
+            (Some(hash), Some(until)) => Some(RetiringSecret {
+                hash,
+                until: Timestamp(until),
+            }),
+            _ => None,
+        };
+        Ok(OAuthApp {
+            client_type: ClientType::parse(&row.client_type)
                 .ok_or_else(|| corrupt("client_type"))?,
-            secret_hash: match &row.secret_hash {
-                Some(bytes) => {
-                    Some(SecretHash::from_slice(bytes).ok_or_else(|| corrupt("secret_hash"))?)
-                }
-                None => None,
-            },
+            secret_hash: hash(&row.secret_hash, "secret_hash")?,
+            previous_secret,
             redirect_uris: row.redirect_uris.lines().map(str::to_owned).collect(),
             allowed_scopes: scopes(row.allowed_scopes).ok_or_else(|| corrupt("allowed_scopes"))?,
             name: row.name,
+            workspace_id: row.workspace_id.map(WorkspaceId),
+            created_by: row.created_by.map(UserId),
             created_at: Timestamp(row.created_at),
             client_id: ClientId(row.client_id),
+        })
+    }
+}
+
+/// The columns of a [`GrantRow`], from `oauth_grants AS g` joined with its
+/// app (`a`) and workspace (`w`).
+pub(crate) const GRANT_COLUMNS: &str = "g.id, g.client_id, a.name AS app_name, g.user_id, \
+     g.workspace_id, w.slug AS workspace_slug, g.scopes, g.created_at, g.last_used_at, \
+     g.expires_at, g.revoked_at";
+
+/// The joins [`GRANT_COLUMNS`] reads from.
+pub(crate) const GRANT_FROM: &str = "oauth_grants AS g \
+     JOIN oauth_apps AS a ON a.client_id = g.client_id \
+     JOIN workspaces AS w ON w.id = g.workspace_id";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct GrantRow {
+    id: String,
+    client_id: String,
+    app_name: String,
+    user_id: String,
+    workspace_id: String,
+    workspace_slug: String,
+    scopes: i64,
+    created_at: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<GrantRow> for Grant {
+    type Error = StoreError;
+
+    fn try_from(row: GrantRow) -> Result<Self, Self::Error> {
+        Ok(Grant {
+            scopes: scopes(row.scopes).ok_or_else(|| {
+                StoreError::Other(format!("bad scopes in oauth_grants row {}", row.id))
+            })?,
+            id: FamilyId(row.id),
+            client_id: ClientId(row.client_id),
+            app_name: row.app_name,
+            user_id: UserId(row.user_id),
+            workspace_id: WorkspaceId(row.workspace_id),
+            workspace_slug: row.workspace_slug,
+            created_at: Timestamp(row.created_at),
+            last_used_at: Timestamp(row.last_used_at),
+            expires_at: Timestamp(row.expires_at),
+            revoked_at: row.revoked_at.map(Timestamp),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::clock::Timestamp;
 use crate::credential::SecretHash;
-use crate::directory::id_type;
+use crate::directory::{UserId, WorkspaceId, id_type};
 use crate::scope::ScopeSet;
 
 id_type!(
@@ -12,11 +12,14 @@ id_type!(
     ClientId
 );
 
+/// Whether the token endpoint requires the app's secret. PKCE is required
+/// of every app either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientType {
-    /// Cannot keep a secret (SPA, native app): PKCE alone.
+    /// May not keep a secret (SPA, native app): `client_id` and PKCE are
+    /// enough. A secret, when sent, must be right.
     Public,
-    /// Authenticates with a `vels_` secret at the token endpoint.
+    /// A server-side app: must authenticate with its `vels_` secret.
     Confidential,
 }
 
@@ -48,12 +51,27 @@ pub struct OAuthApp {
     pub client_id: ClientId,
     pub name: String,
     pub client_type: ClientType,
-    /// Only for confidential clients.
+    /// `None` only for public apps the operator registered before every
+    /// app got a secret.
     pub secret_hash: Option<SecretHash>,
+    /// The secret the last rotation replaced, while it is still accepted.
+    pub previous_secret: Option<RetiringSecret>,
     /// Matched exactly, as strings.
     pub redirect_uris: Vec<String>,
     pub allowed_scopes: ScopeSet,
+    /// The workspace whose owners and admins manage the app; `None` for
+    /// apps the operator registered.
+    pub workspace_id: Option<WorkspaceId>,
+    pub created_by: Option<UserId>,
     pub created_at: Timestamp,
+}
+
+/// A replaced secret that keeps working until `until`, so a rotation can
+/// roll out without downtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiringSecret {
+    pub hash: SecretHash,
+    pub until: Timestamp,
 }
 
 impl OAuthApp {
@@ -61,6 +79,19 @@ impl OAuthApp {
         self.redirect_uris
             .iter()
             .any(|registered| registered == uri)
+    }
+
+    /// Whether `presented` is the app's secret, or its previous one still
+    /// inside the overlap. Both digests are compared, in constant time, so
+    /// the answer's timing does not tell which matched.
+    pub(crate) fn accepts_secret(&self, presented: &str, now: Timestamp) -> bool {
+        let digest = SecretHash::of(presented);
+        let current = self.secret_hash.as_ref().is_some_and(|h| h.ct_eq(&digest));
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|p| p.hash.ct_eq(&digest) & (now < p.until));
+        current | previous
     }
 }
 
@@ -112,6 +143,39 @@ pub(crate) fn validate_redirect_uri(uri: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credential::{CredentialKind, Secret};
+
+    #[test]
+    fn a_rotated_secret_works_until_its_overlap_ends() {
+        let old = Secret::generate(CredentialKind::ClientSecret);
+        let new = Secret::generate(CredentialKind::ClientSecret);
+        let app = OAuthApp {
+            client_id: ClientId("c".into()),
+            name: "App".into(),
+            client_type: ClientType::Confidential,
+            secret_hash: Some(new.hash()),
+            previous_secret: Some(RetiringSecret {
+                hash: old.hash(),
+                until: Timestamp(1_000),
+            }),
+            redirect_uris: vec![],
+            allowed_scopes: ScopeSet::default(),
+            workspace_id: None,
+            created_by: None,
+            created_at: Timestamp(0),
+        };
+        assert!(app.accepts_secret(new.expose(), Timestamp(999)));
+        assert!(app.accepts_secret(new.expose(), Timestamp(5_000)));
+        assert!(app.accepts_secret(old.expose(), Timestamp(999)));
+        assert!(!app.accepts_secret(old.expose(), Timestamp(1_000)));
+        assert!(!app.accepts_secret("vels_wrong", Timestamp(0)));
+        let no_secret = OAuthApp {
+            secret_hash: None,
+            previous_secret: None,
+            ..app
+        };
+        assert!(!no_secret.accepts_secret(new.expose(), Timestamp(0)));
+    }
 
     #[test]
     fn redirect_uri_rules() {

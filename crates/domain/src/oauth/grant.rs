@@ -71,3 +71,31 @@ pub struct OAuthToken {
     /// For refresh tokens: when it was exchanged for a new pair.
     pub rotated_at: Option<Timestamp>,
 }
+
+/// What a user authorized: an app acting for them in one workspace, with
+/// every token of one family. Made when the code is redeemed; each refresh
+/// is a use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub id: FamilyId,
+    pub client_id: ClientId,
+    pub app_name: String,
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    pub workspace_slug: String,
+    /// The scopes of its newest tokens (a refresh may narrow them).
+    pub scopes: ScopeSet,
+    pub created_at: Timestamp,
+    /// When it last issued tokens (the code's exchange or a refresh).
+    pub last_used_at: Timestamp,
+    /// When its newest refresh token expires.
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Whose grants a listing shows.
+#[derive(Clone, Copy, Debug)]
+pub enum GrantsOf<'a> {
+    User(&'a UserId),
+    Workspace(&'a WorkspaceId),
+}

@@ -6,8 +6,8 @@ pub mod grant;
 pub mod pkce;
 pub mod request;
 
-pub use app::{ClientId, ClientType, OAuthApp};
-pub use grant::{AuthorizationCode, FamilyId, OAuthToken, TokenId, TokenKind};
+pub use app::{ClientId, ClientType, OAuthApp, RetiringSecret};
+pub use grant::{AuthorizationCode, FamilyId, Grant, GrantsOf, OAuthToken, TokenId, TokenKind};
 pub use request::{AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization};
 
 /// Access tokens live one hour (CONTRACT §1).

@@ -239,6 +239,9 @@ mod tests {
             secret_hash: None,
             redirect_uris: vec!["https://tt.example.com/cb".into()],
             allowed_scopes: ScopeSet::parse(["issues:read", "issues:write", "user:read"]).unwrap(),
+            previous_secret: None,
+            workspace_id: None,
+            created_by: None,
             created_at: Timestamp(0),
         }
     }

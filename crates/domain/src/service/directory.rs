@@ -5,6 +5,24 @@ use crate::page::{Page, PageCursor, PageRequest};
 use super::{Service, check_name, limits};
 
 impl Service {
+    /// The user's membership in the workspace `slug` if they own or
+    /// administer it: who manages its keys, apps and grants.
+    pub(crate) async fn administered_workspace(
+        &self,
+        user: &UserId,
+        slug: &str,
+    ) -> Result<Membership, Error> {
+        let membership = self
+            .store
+            .membership_by_slug(user, slug)
+            .await?
+            .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
+        if !membership.role.manages_keys() {
+            return Err(Error::PermissionDenied(Reason::RoleInsufficient));
+        }
+        Ok(membership)
+    }
+
     pub async fn create_user(
         &self,
         id: Option<String>,

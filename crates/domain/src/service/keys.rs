@@ -54,14 +54,7 @@ impl Service {
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| Error::invalid("workspace keys need a workspace_slug"))?;
-                let membership = self
-                    .store
-                    .membership_by_slug(&caller_id, slug)
-                    .await?
-                    .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
-                if !membership.role.manages_keys() {
-                    return Err(Error::PermissionDenied(Reason::RoleInsufficient));
-                }
+                let membership = self.administered_workspace(&caller_id, slug).await?;
                 if !scopes.is_subset(ScopeSet::of_role(membership.role).effective()) {
                     return Err(Error::PermissionDenied(Reason::ScopeExceedsGrantor));
                 }
@@ -178,17 +171,12 @@ impl Service {
             .as_ref()
             .ok_or(Error::PermissionDenied(Reason::CredentialKindNotAccepted))?;
         let owner = match workspace_slug.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(slug) => {
-                let membership = self
-                    .store
-                    .membership_by_slug(caller_id, slug)
+            Some(slug) => KeyOwner::Workspace(
+                self.administered_workspace(caller_id, slug)
                     .await?
-                    .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
-                if !membership.role.manages_keys() {
-                    return Err(Error::PermissionDenied(Reason::RoleInsufficient));
-                }
-                KeyOwner::Workspace(membership.workspace.id)
-            }
+                    .workspace
+                    .id,
+            ),
             None => KeyOwner::User(caller_id.clone()),
         };
         self.list_keys_unchecked(&owner, include_revoked, page)

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
 pub use oauth::{
-    ClientAuth, IntrospectedToken, Introspection, IssuedTokens, ORIGIN_CACHE_SECS,
-    redirect_uri_origin,
+    AppChanges, AppManager, ClientAuth, IntrospectedToken, Introspection, IssuedTokens,
+    MAX_SECRET_OVERLAP_SECS, NewApp, ORIGIN_CACHE_SECS, redirect_uri_origin,
 };
 
 use crate::cache::{CacheConfig, VerificationCache};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::oauth::{AuthorizationRequest, ClientType, OAuthApp, pkce};
-use velocity_domain::service::{ClientAuth, KeySpec};
+use velocity_domain::service::{AppManager, ClientAuth, KeySpec, NewApp};
 use velocity_domain::{
     Clock, ManualClock, Principal, ScopeSet, Service, ServiceConfig, Timestamp, User, Workspace,
 };
@@ -89,20 +89,27 @@ impl World {
         let (app, secret) = self
             .service
             .register_app(
-                "Timetracker",
-                vec![REDIRECT_URI.into()],
-                &[
-                    "issues:read".into(),
-                    "issues:write".into(),
-                    "user:read".into(),
-                ],
-                client_type,
+                &AppManager::Operator,
+                NewApp {
+                    workspace_slug: None,
+                    name: "Timetracker".into(),
+                    redirect_uris: vec![REDIRECT_URI.into()],
+                    scopes: vec![
+                        "issues:read".into(),
+                        "issues:write".into(),
+                        "user:read".into(),
+                    ],
+                    client_type,
+                },
             )
             .await
             .unwrap();
+        // Public apps authenticate as the docs' token requests do: by
+        // client_id alone.
         let client = ClientAuth {
             client_id: app.client_id.clone(),
-            client_secret: secret.map(|s| s.expose().to_owned()),
+            client_secret: (client_type == ClientType::Confidential)
+                .then(|| secret.expose().to_owned()),
             address: None,
         };
         (app, client)

@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
-    AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
+    TokenId,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::{InvalidationStore, OAuthStore, StoreResult};
@@ -190,14 +191,33 @@ impl OAuthStore for SqlStore<Db> {
         oauth::app(&self.pool, client_id).await
     }
 
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Vec<OAuthApp>> {
-        oauth::list_apps(&self.pool, page).await
+    async fn list_apps(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<OAuthApp>> {
+        oauth::list_apps(&self.pool, workspace, page).await
     }
 
-    async fn set_app_secret(&self, client_id: &ClientId, hash: &SecretHash) -> StoreResult<bool> {
-        let (client_id, hash) = (client_id.clone(), *hash);
+    async fn update_app(&self, app: &OAuthApp) -> StoreResult<bool> {
+        let app = app.clone();
         self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
-            Box::pin(async move { oauth::set_app_secret(conn, &client_id, &hash).await })
+            Box::pin(async move { oauth::update_app(conn, &app).await })
+        })
+        .await
+    }
+
+    async fn set_app_secret(
+        &self,
+        client_id: &ClientId,
+        hash: &SecretHash,
+        previous: Option<&RetiringSecret>,
+    ) -> StoreResult<bool> {
+        let (client_id, hash, previous) = (client_id.clone(), *hash, previous.cloned());
+        self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move {
+                oauth::set_app_secret(conn, &client_id, &hash, previous.as_ref()).await
+            })
         })
         .await
     }
@@ -269,6 +289,19 @@ impl OAuthStore for SqlStore<Db> {
             Box::pin(async move { oauth::revoke_family(conn, &family_id, at).await })
         })
         .await
+    }
+
+    async fn grant(&self, id: &FamilyId) -> StoreResult<Option<Grant>> {
+        oauth::grant(&self.pool, id).await
+    }
+
+    async fn list_grants(
+        &self,
+        of: GrantsOf<'_>,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Grant>> {
+        oauth::list_grants(&self.pool, of, now, page).await
     }
 
     async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {

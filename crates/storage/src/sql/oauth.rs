@@ -6,16 +6,20 @@ use sqlx::{AssertSqlSafe, Database, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
-    AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
+    TokenId, TokenKind,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
-use velocity_domain::{SecretHash, StoreError, Timestamp};
+use velocity_domain::{SecretHash, StoreError, Timestamp, WorkspaceId};
 
 use super::invalidations::{execute_logged, log_invalidation};
 use super::{Conn, Db};
 use crate::insert::Insert;
-use crate::rows::{self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, TOKEN_COLUMNS, TokenRow};
+use crate::rows::{
+    self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow,
+    TOKEN_COLUMNS, TokenRow,
+};
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn insert_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<()> {
@@ -27,8 +31,23 @@ pub(super) async fn insert_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<(
             "secret_hash",
             app.secret_hash.as_ref().map(|h| h.as_bytes().as_slice()),
         )
+        .value(
+            "previous_secret_hash",
+            app.previous_secret
+                .as_ref()
+                .map(|p| p.hash.as_bytes().as_slice()),
+        )
+        .value(
+            "previous_secret_until",
+            app.previous_secret.as_ref().map(|p| p.until.0),
+        )
         .value("redirect_uris", app.redirect_uris.join("\n"))
         .value("allowed_scopes", i64::from(app.allowed_scopes.bits()))
+        .value(
+            "workspace_id",
+            app.workspace_id.as_ref().map(|w| w.as_str()),
+        )
+        .value("created_by", app.created_by.as_ref().map(|u| u.as_str()))
         .value("created_at", app.created_at.0);
     super::insert_row(conn, row, "app").await
 }
@@ -47,22 +66,35 @@ pub(super) async fn app(pool: &Pool<Db>, client_id: &ClientId) -> StoreResult<Op
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn list_apps(pool: &Pool<Db>, page: &PageRequest) -> StoreResult<Vec<OAuthApp>> {
+pub(super) async fn list_apps(
+    pool: &Pool<Db>,
+    workspace: Option<&WorkspaceId>,
+    page: &PageRequest,
+) -> StoreResult<Vec<OAuthApp>> {
     let classify = |e| crate::error::classify(e, "app");
     // Without a cursor, start before every app: no creation time is i64::MIN.
     let (at, key) = page
         .after
         .as_ref()
         .map_or((i64::MIN, ""), |c| (c.at, c.key.as_str()));
+    let only_workspace = if workspace.is_some() {
+        "workspace_id = $4 AND"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {APP_COLUMNS} FROM oauth_apps \
-         WHERE created_at > $1 OR (created_at = $1 AND client_id > $2) \
+         WHERE {only_workspace} (created_at > $1 OR (created_at = $1 AND client_id > $2)) \
          ORDER BY created_at, client_id LIMIT $3"
     );
-    sqlx::query_as::<Db, AppRow>(AssertSqlSafe(sql))
+    let mut query = sqlx::query_as::<Db, AppRow>(AssertSqlSafe(sql))
         .bind(at)
         .bind(key)
-        .bind(page.fetch_limit())
+        .bind(page.fetch_limit());
+    if let Some(workspace) = workspace {
+        query = query.bind(workspace.as_str());
+    }
+    query
         .fetch_all(pool)
         .await
         .map_err(classify)?
@@ -71,20 +103,39 @@ pub(super) async fn list_apps(pool: &Pool<Db>, page: &PageRequest) -> StoreResul
         .collect()
 }
 
-/// `false` unless a confidential app has that id. Logs
-/// [`Invalidation::App`]: cached copies hold the old secret.
+/// Logs [`Invalidation::App`]: cached copies are stale.
+#[instrument(level = "debug", skip_all, err(level = "debug"))]
+pub(super) async fn update_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<bool> {
+    let change = sqlx::query(
+        "UPDATE oauth_apps SET name = $2, client_type = $3, redirect_uris = $4, \
+         allowed_scopes = $5 WHERE client_id = $1",
+    )
+    .bind(app.client_id.as_str())
+    .bind(&app.name)
+    .bind(app.client_type.as_str())
+    .bind(app.redirect_uris.join("\n"))
+    .bind(i64::from(app.allowed_scopes.bits()));
+    let invalidation = Invalidation::App(app.client_id.clone());
+    let affected = execute_logged(conn, change, invalidation, "app").await?;
+    Ok(affected == 1)
+}
+
+/// Logs [`Invalidation::App`]: cached copies hold the old secrets.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn set_app_secret(
     conn: &mut Conn,
     client_id: &ClientId,
     hash: &SecretHash,
+    previous: Option<&RetiringSecret>,
 ) -> StoreResult<bool> {
     let change = sqlx::query(
-        "UPDATE oauth_apps SET secret_hash = $2 \
-         WHERE client_id = $1 AND client_type = 'confidential'",
+        "UPDATE oauth_apps SET secret_hash = $2, previous_secret_hash = $3, \
+         previous_secret_until = $4 WHERE client_id = $1",
     )
     .bind(client_id.as_str())
-    .bind(hash.as_bytes().as_slice());
+    .bind(hash.as_bytes().as_slice())
+    .bind(previous.map(|p| p.hash.as_bytes().as_slice()))
+    .bind(previous.map(|p| p.until.0));
     let invalidation = Invalidation::App(client_id.clone());
     let affected = execute_logged(conn, change, invalidation, "app").await?;
     Ok(affected == 1)
@@ -210,19 +261,79 @@ pub(super) async fn revoke_token(
     Ok(affected == 1)
 }
 
-/// Logs [`Invalidation::AccessTokens`] if any token of the family was active.
+/// Logs [`Invalidation::AccessTokens`] if any token of the family was
+/// active. The grant is marked revoked first, in its own statement (of the
+/// same transaction): a family whose tokens all expired is still a grant
+/// to end.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_family(
     conn: &mut Conn,
     family_id: &FamilyId,
     at: Timestamp,
 ) -> StoreResult<u64> {
+    let classify = |e| crate::error::classify(e, "grant");
+    sqlx::query("UPDATE oauth_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(family_id.as_str())
+        .bind(at.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
     let change = sqlx::query(
         "UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
     )
     .bind(family_id.as_str())
     .bind(at.0);
     execute_logged(conn, change, Invalidation::AccessTokens, "token").await
+}
+
+#[instrument(level = "debug", skip_all, err(level = "debug"))]
+pub(super) async fn grant(pool: &Pool<Db>, id: &FamilyId) -> StoreResult<Option<Grant>> {
+    let classify = |e| crate::error::classify(e, "grant");
+    let sql = format!("SELECT {GRANT_COLUMNS} FROM {GRANT_FROM} WHERE g.id = $1");
+    sqlx::query_as::<Db, GrantRow>(AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+#[instrument(level = "debug", skip_all, err(level = "debug"))]
+pub(super) async fn list_grants(
+    pool: &Pool<Db>,
+    of: GrantsOf<'_>,
+    now: Timestamp,
+    page: &PageRequest,
+) -> StoreResult<Vec<Grant>> {
+    let classify = |e| crate::error::classify(e, "grant");
+    // Newest first; without a cursor, start after the newest possible grant.
+    let (at, key) = page
+        .after
+        .as_ref()
+        .map_or((i64::MAX, ""), |c| (c.at, c.key.as_str()));
+    let (owner_column, owner) = match of {
+        GrantsOf::User(user) => ("g.user_id", user.as_str()),
+        GrantsOf::Workspace(workspace) => ("g.workspace_id", workspace.as_str()),
+    };
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS} FROM {GRANT_FROM} \
+         WHERE {owner_column} = $1 AND g.revoked_at IS NULL AND g.expires_at > $5 \
+         AND (g.created_at < $2 OR (g.created_at = $2 AND g.id < $3)) \
+         ORDER BY g.created_at DESC, g.id DESC LIMIT $4"
+    );
+    sqlx::query_as::<Db, GrantRow>(AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(at)
+        .bind(key)
+        .bind(page.fetch_limit())
+        .bind(now.0)
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -269,7 +380,34 @@ async fn claim_then_insert(
         return Ok(false);
     }
     insert_tokens(conn, tokens).await.map_err(classify)?;
+    record_grant(conn, tokens).await.map_err(classify)?;
     Ok(true)
+}
+
+/// The grant the tokens belong to, from their refresh token: made by the
+/// code's redemption, and each refresh records a use (its scopes, which a
+/// refresh may narrow, and its new expiry). Its creation time stays.
+async fn record_grant(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
+    let Some(refresh) = tokens.iter().find(|t| t.kind == TokenKind::Refresh) else {
+        return Ok(());
+    };
+    Insert::into("oauth_grants")
+        .value("id", refresh.family_id.as_str())
+        .value("client_id", refresh.client_id.as_str())
+        .value("user_id", refresh.user_id.as_str())
+        .value("workspace_id", refresh.workspace_id.as_str())
+        .value("scopes", i64::from(refresh.scopes.bits()))
+        .value("created_at", refresh.created_at.0)
+        .value("last_used_at", refresh.created_at.0)
+        .value("expires_at", refresh.expires_at.0)
+        .on_conflict(
+            "(id) DO UPDATE SET scopes = excluded.scopes, \
+             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at",
+        )
+        .query()?
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// One statement for all of them: on SQLite each statement is a round trip

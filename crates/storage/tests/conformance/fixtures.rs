@@ -69,6 +69,9 @@ pub fn app(client_id: &str, client_type: ClientType, created_at: i64) -> OAuthAp
             "http://127.0.0.1:8123/cb".into(),
         ],
         allowed_scopes: ScopeSet::parse(["issues:read", "issues:write"]).unwrap(),
+        previous_secret: None,
+        workspace_id: None,
+        created_by: None,
         created_at: Timestamp(created_at),
     }
 }

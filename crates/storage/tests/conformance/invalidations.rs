@@ -56,13 +56,13 @@ pub async fn logging_story(store: Arc<dyn Store>) {
     let web_changed = Invalidation::App(web.client_id.clone());
     assert!(
         store
-            .set_app_secret(&web.client_id, &SecretHash([0xc1; 32]))
+            .set_app_secret(&web.client_id, &SecretHash([0xc1; 32]), None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .set_app_secret(&ClientId("nope".into()), &SecretHash([0xc1; 32]))
+            .set_app_secret(&ClientId("nope".into()), &SecretHash([0xc1; 32]), None)
             .await
             .unwrap()
     );

@@ -60,11 +60,11 @@ pub async fn listing_story(store: Arc<dyn Store>) {
             .await
             .unwrap();
     }
-    let apps = store.list_apps(&page(10, None)).await.unwrap();
+    let apps = store.list_apps(None, &page(10, None)).await.unwrap();
     let names: Vec<_> = apps.iter().map(|a| a.client_id.as_str()).collect();
     assert_eq!(names, ["app-c", "app-a", "app-b"]);
     let rest = store
-        .list_apps(&page(10, Some(PageCursor::new(10, "app-a"))))
+        .list_apps(None, &page(10, Some(PageCursor::new(10, "app-a"))))
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);

@@ -5,6 +5,7 @@
 
 mod directory;
 mod fixtures;
+mod grants;
 mod invalidations;
 mod listing;
 mod oauth;
@@ -91,6 +92,16 @@ mod sqlite {
         run(BACKEND, oauth::oauth_story).await;
     }
 
+    #[tokio::test]
+    async fn workspace_apps() {
+        run(BACKEND, grants::workspace_apps_story).await;
+    }
+
+    #[tokio::test]
+    async fn grants() {
+        run(BACKEND, grants::grant_story).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_redeems_have_one_winner() {
         run(BACKEND, oauth::concurrent_redeem_story).await;
@@ -175,6 +186,16 @@ mod postgres {
     #[tokio::test]
     async fn oauth() {
         run(BACKEND, oauth::oauth_story).await;
+    }
+
+    #[tokio::test]
+    async fn workspace_apps() {
+        run(BACKEND, grants::workspace_apps_story).await;
+    }
+
+    #[tokio::test]
+    async fn grants() {
+        run(BACKEND, grants::grant_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

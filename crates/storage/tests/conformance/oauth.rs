@@ -29,13 +29,13 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     );
     assert_eq!(store.app(&ClientId("nope".into())).await.unwrap(), None);
     assert_eq!(
-        store.list_apps(&PageRequest::first()).await.unwrap(),
+        store.list_apps(None, &PageRequest::first()).await.unwrap(),
         vec![cli.clone(), web.clone()],
         "apps are listed oldest first"
     );
     assert!(
         store
-            .set_app_secret(&ClientId("web".into()), &SecretHash([0xc1; 32]))
+            .set_app_secret(&ClientId("web".into()), &SecretHash([0xc1; 32]), None)
             .await
             .unwrap()
     );
@@ -50,7 +50,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .set_app_secret(&ClientId("nope".into()), &SecretHash([0xc1; 32]))
+            .set_app_secret(&ClientId("nope".into()), &SecretHash([0xc1; 32]), None)
             .await
             .unwrap()
     );
@@ -198,7 +198,7 @@ pub async fn oauth_story(store: Arc<dyn Store>) {
         assert_eq!(store.token_by_hash(&t.hash).await.unwrap(), None);
     }
     assert_eq!(
-        store.list_apps(&PageRequest::first()).await.unwrap(),
+        store.list_apps(None, &PageRequest::first()).await.unwrap(),
         vec![cli]
     );
 

@@ -1,13 +1,19 @@
-//! Registered apps: registration, listing, secret rotation, deletion, and
-//! client authentication at the token endpoint (RFC 6749 §2.3), with its
-//! brake on failures (`crate::throttle`).
+//! Registered apps: registration, listing, changes, secret rotation with
+//! overlap, deletion, by the operator or by a workspace's owners and
+//! admins; and client authentication at the token endpoint (RFC 6749
+//! §2.3), with its brake on failures (`crate::throttle`).
 
 use std::net::IpAddr;
 
-use crate::credential::{CredentialKind, Secret, SecretHash};
-use crate::error::{Error, ErrorClass, OAuthErrorCode};
-use crate::oauth::{ClientId, ClientType, OAuthApp, app};
+use tracing::instrument;
+
+use crate::credential::{CredentialKind, Secret};
+use crate::directory::{UserId, WorkspaceId};
+use crate::error::{Error, ErrorClass, OAuthErrorCode, Reason};
+use crate::oauth::{ClientId, ClientType, OAuthApp, RetiringSecret, app};
 use crate::page::{Page, PageCursor, PageRequest};
+use crate::principal::Principal;
+use crate::scope::ScopeSet;
 use crate::service::keys::parse_scopes;
 use crate::service::{Service, check_name, limits};
 
@@ -37,71 +43,217 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
+/// Who is managing apps: the operator (the admin token) manages every app;
+/// a workspace's owners and admins (by session, or a personal key holding
+/// `admin`) manage that workspace's apps.
+#[derive(Clone, Debug)]
+pub enum AppManager {
+    Operator,
+    Member(Principal),
+}
+
+/// RegisterApp's request.
+#[derive(Clone, Debug)]
+pub struct NewApp {
+    /// The owning workspace: required of members; the operator may leave it
+    /// out to register an app of its own.
+    pub workspace_slug: Option<String>,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub client_type: ClientType,
+}
+
+/// UpdateApp's request: `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct AppChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub client_type: Option<ClientType>,
+}
+
+/// The longest a replaced secret may keep working after a rotation.
+pub const MAX_SECRET_OVERLAP_SECS: u64 = 7 * 24 * 3600;
+
 impl Service {
+    /// RegisterApp: every app gets a client id and a `vels_` secret, shown
+    /// once. Confidential apps must send it; public ones may.
+    #[instrument(skip_all)]
     pub async fn register_app(
         &self,
-        name: &str,
-        redirect_uris: Vec<String>,
-        scopes: &[String],
-        client_type: ClientType,
-    ) -> Result<(OAuthApp, Option<Secret>), Error> {
-        let name = check_name(name)?.to_owned();
-        if redirect_uris.is_empty() || redirect_uris.len() > app::MAX_REDIRECT_URIS {
-            return Err(Error::invalid(format!(
-                "give 1 to {} redirect URIs",
-                app::MAX_REDIRECT_URIS
-            )));
-        }
-        for uri in &redirect_uris {
-            app::validate_redirect_uri(uri)
-                .map_err(|why| Error::invalid(format!("{why}: {uri}")))?;
-        }
-        let allowed_scopes = parse_scopes(scopes)?;
-        if allowed_scopes.is_empty() {
-            return Err(Error::invalid("an app needs at least one scope"));
-        }
-        let secret = (client_type == ClientType::Confidential)
-            .then(|| Secret::generate(CredentialKind::ClientSecret));
+        manager: &AppManager,
+        request: NewApp,
+    ) -> Result<(OAuthApp, Secret), Error> {
+        let slug = request
+            .workspace_slug
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let (workspace_id, created_by) = match (manager, slug) {
+            (AppManager::Operator, None) => (None, None),
+            (AppManager::Operator, Some(slug)) => {
+                let workspace = self
+                    .store
+                    .workspace_by_slug(slug)
+                    .await?
+                    .ok_or(Error::NotFound("workspace"))?;
+                (Some(workspace.id), None)
+            }
+            (AppManager::Member(_), None) => {
+                return Err(Error::invalid("workspace_slug is required"));
+            }
+            (AppManager::Member(caller), Some(slug)) => {
+                let user = caller_id(caller)?;
+                let membership = self.administered_workspace(user, slug).await?;
+                (Some(membership.workspace.id), Some(user.clone()))
+            }
+        };
+        let secret = Secret::generate(CredentialKind::ClientSecret);
         let app = OAuthApp {
             // Without hyphens: client ids end up in URLs and config files.
             client_id: ClientId(uuid::Uuid::now_v7().simple().to_string()),
-            name,
-            client_type,
-            secret_hash: secret.as_ref().map(Secret::hash),
-            redirect_uris,
-            allowed_scopes,
+            name: check_name(&request.name)?.to_owned(),
+            client_type: request.client_type,
+            secret_hash: Some(secret.hash()),
+            previous_secret: None,
+            redirect_uris: check_redirect_uris(request.redirect_uris)?,
+            allowed_scopes: check_app_scopes(&request.scopes)?,
+            workspace_id,
+            created_by,
             created_at: self.clock.now(),
         };
         self.store.insert_app(&app).await?;
         self.origin_cache.clear();
-        tracing::info!(client_id = %app.client_id, client_type = %client_type, "oauth app registered");
+        tracing::info!(
+            client_id = %app.client_id,
+            client_type = %app.client_type,
+            workspace_id = ?app.workspace_id,
+            "oauth app registered"
+        );
         Ok((app, secret))
     }
 
-    pub async fn list_apps(&self, page: &PageRequest) -> Result<Page<OAuthApp>, Error> {
-        let rows = self.store.list_apps(page).await?;
+    /// ListApps: a workspace's apps (its owners and admins), or for the
+    /// operator without a slug, every app.
+    pub async fn list_apps(
+        &self,
+        manager: &AppManager,
+        workspace_slug: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<OAuthApp>, Error> {
+        let slug = workspace_slug.map(str::trim).filter(|s| !s.is_empty());
+        let workspace = match (manager, slug) {
+            (AppManager::Operator, None) => None,
+            (AppManager::Operator, Some(slug)) => Some(
+                self.store
+                    .workspace_by_slug(slug)
+                    .await?
+                    .ok_or(Error::NotFound("workspace"))?
+                    .id,
+            ),
+            (AppManager::Member(_), None) => {
+                return Err(Error::invalid("workspace_slug is required"));
+            }
+            (AppManager::Member(caller), Some(slug)) => Some(
+                self.administered_workspace(caller_id(caller)?, slug)
+                    .await?
+                    .workspace
+                    .id,
+            ),
+        };
+        self.list_apps_unchecked(workspace.as_ref(), page).await
+    }
+
+    pub(super) async fn list_apps_unchecked(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        page: &PageRequest,
+    ) -> Result<Page<OAuthApp>, Error> {
+        let rows = self.store.list_apps(workspace, page).await?;
         Ok(Page::from_rows(rows, page, |app| {
             PageCursor::new(app.created_at.0, app.client_id.as_str())
         }))
     }
 
-    /// A new `vels_` secret; the old one stops working at once.
-    pub async fn rotate_app_secret(&self, client_id: &ClientId) -> Result<Secret, Error> {
-        let app = self.app(client_id).await?.ok_or(Error::NotFound("app"))?;
-        if app.client_type != ClientType::Confidential {
-            return Err(Error::invalid("public clients have no secret"));
+    /// UpdateApp: name, redirect URIs, scopes, whether the secret is
+    /// required. Grants already made keep their scopes until their next
+    /// refresh, which is capped to the app's scopes then.
+    #[instrument(skip_all, fields(%client_id))]
+    pub async fn update_app(
+        &self,
+        manager: &AppManager,
+        client_id: &ClientId,
+        changes: AppChanges,
+    ) -> Result<OAuthApp, Error> {
+        let mut app = self.managed_app(manager, client_id).await?;
+        if let Some(name) = changes.name {
+            app.name = check_name(&name)?.to_owned();
         }
-        let secret = Secret::generate(CredentialKind::ClientSecret);
-        if !self.store.set_app_secret(client_id, &secret.hash()).await? {
+        if let Some(uris) = changes.redirect_uris {
+            app.redirect_uris = check_redirect_uris(uris)?;
+        }
+        if let Some(scopes) = changes.scopes {
+            app.allowed_scopes = check_app_scopes(&scopes)?;
+        }
+        if let Some(client_type) = changes.client_type {
+            app.client_type = client_type;
+        }
+        if !self.store.update_app(&app).await? {
             return Err(Error::NotFound("app"));
         }
-        // The cached app holds the old secret's hash: drop it here now.
+        self.origin_cache.clear();
+        // Cached copies of the app are stale: drop ours now.
         self.after_change().await;
-        tracing::info!(%client_id, "oauth app secret rotated");
-        Ok(secret)
+        tracing::info!(%client_id, "oauth app updated");
+        Ok(app)
     }
 
-    pub async fn delete_app(&self, client_id: &ClientId) -> Result<(), Error> {
+    /// A new `vels_` secret. With an overlap, the one it replaces keeps
+    /// working that long (at most [`MAX_SECRET_OVERLAP_SECS`]), so the app
+    /// can roll the new one out; an older secret still overlapping stops.
+    #[instrument(skip_all, fields(%client_id))]
+    pub async fn rotate_app_secret(
+        &self,
+        manager: &AppManager,
+        client_id: &ClientId,
+        overlap_secs: u64,
+    ) -> Result<(Secret, Option<RetiringSecret>), Error> {
+        if overlap_secs > MAX_SECRET_OVERLAP_SECS {
+            return Err(Error::invalid(format!(
+                "overlap_seconds is at most {MAX_SECRET_OVERLAP_SECS}"
+            )));
+        }
+        let app = self.managed_app(manager, client_id).await?;
+        let previous = match (app.secret_hash, overlap_secs) {
+            (Some(hash), secs) if secs > 0 => Some(RetiringSecret {
+                hash,
+                until: self.clock.now().plus_secs(i64::try_from(secs).unwrap_or(0)),
+            }),
+            _ => None,
+        };
+        let secret = Secret::generate(CredentialKind::ClientSecret);
+        if !self
+            .store
+            .set_app_secret(client_id, &secret.hash(), previous.as_ref())
+            .await?
+        {
+            return Err(Error::NotFound("app"));
+        }
+        // The cached app holds the old secrets: drop it here now.
+        self.after_change().await;
+        tracing::info!(%client_id, overlap_secs, "oauth app secret rotated");
+        Ok((secret, previous))
+    }
+
+    /// DeleteApp: the app goes with every code, token and grant of it.
+    #[instrument(skip_all, fields(%client_id))]
+    pub async fn delete_app(
+        &self,
+        manager: &AppManager,
+        client_id: &ClientId,
+    ) -> Result<(), Error> {
+        self.managed_app(manager, client_id).await?;
         if !self.store.delete_app(client_id).await? {
             return Err(Error::NotFound("app"));
         }
@@ -109,6 +261,37 @@ impl Service {
         self.after_change().await;
         tracing::info!(%client_id, "oauth app deleted with its codes and tokens");
         Ok(())
+    }
+
+    /// The app, if `manager` may manage it: the operator any app, a member
+    /// the apps of a workspace they own or administer.
+    async fn managed_app(
+        &self,
+        manager: &AppManager,
+        client_id: &ClientId,
+    ) -> Result<OAuthApp, Error> {
+        // From storage, not the cache: what is changed is what is read here.
+        let app = self
+            .store
+            .app(client_id)
+            .await?
+            .ok_or(Error::NotFound("app"))?;
+        let AppManager::Member(caller) = manager else {
+            return Ok(app);
+        };
+        let workspace = app
+            .workspace_id
+            .as_ref()
+            .ok_or(Error::PermissionDenied(Reason::NotAppManager))?;
+        let manages = self
+            .store
+            .membership(workspace, caller_id(caller)?)
+            .await?
+            .is_some_and(|m| m.role.manages_keys());
+        if !manages {
+            return Err(Error::PermissionDenied(Reason::NotAppManager));
+        }
+        Ok(app)
     }
 
     /// An app by client id; ids no app could have are not looked up.
@@ -154,21 +337,47 @@ impl Service {
             .await?
             .ok_or_else(|| oauth_error(OAuthErrorCode::InvalidClient, "unknown client"))?;
         let presented = client.client_secret.as_deref().filter(|s| !s.is_empty());
-        match (app.client_type, presented, app.secret_hash) {
-            (ClientType::Public, None, _) => Ok(app),
-            (ClientType::Public, Some(_), _) => Err(oauth_error(
+        match presented {
+            // The docs' token requests carry client_id and PKCE alone.
+            None if app.client_type == ClientType::Public => Ok(app),
+            None => Err(oauth_error(
                 OAuthErrorCode::InvalidClient,
-                "public clients do not authenticate with a secret",
+                "this app must authenticate with its client secret",
             )),
-            (ClientType::Confidential, Some(secret), Some(stored))
-                if SecretHash::of(secret).ct_eq(&stored) =>
-            {
-                Ok(app)
-            }
-            (ClientType::Confidential, _, _) => Err(oauth_error(
+            Some(secret) if app.accepts_secret(secret, self.clock.now()) => Ok(app),
+            Some(_) => Err(oauth_error(
                 OAuthErrorCode::InvalidClient,
                 "client authentication failed",
             )),
         }
     }
+}
+
+/// The user behind a member's call.
+fn caller_id(caller: &Principal) -> Result<&UserId, Error> {
+    caller
+        .user_id
+        .as_ref()
+        .ok_or(Error::PermissionDenied(Reason::CredentialKindNotAccepted))
+}
+
+fn check_redirect_uris(uris: Vec<String>) -> Result<Vec<String>, Error> {
+    if uris.is_empty() || uris.len() > app::MAX_REDIRECT_URIS {
+        return Err(Error::invalid(format!(
+            "give 1 to {} redirect URIs",
+            app::MAX_REDIRECT_URIS
+        )));
+    }
+    for uri in &uris {
+        app::validate_redirect_uri(uri).map_err(|why| Error::invalid(format!("{why}: {uri}")))?;
+    }
+    Ok(uris)
+}
+
+fn check_app_scopes(names: &[String]) -> Result<ScopeSet, Error> {
+    let scopes = parse_scopes(names)?;
+    if scopes.is_empty() {
+        return Err(Error::invalid("an app needs at least one scope"));
+    }
+    Ok(scopes)
 }

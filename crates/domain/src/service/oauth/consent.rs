@@ -11,7 +11,7 @@ use crate::oauth::request::{
     AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization, redirect_with,
     validate_authorization,
 };
-use crate::oauth::{AuthorizationCode, CODE_SECS, ClientId, FamilyId};
+use crate::oauth::{AuthorizationCode, CODE_SECS, ClientId, FamilyId, OAuthApp};
 use crate::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::scope::ScopeSet;
 use crate::service::Service;
@@ -36,6 +36,15 @@ impl Service {
                 page => page,
             }),
         )
+    }
+
+    /// Who registered an app, as the consent page names it: its
+    /// workspace, or the operator.
+    pub async fn app_registrant(&self, app: &OAuthApp) -> Result<String, Error> {
+        Ok(match &app.workspace_id {
+            Some(id) => format!("the {} workspace", self.workspace_by_id(id).await?.name),
+            None => "the Velocity operator".to_owned(),
+        })
     }
 
     /// The workspaces a user can pick on the consent page: all of them.

@@ -7,11 +7,12 @@
 mod app_cache;
 mod apps;
 mod consent;
+mod grants;
 pub(crate) mod origins;
 mod revocation;
 mod token;
 
-pub use apps::ClientAuth;
+pub use apps::{AppChanges, AppManager, ClientAuth, MAX_SECRET_OVERLAP_SECS, NewApp};
 pub use origins::{ORIGIN_CACHE_SECS, redirect_uri_origin};
 pub use revocation::{IntrospectedToken, Introspection};
 pub use token::IssuedTokens;

@@ -75,7 +75,7 @@ impl Service {
             after: None,
         };
         loop {
-            let found = self.list_apps(&page).await?;
+            let found = self.list_apps_unchecked(None, &page).await?;
             origins.extend(
                 found
                     .items

@@ -158,8 +158,10 @@ impl Service {
             reuse_since: self.refresh_reuse_since(now),
         };
         self.check_redeemable(&app, &grant, now).await?;
+        // An app whose scopes were narrowed since the grant gets no more
+        // than it holds now.
         let scopes = match scope.map(str::trim).filter(|s| !s.is_empty()) {
-            None => grant.scopes,
+            None => grant.scopes.intersection(app.allowed_scopes),
             Some(text) => {
                 let asked = ScopeSet::parse_space_separated(text)
                     .map_err(|_| oauth_error(OAuthErrorCode::InvalidScope, "unknown scope"))?;
@@ -170,9 +172,15 @@ impl Service {
                         "scope exceeds the original grant".to_owned(),
                     ));
                 }
-                asked
+                asked.intersection(app.allowed_scopes)
             }
         };
+        if scopes.is_empty() {
+            return Err(oauth_error(
+                OAuthErrorCode::InvalidScope,
+                "the app no longer holds any of the grant's scopes",
+            ));
+        }
         self.redeem(&app, grant, scopes, now).await
     }
 
