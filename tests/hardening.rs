@@ -142,9 +142,14 @@ async fn seed_keys(h: &Harness, backend: Backend, workspace_slug: &str, count: u
         rows.join(", ")
     );
     match &db {
-        Database::Sqlite(store) => {
+        // The store's SQLite pool only reads (its writes go through one
+        // writer), so a connection of our own writes the seed.
+        Database::Sqlite(_) => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&h.db.url)
+                .await
+                .unwrap();
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(store.pool())
+                .execute(&mut conn)
                 .await
                 .unwrap();
         }

@@ -16,6 +16,7 @@ use moka::sync::Cache;
 use crate::credential::{CredentialKind, SecretHash};
 use crate::directory::{Membership, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
+use crate::oauth::{ClientId, OAuthApp};
 use crate::resolve::{MembershipKey, VerifiedCredential};
 use crate::session::SessionClaims;
 
@@ -56,6 +57,11 @@ pub(crate) struct VerificationCache {
     /// Workspaces by id: a cold key then costs one storage round trip, not two.
     workspaces: Cache<WorkspaceId, Workspace>,
     sessions: Cache<SecretHash, Arc<SessionClaims>>,
+    /// Registered apps by client id, read by every grant and introspection.
+    apps: Cache<ClientId, OAuthApp>,
+    /// Bumped by every app invalidation: a lookup that began before one
+    /// does not cache what it read ([`Self::app_generation`]).
+    app_generation: AtomicU64,
     known: KnownCredentials,
     token_budget: Budget,
 }
@@ -87,6 +93,11 @@ impl VerificationCache {
                 .max_capacity(config.max_credentials)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
+            apps: Cache::builder()
+                .max_capacity(config.max_memberships)
+                .time_to_live(config.ttl)
+                .build(),
+            app_generation: AtomicU64::new(0),
             known: KnownCredentials::new(config.filter_bits),
             token_budget: Budget::new(config.unknown_token_lookups_per_sec),
         }
@@ -136,6 +147,32 @@ impl VerificationCache {
         self.sessions.insert(token_hash, claims);
     }
 
+    pub fn app(&self, client_id: &ClientId) -> Option<OAuthApp> {
+        self.apps.get(client_id)
+    }
+
+    /// Read before looking an app up in storage, and handed back to
+    /// [`Self::put_app`] with what was found.
+    pub fn app_generation(&self) -> u64 {
+        self.app_generation.load(Ordering::Acquire)
+    }
+
+    /// Caches `app` unless an app invalidation came after `generation` was
+    /// read: what storage answered may predate it.
+    pub fn put_app(&self, app: OAuthApp, generation: u64) {
+        if self.app_generation() != generation {
+            return;
+        }
+        let client_id = app.client_id.clone();
+        self.apps.insert(client_id.clone(), app);
+        // An invalidation between the check and the insert bumped the
+        // generation before dropping the entry, maybe before it existed:
+        // look again, and drop it ourselves.
+        if self.app_generation() != generation {
+            self.apps.invalidate(&client_id);
+        }
+    }
+
     pub fn known(&self) -> &KnownCredentials {
         &self.known
     }
@@ -157,6 +194,10 @@ impl VerificationCache {
                     .invalidate_entries_if(move |key, _| key.user() == &user);
             }
             Invalidation::AccessTokens => self.tokens.invalidate_all(),
+            Invalidation::App(client_id) => {
+                self.app_generation.fetch_add(1, Ordering::AcqRel);
+                self.apps.invalidate(client_id);
+            }
         }
     }
 
@@ -166,6 +207,8 @@ impl VerificationCache {
         self.tokens.invalidate_all();
         self.memberships.invalidate_all();
         self.workspaces.invalidate_all();
+        self.app_generation.fetch_add(1, Ordering::AcqRel);
+        self.apps.invalidate_all();
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::credential::SecretHash;
 use crate::directory::UserId;
+use crate::oauth::ClientId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
@@ -16,6 +17,8 @@ pub enum Invalidation {
     Membership(UserId),
     /// OAuth tokens were revoked (by family, app deletion or RFC 7009).
     AccessTokens,
+    /// An OAuth app changed (its secret, its settings) or was deleted.
+    App(ClientId),
 }
 
 impl Invalidation {
@@ -25,6 +28,7 @@ impl Invalidation {
             Invalidation::KeyCreated(hash) => format!("key-created:{}", hex(hash)),
             Invalidation::Membership(user) => format!("membership:{user}"),
             Invalidation::AccessTokens => "access-tokens".to_owned(),
+            Invalidation::App(client_id) => format!("app:{client_id}"),
         }
     }
 
@@ -33,6 +37,7 @@ impl Invalidation {
             Some(("key-revoked", h)) => unhex(h).map(Invalidation::KeyRevoked),
             Some(("key-created", h)) => unhex(h).map(Invalidation::KeyCreated),
             Some(("membership", user)) => Some(Invalidation::Membership(UserId(user.to_owned()))),
+            Some(("app", client_id)) => Some(Invalidation::App(ClientId(client_id.to_owned()))),
             None if text == "access-tokens" => Some(Invalidation::AccessTokens),
             _ => None,
         }
@@ -65,6 +70,7 @@ mod tests {
             Invalidation::KeyCreated(SecretHash([1; 32])),
             Invalidation::Membership(UserId("u:1".into())),
             Invalidation::AccessTokens,
+            Invalidation::App(ClientId("0192f3a4b5c6".into())),
         ] {
             assert_eq!(Invalidation::decode(&inv.encode()), Some(inv));
         }

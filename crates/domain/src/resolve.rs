@@ -40,6 +40,8 @@ pub struct AccessTokenGrant {
     pub workspace: Workspace,
     pub client_id: ClientId,
     pub scopes: ScopeSet,
+    /// When the token was issued (introspection's `iat`).
+    pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
@@ -527,6 +529,7 @@ mod tests {
             workspace: workspace("acme"),
             client_id: ClientId("app-1".into()),
             scopes: scopes(&["issues:write", "user:read"]),
+            created_at: NOW,
             expires_at: NOW.plus_secs(3600),
             revoked_at: None,
         }

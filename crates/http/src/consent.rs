@@ -7,12 +7,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use velocity_domain::oauth::{AuthorizationRequest, AuthorizeError, ValidatedAuthorization};
 use velocity_domain::{Error, ErrorClass, Principal, PrincipalKind, Reason, UserId};
 
-use crate::AppState;
 use crate::authorization::AuthorizationHeader;
 use crate::error::{log_if_internal, status_of};
 use crate::page::{consent_page, error_page};
 use crate::params::Params;
 use crate::web_session::return_path;
+use crate::{AppState, Shared};
 
 /// This page's path, the start of the return path after signing in.
 const CONSENT_PATH: &str = "/oauth/consent";
@@ -21,7 +21,7 @@ const CONSENT_PATH: &str = "/oauth/consent";
 const SIGN_IN: &str = "Sign in to Velocity in this browser, then open this page again.";
 
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     RawQuery(query): RawQuery,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
@@ -57,7 +57,7 @@ pub async fn show(
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
     body: Bytes,

@@ -11,19 +11,19 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
+use crate::{AppState, Shared};
 
 const ALLOW_HEADERS: &str = "Authorization, Content-Type";
 /// How long a browser may reuse a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
 
 /// For the POST routes (token, revoke, introspect).
-pub async fn post_routes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn post_routes(State(state): State<Shared>, request: Request, next: Next) -> Response {
     handle(&state, "POST, OPTIONS", request, next).await
 }
 
 /// For the metadata document.
-pub async fn get_routes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn get_routes(State(state): State<Shared>, request: Request, next: Next) -> Response {
     handle(&state, "GET, OPTIONS", request, next).await
 }
 

@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use velocity_domain::scope::Scope;
 
-use crate::AppState;
+use crate::Shared;
 
 /// Clients may keep the document this long; it changes only on redeploy.
 const MAX_AGE: &str = "public, max-age=300";
 
-pub async fn metadata(State(state): State<AppState>) -> Response {
+pub async fn metadata(State(state): State<Shared>) -> Response {
     let issuer = state.service.issuer();
     let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
     let client_auth = ["client_secret_basic", "client_secret_post", "none"];

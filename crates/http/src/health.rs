@@ -10,14 +10,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use velocity_domain::{ErrorClass, Reason};
 
-use crate::AppState;
+use crate::Shared;
 use crate::error::{HttpError, status_of};
 
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, Response> {
+pub(crate) async fn readyz(State(state): State<Shared>) -> Result<&'static str, Response> {
     if !*state.ready.borrow() {
         return Err(starting());
     }

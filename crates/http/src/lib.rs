@@ -56,7 +56,13 @@ pub struct AppState {
     pub route_scopes: Arc<RouteScopes>,
 }
 
+/// The router's state: axum clones it for every extractor and middleware
+/// of every request, so it is one reference count, not a copy of the
+/// service and keys.
+pub(crate) type Shared = Arc<AppState>;
+
 fn router(state: AppState) -> Router {
+    let state: Shared = Arc::new(state);
     // Every response of the routes that carry tokens is uncacheable; they
     // and the metadata document answer CORS (`cors`), the consent form not.
     let token_routes = Router::new()

@@ -16,10 +16,10 @@ use velocity_domain::oauth::TokenKind;
 use crate::authorization::AuthorizationHeader;
 use crate::params::Params;
 use crate::peer::PeerAddress;
-use crate::{AppState, HttpError};
+use crate::{HttpError, Shared};
 
 pub async fn token(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
@@ -78,7 +78,7 @@ pub async fn token(
 }
 
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,
@@ -98,7 +98,7 @@ pub async fn revoke(
 /// an internal service with `Authorization: Bearer <admin token>` (every
 /// token).
 pub async fn introspect(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
     headers: HeaderMap,

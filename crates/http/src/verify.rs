@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use velocity_domain::authorization::Authorization;
 use velocity_domain::{Error, ErrorClass, Principal, Reason};
 
-use crate::AppState;
 use crate::error::HttpError;
 use crate::params::Params;
+use crate::{AppState, Shared};
 
 /// The headers a proxy copies to the upstream request.
 pub const USER_ID: &str = "x-velocity-user-id";
@@ -31,7 +31,7 @@ const WORKSPACE_HEADER: &str = "x-workspace-slug";
 const MAX_SLUG_LEN: usize = 128;
 
 pub async fn verify(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {

@@ -6,12 +6,20 @@
 //! `postgres`), which keeps only what differs: connecting, migrations
 //! (embedded and applied at open) and, through the crate's `Backend`
 //! trait, announcing a new invalidation to other replicas.
+//!
+//! Writes are functions of one connection that never open a transaction
+//! themselves; [`SqlStore::write`] decides where they run. On SQLite every
+//! write goes to one task that owns the only write connection and commits
+//! many at once (`writer`); reads use a pool of read-only connections, so
+//! nothing ever waits for SQLite's write lock. On PostgreSQL a write takes
+//! a pooled connection (and a transaction when it has several statements).
 
 mod error;
 mod insert;
 mod postgres;
 mod rows;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
@@ -19,21 +27,102 @@ pub use error::StorageError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use velocity_domain::Store;
+use velocity_domain::store::StoreResult;
+pub use writer::{WriterStats, WritesHeld};
 
-/// The domain's store over a sqlx connection pool of backend `DB`
-/// ([`SqliteStore`] or [`PostgresStore`]).
+use crate::writer::{BoxFuture, Writer};
+
+/// The domain's store over sqlx for backend `DB` ([`SqliteStore`] or
+/// [`PostgresStore`]).
 pub struct SqlStore<DB: sqlx::Database> {
+    /// Reads, and on PostgreSQL writes too. On SQLite its connections are
+    /// read-only.
     pool: sqlx::Pool<DB>,
+    /// SQLite: the one connection every write goes through, group-committed.
+    writer: Option<Writer<DB>>,
+    /// SQLite: copies the WAL into the file off the writer's commit path.
+    checkpointer: Option<sqlite::Checkpointer>,
 }
 
 impl<DB: sqlx::Database> SqlStore<DB> {
-    /// The connection pool, for tests and tools that need raw SQL.
+    /// The connection pool, for tests and tools that need raw SQL. On
+    /// SQLite it only reads.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         &self.pool
     }
 
+    /// Finishes queued writes, then closes every connection.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// What the group-commit writer has done (SQLite), `None` without one.
+    pub fn writer_stats(&self) -> Option<&WriterStats> {
+        self.writer.as_ref().map(Writer::stats)
+    }
+
+    /// Writes waiting for the writer (SQLite; always 0 without one).
+    pub fn queued_writes(&self) -> usize {
+        self.writer.as_ref().map_or(0, Writer::queued)
+    }
+
+    /// Keeps the writer (SQLite) inside one transaction until the guard is
+    /// released, so the writes submitted meanwhile run in that transaction
+    /// together: how tests put racing claims in one batch. `None` without a
+    /// writer.
+    pub async fn hold_writes(&self) -> Option<WritesHeld> {
+        match &self.writer {
+            Some(writer) => Some(writer.hold().await),
+            None => None,
+        }
+    }
+
+    /// Whether writes can be taken: false once the writer's task is gone.
+    fn accepts_writes(&self) -> bool {
+        self.writer.as_ref().is_none_or(Writer::is_running)
+    }
+
+    /// Runs `op`, a single statement: through the writer when there is one,
+    /// else on a pooled connection on its own.
+    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.submit(op).await,
+            None => {
+                let classify = |e| error::classify(e, what);
+                let mut conn = self.pool.acquire().await.map_err(classify)?;
+                op(&mut *conn).await
+            }
+        }
+    }
+
+    /// Runs `op`, several statements, atomically: through the writer when
+    /// there is one (in a savepoint of its batch), else in a transaction of
+    /// its own on a pooled connection, rolled back if `op` fails.
+    pub(crate) async fn write_atomic<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.submit(op).await,
+            None => {
+                let classify = |e| error::classify(e, what);
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let value = op(&mut *tx).await?;
+                tx.commit().await.map_err(classify)?;
+                Ok(value)
+            }
+        }
     }
 }
 
@@ -49,8 +138,15 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://velocity-auth.db";
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
+    /// Pooled connections: on SQLite the readers (its one writer apart).
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// SQLite: how long a connection waits for a lock another *process*
+    /// holds (the CLI writing while the server runs). Within one process
+    /// there is one writer, and WAL readers take no lock a writer holds, so
+    /// our own connections never wait for each other; tests set zero to
+    /// prove it.
+    pub sqlite_busy_timeout: std::time::Duration,
 }
 
 impl Default for StorageOptions {
@@ -58,6 +154,7 @@ impl Default for StorageOptions {
         StorageOptions {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(3),
+            sqlite_busy_timeout: std::time::Duration::from_secs(5),
         }
     }
 }

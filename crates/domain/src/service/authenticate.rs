@@ -80,7 +80,17 @@ impl Service {
         if !accepted {
             return Err(Error::Unauthenticated(Reason::CredentialKindNotAccepted));
         }
-        let hash = SecretHash::of(credential);
+        self.verified(kind, SecretHash::of(credential)).await
+    }
+
+    /// What storage knows of a key or access token with this hash, through
+    /// the filter and the cache: for Authenticate, and for introspection,
+    /// which so answers exactly as Authenticate does.
+    pub(super) async fn verified(
+        &self,
+        kind: CredentialKind,
+        hash: SecretHash,
+    ) -> Result<Arc<VerifiedCredential>, Error> {
         // Never stored: refuse without storage (the filter is cheaper than a
         // cache miss, so it goes first). Tokens minted on another replica a
         // moment ago may not be in our filter yet, so those get a small
@@ -163,6 +173,7 @@ impl Service {
             workspace,
             client_id: token.client_id,
             scopes: token.scopes,
+            created_at: token.created_at,
             expires_at: token.expires_at,
             revoked_at: token.revoked_at,
         }))
@@ -187,7 +198,7 @@ impl Service {
     }
 
     /// The membership the rules need, through the cache.
-    async fn membership_for(
+    pub(super) async fn membership_for(
         &self,
         verified: &VerifiedCredential,
         slug: Option<&str>,

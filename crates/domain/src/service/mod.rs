@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 pub use keys::{KeySpec, NewKey};
 pub use oauth::{
-    AppChanges, AppManager, ClientAuth, Introspection, IssuedTokens, MAX_SECRET_OVERLAP_SECS,
-    NewApp, ORIGIN_CACHE_SECS, redirect_uri_origin,
+    AppChanges, AppManager, ClientAuth, IntrospectedToken, Introspection, IssuedTokens,
+    MAX_SECRET_OVERLAP_SECS, NewApp, ORIGIN_CACHE_SECS, redirect_uri_origin,
 };
 
 use crate::cache::{CacheConfig, VerificationCache};
@@ -75,8 +75,9 @@ pub struct Service {
     usage: Arc<UsageRecorder>,
     cache: Arc<VerificationCache>,
     sync: Arc<invalidations::SyncState>,
-    /// Authenticate's trips to storage (keys, tokens, memberships,
-    /// workspaces): what the cache and the filter are there to avoid.
+    /// Trips to storage the verification cache and the filter are there to
+    /// avoid: Authenticate's and introspection's (keys, tokens,
+    /// memberships, workspaces) and client authentication's (apps).
     storage_lookups: Arc<std::sync::atomic::AtomicU64>,
     client_auth_throttle: Arc<ClientAuthThrottle>,
     /// Origins of registered redirect URIs, for CORS (`oauth::origins`).
@@ -127,7 +128,8 @@ impl Service {
         self.sessions.as_ref()
     }
 
-    /// How many times Authenticate has gone to storage since start.
+    /// How many cacheable look-ups went to storage since start
+    /// (Authenticate, introspection, client authentication).
     pub fn storage_lookups(&self) -> u64 {
         self.storage_lookups
             .load(std::sync::atomic::Ordering::Relaxed)

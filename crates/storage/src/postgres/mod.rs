@@ -35,7 +35,13 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(StorageError::Migrate)?;
-        Ok(SqlStore { pool })
+        // Writes take pooled connections: PostgreSQL has no single-writer
+        // lock, and commits of concurrent transactions share fsyncs there.
+        Ok(SqlStore {
+            pool,
+            writer: None,
+            checkpointer: None,
+        })
     }
 
     /// Wakes `notify` whenever another replica commits an invalidation, and

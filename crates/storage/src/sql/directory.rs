@@ -7,8 +7,8 @@ use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 
-use super::Db;
 use super::invalidations::execute_logged;
+use super::{Conn, Db};
 use crate::insert::Insert;
 use crate::rows::{
     self, MEMBERSHIP_SELECT, MembershipRow, USER_COLUMNS, UserRow, WORKSPACE_COLUMNS, WorkspaceRow,
@@ -25,13 +25,13 @@ pub(super) async fn ping(pool: &Pool<Db>) -> StoreResult<()> {
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_user(pool: &Pool<Db>, user: &User) -> StoreResult<()> {
+pub(super) async fn insert_user(conn: &mut Conn, user: &User) -> StoreResult<()> {
     let row = Insert::into("users")
         .value("id", user.id.as_str())
         .value("email", &user.email)
         .value("name", &user.name)
         .value("created_at", user.created_at.0);
-    super::insert_row(pool, row, "user").await
+    super::insert_row(conn, row, "user").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -47,13 +47,13 @@ pub(super) async fn user(pool: &Pool<Db>, id: &UserId) -> StoreResult<Option<Use
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_workspace(pool: &Pool<Db>, workspace: &Workspace) -> StoreResult<()> {
+pub(super) async fn insert_workspace(conn: &mut Conn, workspace: &Workspace) -> StoreResult<()> {
     let row = Insert::into("workspaces")
         .value("id", workspace.id.as_str())
         .value("slug", &workspace.slug)
         .value("name", &workspace.name)
         .value("created_at", workspace.created_at.0);
-    super::insert_row(pool, row, "workspace slug").await
+    super::insert_row(conn, row, "workspace slug").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -89,7 +89,7 @@ pub(super) async fn workspace_by_id(
 /// Logs [`Invalidation::Membership`]: the user's cached memberships are stale.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn upsert_membership(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     workspace: &WorkspaceId,
     user: &UserId,
     role: Role,
@@ -102,7 +102,7 @@ pub(super) async fn upsert_membership(
     .bind(user.as_str())
     .bind(role.as_str());
     let invalidation = Invalidation::Membership(user.clone());
-    execute_logged(pool, change, invalidation, "user or workspace")
+    execute_logged(conn, change, invalidation, "user or workspace")
         .await
         .map(|_| ())
 }
@@ -110,7 +110,7 @@ pub(super) async fn upsert_membership(
 /// Logs [`Invalidation::Membership`] if there was one to delete.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn delete_membership(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     workspace: &WorkspaceId,
     user: &UserId,
 ) -> StoreResult<bool> {
@@ -118,7 +118,7 @@ pub(super) async fn delete_membership(
         .bind(workspace.as_str())
         .bind(user.as_str());
     let invalidation = Invalidation::Membership(user.clone());
-    Ok(execute_logged(pool, change, invalidation, "membership").await? > 0)
+    Ok(execute_logged(conn, change, invalidation, "membership").await? > 0)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]

@@ -3,53 +3,52 @@
 //! filters are built from.
 
 use sqlx::query::Query;
-use sqlx::{Database, Pool, Transaction};
+use sqlx::{Database, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, Timestamp};
 
-use super::Db;
+use super::{Conn, Db};
 use crate::Backend;
 use crate::insert::Insert;
 
-/// Runs `change` and, if it touched any row, logs `invalidation` in the
-/// same transaction; returns the rows touched.
+/// Runs `change` and, if it touched any row, logs `invalidation` with it:
+/// the caller's transaction ([`crate::SqlStore::write_atomic`]) makes the
+/// two one. Returns the rows touched.
 pub(super) async fn execute_logged(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     change: Query<'_, Db, <Db as Database>::Arguments>,
     invalidation: Invalidation,
     what: &'static str,
 ) -> StoreResult<u64> {
     let classify = |e| crate::error::classify(e, what);
-    let mut tx = pool.begin().await.map_err(classify)?;
     let affected = change
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(classify)?
         .rows_affected();
     if affected > 0 {
-        log_invalidation(&mut tx, &invalidation)
+        log_invalidation(conn, &invalidation)
             .await
             .map_err(classify)?;
     }
-    tx.commit().await.map_err(classify)?;
     Ok(affected)
 }
 
 /// Appends to the log inside the caller's transaction, then lets the
 /// backend announce it (PostgreSQL: NOTIFY, delivered on commit).
 pub(super) async fn log_invalidation(
-    tx: &mut Transaction<'static, Db>,
+    conn: &mut Conn,
     invalidation: &Invalidation,
 ) -> Result<(), sqlx::Error> {
     Insert::into("invalidations")
         .value("payload", invalidation.encode())
         .value("created_at", wall_clock_ms())
         .query()?
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
-    Db::after_invalidation_logged(&mut **tx).await
+    Db::after_invalidation_logged(conn).await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -99,13 +98,13 @@ pub(super) async fn invalidation_cursor(pool: &Pool<Db>) -> StoreResult<i64> {
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn prune_invalidations(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     older_than: Timestamp,
 ) -> StoreResult<u64> {
     let classify = |e| crate::error::classify(e, "invalidation");
     sqlx::query("DELETE FROM invalidations WHERE created_at < $1")
         .bind(older_than.0)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|done| done.rows_affected())
         .map_err(classify)

@@ -8,8 +8,8 @@ use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{ApiKey, ApiKeyId, SecretHash, Timestamp};
 
-use super::Db;
 use super::invalidations::{execute_logged, log_invalidation};
+use super::{Conn, Db};
 use crate::insert::Insert;
 use crate::rows::{self, API_KEY_COLUMNS, ApiKeyRow};
 
@@ -18,7 +18,7 @@ const USAGE_CHUNK: usize = 500;
 
 /// Logs [`Invalidation::KeyCreated`]: known-key filters must learn the hash.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_api_key(pool: &Pool<Db>, key: &ApiKey) -> StoreResult<()> {
+pub(super) async fn insert_api_key(conn: &mut Conn, key: &ApiKey) -> StoreResult<()> {
     let classify = |e| crate::error::classify(e, "key");
     let change = Insert::into("api_keys")
         .value("id", key.id.as_str())
@@ -37,7 +37,7 @@ pub(super) async fn insert_api_key(pool: &Pool<Db>, key: &ApiKey) -> StoreResult
         .query()
         .map_err(classify)?;
     let invalidation = Invalidation::KeyCreated(key.hash);
-    execute_logged(pool, change, invalidation, "key")
+    execute_logged(conn, change, invalidation, "key")
         .await
         .map(|_| ())
 }
@@ -114,42 +114,38 @@ pub(super) async fn list_api_keys(
 /// before or not: revoking is idempotent and keeps the first time.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_api_key(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     id: &ApiKeyId,
     at: Timestamp,
 ) -> StoreResult<Option<Timestamp>> {
     let classify = |e| crate::error::classify(e, "key");
-    let mut tx = pool.begin().await.map_err(classify)?;
     let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
          RETURNING revoked_at, key_hash",
     )
     .bind(id.as_str())
     .bind(at.0)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(classify)?;
     let Some((revoked_at, hash)) = row else {
-        tx.rollback().await.map_err(classify)?;
         return Ok(None);
     };
     if let Some(hash) = SecretHash::from_slice(&hash) {
-        log_invalidation(&mut tx, &Invalidation::KeyRevoked(hash))
+        log_invalidation(conn, &Invalidation::KeyRevoked(hash))
             .await
             .map_err(classify)?;
     }
-    tx.commit().await.map_err(classify)?;
     Ok(Some(Timestamp(revoked_at)))
 }
 
 /// Never moves `last_used_at` backwards; unknown keys are skipped.
 #[instrument(level = "debug", skip_all, fields(keys = usage.len()), err(level = "debug"))]
 pub(super) async fn record_key_usage(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     usage: &[(ApiKeyId, Timestamp)],
 ) -> StoreResult<()> {
     let classify = |e| crate::error::classify(e, "key usage");
-    let mut tx = pool.begin().await.map_err(classify)?;
     // One statement per chunk: a flush after a burst of distinct keys must
     // not become tens of thousands of round trips.
     for chunk in usage.chunks(USAGE_CHUNK) {
@@ -157,9 +153,9 @@ pub(super) async fn record_key_usage(
         for (id, at) in chunk {
             query = query.bind(id.as_str()).bind(at.0);
         }
-        query.execute(&mut *tx).await.map_err(classify)?;
+        query.execute(&mut *conn).await.map_err(classify)?;
     }
-    tx.commit().await.map_err(classify)
+    Ok(())
 }
 
 /// `UPDATE … FROM (SELECT $1, $2 UNION ALL …)` for `rows` (id, time) pairs:

@@ -9,7 +9,10 @@
 //! once per backend. rustfmt formats it and errors point at these lines.
 //!
 //! Here the domain's traits are implemented by forwarding each call to the
-//! file of its concern, where the SQL is.
+//! file of its concern, where the SQL is. Reads run on the pool; writes are
+//! functions of one connection, handed to [`SqlStore::write`] (one
+//! statement) or [`SqlStore::write_atomic`] (several, as one) with owned
+//! copies of their arguments, since on SQLite they run on the writer's task.
 
 mod directory;
 mod invalidations;
@@ -33,15 +36,28 @@ use velocity_domain::{
 use super::Db;
 use crate::SqlStore;
 use crate::insert::Insert;
+use crate::writer::BoxFuture;
+
+/// The connection a write runs on, inside the transaction its caller chose.
+type Conn = <Db as sqlx::Database>::Connection;
 
 #[async_trait]
 impl Store for SqlStore<Db> {
     async fn ping(&self) -> StoreResult<()> {
+        if !self.accepts_writes() {
+            return Err(velocity_domain::StoreError::Unavailable(
+                "the storage writer has stopped".to_owned(),
+            ));
+        }
         directory::ping(&self.pool).await
     }
 
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
-        directory::insert_user(&self.pool, user).await
+        let user = user.clone();
+        self.write("user", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { directory::insert_user(conn, &user).await })
+        })
+        .await
     }
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
@@ -49,7 +65,11 @@ impl Store for SqlStore<Db> {
     }
 
     async fn insert_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
-        directory::insert_workspace(&self.pool, workspace).await
+        let workspace = workspace.clone();
+        self.write("workspace", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { directory::insert_workspace(conn, &workspace).await })
+        })
+        .await
     }
 
     async fn workspace_by_slug(&self, slug: &str) -> StoreResult<Option<Workspace>> {
@@ -66,11 +86,21 @@ impl Store for SqlStore<Db> {
         user: &UserId,
         role: Role,
     ) -> StoreResult<()> {
-        directory::upsert_membership(&self.pool, workspace, user, role).await
+        let (workspace, user) = (workspace.clone(), user.clone());
+        self.write_atomic("membership", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(
+                async move { directory::upsert_membership(conn, &workspace, &user, role).await },
+            )
+        })
+        .await
     }
 
     async fn delete_membership(&self, workspace: &WorkspaceId, user: &UserId) -> StoreResult<bool> {
-        directory::delete_membership(&self.pool, workspace, user).await
+        let (workspace, user) = (workspace.clone(), user.clone());
+        self.write_atomic("membership", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { directory::delete_membership(conn, &workspace, &user).await })
+        })
+        .await
     }
 
     async fn membership_by_slug(
@@ -106,7 +136,11 @@ impl Store for SqlStore<Db> {
     }
 
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-        keys::insert_api_key(&self.pool, key).await
+        let key = key.clone();
+        self.write_atomic("key", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { keys::insert_api_key(conn, &key).await })
+        })
+        .await
     }
 
     async fn api_key_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
@@ -127,18 +161,30 @@ impl Store for SqlStore<Db> {
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<Option<Timestamp>> {
-        keys::revoke_api_key(&self.pool, id, at).await
+        let id = id.clone();
+        self.write_atomic("key", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { keys::revoke_api_key(conn, &id, at).await })
+        })
+        .await
     }
 
     async fn record_key_usage(&self, usage: &[(ApiKeyId, Timestamp)]) -> StoreResult<()> {
-        keys::record_key_usage(&self.pool, usage).await
+        let usage = usage.to_vec();
+        self.write_atomic("key usage", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { keys::record_key_usage(conn, &usage).await })
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl OAuthStore for SqlStore<Db> {
     async fn insert_app(&self, app: &OAuthApp) -> StoreResult<()> {
-        oauth::insert_app(&self.pool, app).await
+        let app = app.clone();
+        self.write("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::insert_app(conn, &app).await })
+        })
+        .await
     }
 
     async fn app(&self, client_id: &ClientId) -> StoreResult<Option<OAuthApp>> {
@@ -154,7 +200,11 @@ impl OAuthStore for SqlStore<Db> {
     }
 
     async fn update_app(&self, app: &OAuthApp) -> StoreResult<bool> {
-        oauth::update_app(&self.pool, app).await
+        let app = app.clone();
+        self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::update_app(conn, &app).await })
+        })
+        .await
     }
 
     async fn set_app_secret(
@@ -163,15 +213,29 @@ impl OAuthStore for SqlStore<Db> {
         hash: &SecretHash,
         previous: Option<&RetiringSecret>,
     ) -> StoreResult<bool> {
-        oauth::set_app_secret(&self.pool, client_id, hash, previous).await
+        let (client_id, hash, previous) = (client_id.clone(), *hash, previous.cloned());
+        self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move {
+                oauth::set_app_secret(conn, &client_id, &hash, previous.as_ref()).await
+            })
+        })
+        .await
     }
 
     async fn delete_app(&self, client_id: &ClientId) -> StoreResult<bool> {
-        oauth::delete_app(&self.pool, client_id).await
+        let client_id = client_id.clone();
+        self.write_atomic("app", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::delete_app(conn, &client_id).await })
+        })
+        .await
     }
 
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
-        oauth::insert_code(&self.pool, code).await
+        let code = code.clone();
+        self.write("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::insert_code(conn, &code).await })
+        })
+        .await
     }
 
     async fn code_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<AuthorizationCode>> {
@@ -184,7 +248,11 @@ impl OAuthStore for SqlStore<Db> {
         at: Timestamp,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
-        oauth::redeem_code(&self.pool, hash, at, tokens).await
+        let (hash, tokens) = (*hash, tokens.to_vec());
+        self.write_atomic("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::redeem_code(conn, &hash, at, &tokens).await })
+        })
+        .await
     }
 
     async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>> {
@@ -198,15 +266,29 @@ impl OAuthStore for SqlStore<Db> {
         reuse_since: Option<Timestamp>,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
-        oauth::rotate_refresh_token(&self.pool, id, at, reuse_since, tokens).await
+        let (id, tokens) = (id.clone(), tokens.to_vec());
+        self.write_atomic("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move {
+                oauth::rotate_refresh_token(conn, &id, at, reuse_since, &tokens).await
+            })
+        })
+        .await
     }
 
     async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool> {
-        oauth::revoke_token(&self.pool, id, at).await
+        let id = id.clone();
+        self.write_atomic("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::revoke_token(conn, &id, at).await })
+        })
+        .await
     }
 
     async fn revoke_family(&self, family_id: &FamilyId, at: Timestamp) -> StoreResult<u64> {
-        oauth::revoke_family(&self.pool, family_id, at).await
+        let family_id = family_id.clone();
+        self.write_atomic("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::revoke_family(conn, &family_id, at).await })
+        })
+        .await
     }
 
     async fn grant(&self, id: &FamilyId) -> StoreResult<Option<Grant>> {
@@ -223,7 +305,11 @@ impl OAuthStore for SqlStore<Db> {
     }
 
     async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
-        oauth::shared_secret(&self.pool, name, candidate).await
+        let (name, candidate) = (name.to_owned(), *candidate);
+        self.write("secret", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { oauth::shared_secret(conn, &name, &candidate).await })
+        })
+        .await
     }
 }
 
@@ -250,7 +336,10 @@ impl InvalidationStore for SqlStore<Db> {
     }
 
     async fn prune_invalidations(&self, older_than: Timestamp) -> StoreResult<u64> {
-        invalidations::prune_invalidations(&self.pool, older_than).await
+        self.write("invalidation", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+            Box::pin(async move { invalidations::prune_invalidations(conn, older_than).await })
+        })
+        .await
     }
 
     async fn key_hashes_after(
@@ -272,11 +361,11 @@ impl InvalidationStore for SqlStore<Db> {
 }
 
 /// Runs one INSERT; `what` names the row in conflict and reference errors.
-async fn insert_row(pool: &sqlx::Pool<Db>, row: Insert<Db>, what: &'static str) -> StoreResult<()> {
+async fn insert_row(conn: &mut Conn, row: Insert<Db>, what: &'static str) -> StoreResult<()> {
     let classify = |e| crate::error::classify(e, what);
     row.query()
         .map_err(classify)?
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|_| ())
         .map_err(classify)

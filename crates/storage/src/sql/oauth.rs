@@ -2,7 +2,7 @@
 //! replicas share.
 
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Database, Pool, Transaction};
+use sqlx::{AssertSqlSafe, Database, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
@@ -13,8 +13,8 @@ use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, StoreError, Timestamp, WorkspaceId};
 
-use super::Db;
-use super::invalidations::execute_logged;
+use super::invalidations::{execute_logged, log_invalidation};
+use super::{Conn, Db};
 use crate::insert::Insert;
 use crate::rows::{
     self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow,
@@ -22,7 +22,7 @@ use crate::rows::{
 };
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<()> {
+pub(super) async fn insert_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<()> {
     let row = Insert::into("oauth_apps")
         .value("client_id", app.client_id.as_str())
         .value("name", &app.name)
@@ -49,7 +49,7 @@ pub(super) async fn insert_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<(
         )
         .value("created_by", app.created_by.as_ref().map(|u| u.as_str()))
         .value("created_at", app.created_at.0);
-    super::insert_row(pool, row, "app").await
+    super::insert_row(conn, row, "app").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -103,10 +103,10 @@ pub(super) async fn list_apps(
         .collect()
 }
 
+/// Logs [`Invalidation::App`]: cached copies are stale.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn update_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<bool> {
-    let classify = |e| crate::error::classify(e, "app");
-    sqlx::query(
+pub(super) async fn update_app(conn: &mut Conn, app: &OAuthApp) -> StoreResult<bool> {
+    let change = sqlx::query(
         "UPDATE oauth_apps SET name = $2, client_type = $3, redirect_uris = $4, \
          allowed_scopes = $5 WHERE client_id = $1",
     )
@@ -114,47 +114,50 @@ pub(super) async fn update_app(pool: &Pool<Db>, app: &OAuthApp) -> StoreResult<b
     .bind(&app.name)
     .bind(app.client_type.as_str())
     .bind(app.redirect_uris.join("\n"))
-    .bind(i64::from(app.allowed_scopes.bits()))
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected() == 1)
-    .map_err(classify)
+    .bind(i64::from(app.allowed_scopes.bits()));
+    let invalidation = Invalidation::App(app.client_id.clone());
+    let affected = execute_logged(conn, change, invalidation, "app").await?;
+    Ok(affected == 1)
 }
 
+/// Logs [`Invalidation::App`]: cached copies hold the old secrets.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn set_app_secret(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     client_id: &ClientId,
     hash: &SecretHash,
     previous: Option<&RetiringSecret>,
 ) -> StoreResult<bool> {
-    let classify = |e| crate::error::classify(e, "app");
-    sqlx::query(
+    let change = sqlx::query(
         "UPDATE oauth_apps SET secret_hash = $2, previous_secret_hash = $3, \
          previous_secret_until = $4 WHERE client_id = $1",
     )
     .bind(client_id.as_str())
     .bind(hash.as_bytes().as_slice())
     .bind(previous.map(|p| p.hash.as_bytes().as_slice()))
-    .bind(previous.map(|p| p.until.0))
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected() == 1)
-    .map_err(classify)
+    .bind(previous.map(|p| p.until.0));
+    let invalidation = Invalidation::App(client_id.clone());
+    let affected = execute_logged(conn, change, invalidation, "app").await?;
+    Ok(affected == 1)
 }
 
 /// Codes and tokens go with the app (foreign keys cascade), so this logs
-/// [`Invalidation::AccessTokens`].
+/// [`Invalidation::AccessTokens`], and [`Invalidation::App`].
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn delete_app(pool: &Pool<Db>, client_id: &ClientId) -> StoreResult<bool> {
+pub(super) async fn delete_app(conn: &mut Conn, client_id: &ClientId) -> StoreResult<bool> {
     let change =
         sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1").bind(client_id.as_str());
-    let affected = execute_logged(pool, change, Invalidation::AccessTokens, "app").await?;
+    let affected = execute_logged(conn, change, Invalidation::AccessTokens, "app").await?;
+    if affected == 1 {
+        log_invalidation(conn, &Invalidation::App(client_id.clone()))
+            .await
+            .map_err(|e| crate::error::classify(e, "app"))?;
+    }
     Ok(affected == 1)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> StoreResult<()> {
+pub(super) async fn insert_code(conn: &mut Conn, code: &AuthorizationCode) -> StoreResult<()> {
     let row = Insert::into("oauth_codes")
         .value("code_hash", code.hash.as_bytes().as_slice())
         .value("client_id", code.client_id.as_str())
@@ -167,7 +170,7 @@ pub(super) async fn insert_code(pool: &Pool<Db>, code: &AuthorizationCode) -> St
         .value("created_at", code.created_at.0)
         .value("expires_at", code.expires_at.0)
         .value("used_at", rows::ms(code.used_at));
-    super::insert_row(pool, row, "code").await
+    super::insert_row(conn, row, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -188,7 +191,7 @@ pub(super) async fn code_by_hash(
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn redeem_code(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     hash: &SecretHash,
     at: Timestamp,
     tokens: &[OAuthToken],
@@ -197,7 +200,7 @@ pub(super) async fn redeem_code(
         sqlx::query("UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
             .bind(hash.as_bytes().as_slice())
             .bind(at.0);
-    claim_then_insert(pool, claim, tokens, "code").await
+    claim_then_insert(conn, claim, tokens, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -223,7 +226,7 @@ pub(super) async fn token_by_hash(
 /// `COALESCE` keeps the first rotation time: a reuse never moves the window.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn rotate_refresh_token(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     id: &TokenId,
     at: Timestamp,
     reuse_since: Option<Timestamp>,
@@ -240,13 +243,13 @@ pub(super) async fn rotate_refresh_token(
     .bind(id.as_str())
     .bind(at.0)
     .bind(reuse_since.map(|t| t.0));
-    claim_then_insert(pool, claim, tokens, "token").await
+    claim_then_insert(conn, claim, tokens, "token").await
 }
 
 /// Logs [`Invalidation::AccessTokens`] if the token was active.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_token(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     id: &TokenId,
     at: Timestamp,
 ) -> StoreResult<bool> {
@@ -254,16 +257,17 @@ pub(super) async fn revoke_token(
         sqlx::query("UPDATE oauth_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id.as_str())
             .bind(at.0);
-    let affected = execute_logged(pool, change, Invalidation::AccessTokens, "token").await?;
+    let affected = execute_logged(conn, change, Invalidation::AccessTokens, "token").await?;
     Ok(affected == 1)
 }
 
 /// Logs [`Invalidation::AccessTokens`] if any token of the family was
-/// active. The grant is marked revoked first, in its own statement: a
-/// family whose tokens all expired is still a grant to end.
+/// active. The grant is marked revoked first, in its own statement (of the
+/// same transaction): a family whose tokens all expired is still a grant
+/// to end.
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn revoke_family(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     family_id: &FamilyId,
     at: Timestamp,
 ) -> StoreResult<u64> {
@@ -271,7 +275,7 @@ pub(super) async fn revoke_family(
     sqlx::query("UPDATE oauth_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
         .bind(family_id.as_str())
         .bind(at.0)
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map_err(classify)?;
     let change = sqlx::query(
@@ -279,7 +283,7 @@ pub(super) async fn revoke_family(
     )
     .bind(family_id.as_str())
     .bind(at.0);
-    execute_logged(pool, change, Invalidation::AccessTokens, "token").await
+    execute_logged(conn, change, Invalidation::AccessTokens, "token").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -334,7 +338,7 @@ pub(super) async fn list_grants(
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn shared_secret(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     name: &str,
     candidate: &[u8; 32],
 ) -> StoreResult<[u8; 32]> {
@@ -344,12 +348,12 @@ pub(super) async fn shared_secret(
     )
     .bind(name)
     .bind(candidate.as_slice())
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(classify)?;
     let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
         .bind(name)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(classify)?;
     <[u8; 32]>::try_from(value.as_slice())
@@ -357,39 +361,33 @@ pub(super) async fn shared_secret(
 }
 
 /// Runs `claim` (a conditional UPDATE) and, if it changed exactly one row,
-/// stores `tokens` in the same transaction: of any number of concurrent
-/// attempts, one wins. `false` when this one lost.
+/// stores `tokens` with it, in the caller's transaction: of any number of
+/// concurrent attempts, one wins. `false` when this one lost.
 async fn claim_then_insert(
-    pool: &Pool<Db>,
+    conn: &mut Conn,
     claim: Query<'_, Db, <Db as Database>::Arguments>,
     tokens: &[OAuthToken],
     what: &'static str,
 ) -> StoreResult<bool> {
     let classify = |e| crate::error::classify(e, what);
-    let mut tx = pool.begin().await.map_err(classify)?;
     let won = claim
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(classify)?
         .rows_affected()
         == 1;
     if !won {
-        tx.rollback().await.map_err(classify)?;
         return Ok(false);
     }
-    insert_tokens(&mut tx, tokens).await.map_err(classify)?;
-    record_grant(&mut tx, tokens).await.map_err(classify)?;
-    tx.commit().await.map_err(classify)?;
+    insert_tokens(conn, tokens).await.map_err(classify)?;
+    record_grant(conn, tokens).await.map_err(classify)?;
     Ok(true)
 }
 
 /// The grant the tokens belong to, from their refresh token: made by the
 /// code's redemption, and each refresh records a use (its scopes, which a
 /// refresh may narrow, and its new expiry). Its creation time stays.
-async fn record_grant(
-    tx: &mut Transaction<'static, Db>,
-    tokens: &[OAuthToken],
-) -> Result<(), sqlx::Error> {
+async fn record_grant(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
     let Some(refresh) = tokens.iter().find(|t| t.kind == TokenKind::Refresh) else {
         return Ok(());
     };
@@ -407,17 +405,23 @@ async fn record_grant(
              last_used_at = excluded.last_used_at, expires_at = excluded.expires_at",
         )
         .query()?
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-async fn insert_tokens(
-    tx: &mut Transaction<'static, Db>,
-    tokens: &[OAuthToken],
-) -> Result<(), sqlx::Error> {
-    for token in tokens {
-        Insert::into("oauth_tokens")
+/// One statement for all of them: on SQLite each statement is a round trip
+/// to the writer's connection.
+async fn insert_tokens(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let mut insert = Insert::into("oauth_tokens");
+    for (i, token) in tokens.iter().enumerate() {
+        if i > 0 {
+            insert = insert.row();
+        }
+        insert = insert
             .value("id", token.id.as_str())
             .value("token_hash", token.hash.as_bytes().as_slice())
             .value("kind", token.kind.as_str())
@@ -429,10 +433,8 @@ async fn insert_tokens(
             .value("created_at", token.created_at.0)
             .value("expires_at", token.expires_at.0)
             .value("revoked_at", rows::ms(token.revoked_at))
-            .value("rotated_at", rows::ms(token.rotated_at))
-            .query()?
-            .execute(&mut **tx)
-            .await?;
+            .value("rotated_at", rows::ms(token.rotated_at));
     }
+    insert.query()?.execute(&mut *conn).await?;
     Ok(())
 }

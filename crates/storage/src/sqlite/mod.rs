@@ -1,13 +1,24 @@
 //! SQLite: the embedded default. One file, WAL mode, migrated at open.
+//!
+//! One connection writes, owned by the group-commit writer (`crate::writer`);
+//! a pool of read-only connections reads. In WAL mode readers never wait for
+//! the writer nor it for them, and with a single writer nothing waits for
+//! the write lock either.
 
 use std::str::FromStr;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 
 use crate::error::StorageError;
+use crate::writer::Writer;
 use crate::{Backend, SqlStore, StorageOptions};
+
+mod checkpoint;
+
+pub(crate) use checkpoint::Checkpointer;
 
 /// The backend the shared SQL of `src/sql/` is compiled for here.
 type Db = sqlx::Sqlite;
@@ -21,27 +32,60 @@ mod sql;
 
 pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
+/// Each batch takes the write lock up front, so no statement in it can
+/// fail for want of the lock half-way (a deferred transaction would only
+/// ask at its first write).
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// How much of the file may be memory-mapped (address space, not memory).
+const MMAP_BYTES: &str = "268435456";
+
 impl SqliteStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
-        let connect = SqliteConnectOptions::from_str(url)
+        let common = SqliteConnectOptions::from_str(url)
             .map_err(StorageError::Connect)?
+            .foreign_keys(true)
+            .busy_timeout(options.sqlite_busy_timeout)
+            // Pages of the file are read in place, not copied in by a
+            // syscall each: a reader's page cache starts empty after every
+            // commit, so this is most of what a read costs.
+            .pragma("mmap_size", MMAP_BYTES)
+            // A WAL emptied by a checkpoint is cut back to this when reused.
+            .pragma("journal_size_limit", "67108864");
+        let write = common
+            .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed token or revocation survives power loss too.
             .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            // The checkpointer does this; the writer only should it stop.
+            .pragma("wal_autocheckpoint", "20000");
+        let checkpoint = common.clone();
+        let mut writer = write.connect().await.map_err(StorageError::Connect)?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&mut writer)
+            .await
+            .map_err(StorageError::Migrate)?;
+        // WAL is a property of the file, set above by the writer; readers
+        // only read, and say so, so a bug cannot make one write.
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.clamp(1, 32))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(StorageError::Connect)?;
-        sqlx::migrate!("../../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(StorageError::Migrate)?;
-        Ok(SqlStore { pool })
+            .connect_with(common.read_only(true))
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(err) => {
+                let _ = writer.close().await;
+                return Err(StorageError::Connect(err));
+            }
+        };
+        let writer = Writer::spawn(writer, write, BEGIN);
+        Ok(SqlStore {
+            pool,
+            writer: Some(writer),
+            checkpointer: Some(Checkpointer::spawn(checkpoint)),
+        })
     }
 }
 

@@ -230,10 +230,9 @@ pub async fn reopening_keeps_data(backend: Backend) {
     let (guard, db) = open(backend).await;
     db.store().insert_user(&user("ada")).await.unwrap();
     db.close().await;
-    let db =
-        velocity_storage::Database::open(&guard.url, &velocity_storage::StorageOptions::default())
-            .await
-            .unwrap();
+    let db = velocity_storage::Database::open(&guard.url, &crate::options())
+        .await
+        .unwrap();
     assert!(
         db.store()
             .user(&UserId("ada".into()))

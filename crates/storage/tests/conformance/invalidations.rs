@@ -32,10 +32,6 @@ pub async fn logging_story(store: Arc<dyn Store>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
-    store
-        .set_app_secret(&ClientId("web".into()), &SecretHash([0xc1; 32]), None)
-        .await
-        .unwrap();
     let grant = code(&web, &ada, &acme, 1);
     store.insert_code(&grant).await.unwrap();
     let tokens = pair(&grant, 10);
@@ -54,6 +50,23 @@ pub async fn logging_story(store: Arc<dyn Store>) {
         assert_eq!(logged_since(&*store, cursor).await, expected, "{what}");
         cursor = store.invalidation_cursor().await.unwrap();
     };
+
+    // Apps: a new secret logs the app (cached copies hold the old one);
+    // an app that does not exist or is public has none to change.
+    let web_changed = Invalidation::App(web.client_id.clone());
+    assert!(
+        store
+            .set_app_secret(&web.client_id, &SecretHash([0xc1; 32]), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_app_secret(&ClientId("nope".into()), &SecretHash([0xc1; 32]), None)
+            .await
+            .unwrap()
+    );
+    expect(vec![web_changed.clone()], "app secret set").await;
 
     // Memberships: a change or removal logs the user; nothing done, nothing logged.
     store
@@ -133,7 +146,11 @@ pub async fn logging_story(store: Arc<dyn Store>) {
     expect(vec![Invalidation::AccessTokens], "family revoked once").await;
     assert!(store.delete_app(&ClientId("web".into())).await.unwrap());
     assert!(!store.delete_app(&ClientId("web".into())).await.unwrap());
-    expect(vec![Invalidation::AccessTokens], "app deleted once").await;
+    expect(
+        vec![Invalidation::AccessTokens, web_changed],
+        "app deleted once",
+    )
+    .await;
 
     // Ids grow, and the cursor is the newest.
     let entries = log(&*store).await;

@@ -13,7 +13,7 @@ mod oauth;
 use std::sync::Arc;
 
 use velocity_domain::Store;
-use velocity_storage::{Database, StorageOptions};
+use velocity_storage::{Database, SqliteStore, StorageOptions};
 use velocity_testkit::TestDatabase;
 
 #[derive(Clone, Copy, Debug)]
@@ -28,16 +28,34 @@ async fn open(backend: Backend) -> (TestDatabase, Database) {
         Backend::Sqlite => TestDatabase::sqlite(),
         Backend::Postgres => TestDatabase::postgres().await,
     };
-    let db = Database::open(&guard.url, &StorageOptions::default())
-        .await
-        .unwrap();
+    let db = Database::open(&guard.url, &options()).await.unwrap();
     (guard, db)
+}
+
+/// SQLite's connections never wait for each other (one writer; WAL
+/// readers take no lock it needs), so every story runs with no busy
+/// timeout at all: a wait would surface as an error.
+fn options() -> StorageOptions {
+    StorageOptions {
+        sqlite_busy_timeout: std::time::Duration::ZERO,
+        ..StorageOptions::default()
+    }
 }
 
 /// Runs `story` against a fresh database of `backend`.
 async fn run(backend: Backend, story: impl AsyncFnOnce(Arc<dyn Store>)) {
     let (_guard, db) = open(backend).await;
     story(db.store()).await;
+    db.close().await;
+}
+
+/// Runs a SQLite-only `story` that also drives the group-commit writer.
+async fn run_sqlite(story: impl AsyncFnOnce(Arc<dyn Store>, Arc<SqliteStore>)) {
+    let (_guard, db) = open(Backend::Sqlite).await;
+    let Database::Sqlite(sqlite) = &db else {
+        panic!("a SQLite database opened as {}", db.backend());
+    };
+    story(db.store(), sqlite.clone()).await;
     db.close().await;
 }
 
@@ -102,6 +120,26 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_refreshes_in_the_reuse_interval_all_win() {
         run(BACKEND, oauth::concurrent_reuse_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redeems_in_one_batch_have_one_winner() {
+        run_sqlite(oauth::redeem_in_one_batch_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rotations_in_one_batch_have_one_winner() {
+        run_sqlite(oauth::rotation_in_one_batch_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn refreshes_in_the_reuse_interval_in_one_batch_all_win() {
+        run_sqlite(oauth::reuse_in_one_batch_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_write_in_a_batch_fails_alone() {
+        run_sqlite(oauth::failure_in_one_batch_story).await;
     }
 
     #[tokio::test]
@@ -216,6 +254,7 @@ async fn unreachable_postgres_is_unavailable_not_a_crash() {
         &StorageOptions {
             max_connections: 1,
             acquire_timeout: std::time::Duration::from_millis(500),
+            ..StorageOptions::default()
         },
     )
     .await;

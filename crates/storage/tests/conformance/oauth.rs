@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use velocity_domain::oauth::{ClientId, ClientType, TokenId, TokenKind};
 use velocity_domain::page::PageRequest;
+use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, Store, StoreError, Timestamp};
+use velocity_storage::SqliteStore;
 
 use crate::fixtures::{ada_in_acme, app, code, pair, token};
 
@@ -281,10 +283,66 @@ pub async fn refresh_reuse_story(store: Arc<dyn Store>) {
     assert_eq!(stored_pair(&*store, &grant, 80).await, 0);
 }
 
-/// Attempts per race: more than one connection's worth of contention.
-const RACERS: u8 = 16;
+/// Attempts per race: several times the connections of a pool.
+const RACERS: u8 = 50;
+
+/// Starts `RACERS` attempts, `attempt(i)` each, and returns their results
+/// in order. With `one_batch` (SQLite), the writer is held inside a
+/// transaction until every attempt has queued, so all of them run in that
+/// one transaction, one after another.
+async fn race<Fut>(
+    one_batch: Option<&SqliteStore>,
+    attempt: impl Fn(u8) -> Fut,
+) -> Vec<StoreResult<bool>>
+where
+    Fut: Future<Output = StoreResult<bool>> + Send + 'static,
+{
+    let held = match one_batch {
+        Some(sqlite) => Some(sqlite.hold_writes().await.expect("SQLite has a writer")),
+        None => None,
+    };
+    let attempts: Vec<_> = (0..RACERS).map(|i| tokio::spawn(attempt(i))).collect();
+    if let (Some(held), Some(sqlite)) = (held, one_batch) {
+        // Waiting for a state, not for time: every attempt is queued.
+        while sqlite.queued_writes() < usize::from(RACERS) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let before = sqlite.writer_stats().unwrap().batches();
+        held.release().await.unwrap();
+        let stats = sqlite.writer_stats().unwrap();
+        assert!(
+            stats.largest_batch() > usize::from(RACERS),
+            "the hold and every attempt ran in one transaction (largest batch {})",
+            stats.largest_batch()
+        );
+        assert_eq!(stats.batches(), before + 1, "one batch, one commit");
+    }
+    let mut results = Vec::new();
+    for attempt in attempts {
+        results.push(attempt.await.unwrap());
+    }
+    results
+}
+
+/// Which racers won.
+fn winners(results: Vec<StoreResult<bool>>) -> Vec<u8> {
+    (0..RACERS)
+        .zip(results)
+        .filter_map(|(i, won)| won.unwrap().then_some(i))
+        .collect()
+}
 
 pub async fn concurrent_redeem_story(store: Arc<dyn Store>) {
+    redeem_race(store, None).await;
+}
+
+/// SQLite: every redeem of the code in one transaction; the first claims
+/// it, and the others' conditional updates see that claim.
+pub async fn redeem_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    redeem_race(store, Some(&sqlite)).await;
+}
+
+async fn redeem_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -292,20 +350,14 @@ pub async fn concurrent_redeem_story(store: Arc<dyn Store>) {
     store.insert_code(&grant).await.unwrap();
 
     // Racer i offers tokens with hashes 10 + 2i and 11 + 2i.
-    let attempts: Vec<_> = (0..RACERS)
-        .map(|i| {
-            let store = store.clone();
-            let tokens = pair(&grant, 10 + 2 * i);
-            let hash = grant.hash;
-            tokio::spawn(async move { store.redeem_code(&hash, Timestamp(150), &tokens).await })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for (i, attempt) in (0..RACERS).zip(attempts) {
-        if attempt.await.unwrap().unwrap() {
-            winners.push(i);
-        }
-    }
+    let results = race(one_batch, |i| {
+        let store = store.clone();
+        let tokens = pair(&grant, 10 + 2 * i);
+        let hash = grant.hash;
+        async move { store.redeem_code(&hash, Timestamp(150), &tokens).await }
+    })
+    .await;
+    let winners = winners(results);
     assert_eq!(winners.len(), 1, "exactly one redeem wins: {winners:?}");
     assert_eq!(stored_tokens(&*store, &grant, winners[0]).await, 2);
     assert_eq!(
@@ -317,6 +369,15 @@ pub async fn concurrent_redeem_story(store: Arc<dyn Store>) {
 
 /// Without a reuse interval, of concurrent rotations exactly one wins.
 pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
+    rotation_race(store, None).await;
+}
+
+/// SQLite: every rotation of the token in one transaction.
+pub async fn rotation_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    rotation_race(store, Some(&sqlite)).await;
+}
+
+async fn rotation_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -330,24 +391,18 @@ pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
             .unwrap()
     );
 
-    let attempts: Vec<_> = (0..RACERS)
-        .map(|i| {
-            let store = store.clone();
-            let tokens = pair(&grant, 10 + 2 * i);
-            let id = refresh.id.clone();
-            tokio::spawn(async move {
-                store
-                    .rotate_refresh_token(&id, Timestamp(300), None, &tokens)
-                    .await
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for (i, attempt) in (0..RACERS).zip(attempts) {
-        if attempt.await.unwrap().unwrap() {
-            winners.push(i);
+    let results = race(one_batch, |i| {
+        let store = store.clone();
+        let tokens = pair(&grant, 10 + 2 * i);
+        let id = refresh.id.clone();
+        async move {
+            store
+                .rotate_refresh_token(&id, Timestamp(300), None, &tokens)
+                .await
         }
-    }
+    })
+    .await;
+    let winners = winners(results);
     assert_eq!(winners.len(), 1, "exactly one rotation wins: {winners:?}");
     assert_eq!(stored_tokens(&*store, &grant, winners[0]).await, 2);
     assert_eq!(
@@ -360,6 +415,15 @@ pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
 /// Inside a reuse interval, concurrent refreshes of one token each win:
 /// one rotates it, the others reuse it, and every pair is stored.
 pub async fn concurrent_reuse_story(store: Arc<dyn Store>) {
+    reuse_race(store, None).await;
+}
+
+/// SQLite: the same, every refresh in one transaction.
+pub async fn reuse_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    reuse_race(store, Some(&sqlite)).await;
+}
+
+async fn reuse_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -373,22 +437,23 @@ pub async fn concurrent_reuse_story(store: Arc<dyn Store>) {
             .unwrap()
     );
 
-    let attempts: Vec<_> = (0..RACERS)
-        .map(|i| {
-            let store = store.clone();
-            let tokens = pair(&grant, 10 + 2 * i);
-            let id = refresh.id.clone();
-            let at = Timestamp(300 + i64::from(i));
-            tokio::spawn(async move {
-                store
-                    .rotate_refresh_token(&id, at, Some(Timestamp(290)), &tokens)
-                    .await
-            })
-        })
-        .collect();
-    for (i, attempt) in (0..RACERS).zip(attempts) {
-        assert!(attempt.await.unwrap().unwrap(), "racer {i} wins too");
-    }
+    let results = race(one_batch, |i| {
+        let store = store.clone();
+        let tokens = pair(&grant, 10 + 2 * i);
+        let id = refresh.id.clone();
+        let at = Timestamp(300 + i64::from(i));
+        async move {
+            store
+                .rotate_refresh_token(&id, at, Some(Timestamp(290)), &tokens)
+                .await
+        }
+    })
+    .await;
+    assert_eq!(
+        winners(results).len(),
+        usize::from(RACERS),
+        "every racer wins"
+    );
     assert_eq!(
         stored_racer_tokens(&*store, &grant).await,
         2 * usize::from(RACERS)
@@ -446,4 +511,59 @@ async fn stored_racer_tokens(
         found += stored_tokens(store, grant, i).await;
     }
     found
+}
+
+/// SQLite: writes that fail in a batch roll back alone and are answered
+/// alone; the rest of the batch commits.
+pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Confidential, 10);
+    store.insert_app(&web).await.unwrap();
+    let grant = code(&web, &ada, &acme, 1);
+    let orphan = code(&app("nope", ClientType::Public, 11), &ada, &acme, 2);
+    let cli = app("cli", ClientType::Public, 12);
+
+    let held = sqlite.hold_writes().await.unwrap();
+    let before = sqlite.writer_stats().unwrap().batches();
+    let spawn_write = |write: std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>| {
+        tokio::spawn(write)
+    };
+    let writes = [
+        spawn_write(Box::pin({
+            let (store, grant) = (store.clone(), grant.clone());
+            async move { store.insert_code(&grant).await }
+        })),
+        spawn_write(Box::pin({
+            let (store, web) = (store.clone(), web.clone());
+            async move { store.insert_app(&web).await }
+        })),
+        spawn_write(Box::pin({
+            let (store, orphan) = (store.clone(), orphan.clone());
+            async move { store.insert_code(&orphan).await }
+        })),
+        spawn_write(Box::pin({
+            let (store, cli) = (store.clone(), cli.clone());
+            async move { store.insert_app(&cli).await }
+        })),
+    ];
+    while sqlite.queued_writes() < writes.len() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    held.release().await.unwrap();
+    assert_eq!(sqlite.writer_stats().unwrap().batches(), before + 1);
+    let [code_write, duplicate, missing, cli_write] = writes;
+    code_write.await.unwrap().unwrap();
+    assert!(matches!(
+        duplicate.await.unwrap(),
+        Err(StoreError::Conflict("app"))
+    ));
+    assert!(matches!(
+        missing.await.unwrap(),
+        Err(StoreError::MissingReference("code"))
+    ));
+    cli_write.await.unwrap().unwrap();
+    assert_eq!(store.code_by_hash(&grant.hash).await.unwrap(), Some(grant));
+    assert_eq!(store.code_by_hash(&orphan.hash).await.unwrap(), None);
+    assert_eq!(store.app(&cli.client_id).await.unwrap(), Some(cli));
+    assert_eq!(store.app(&web.client_id).await.unwrap(), Some(web));
 }

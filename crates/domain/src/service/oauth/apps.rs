@@ -203,6 +203,8 @@ impl Service {
             return Err(Error::NotFound("app"));
         }
         self.origin_cache.clear();
+        // Cached copies of the app are stale: drop ours now.
+        self.after_change().await;
         tracing::info!(%client_id, "oauth app updated");
         Ok(app)
     }
@@ -238,6 +240,8 @@ impl Service {
         {
             return Err(Error::NotFound("app"));
         }
+        // The cached app holds the old secrets: drop it here now.
+        self.after_change().await;
         tracing::info!(%client_id, overlap_secs, "oauth app secret rotated");
         Ok((secret, previous))
     }
@@ -266,7 +270,12 @@ impl Service {
         manager: &AppManager,
         client_id: &ClientId,
     ) -> Result<OAuthApp, Error> {
-        let app = self.app(client_id).await?.ok_or(Error::NotFound("app"))?;
+        // From storage, not the cache: what is changed is what is read here.
+        let app = self
+            .store
+            .app(client_id)
+            .await?
+            .ok_or(Error::NotFound("app"))?;
         let AppManager::Member(caller) = manager else {
             return Ok(app);
         };
@@ -290,7 +299,7 @@ impl Service {
         if client_id.0.is_empty() || client_id.0.len() > limits::MAX_ID_LEN {
             return Ok(None);
         }
-        Ok(self.store.app(client_id).await?)
+        self.cached_app(client_id).await
     }
 
     /// Client authentication (RFC 6749 §2.3): confidential clients by

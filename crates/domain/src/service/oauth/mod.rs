@@ -4,6 +4,7 @@
 //! the same. Authenticate's own look-up of access tokens lives with the other
 //! credential look-ups in `authenticate.rs`.
 
+mod app_cache;
 mod apps;
 mod consent;
 mod grants;
@@ -13,7 +14,7 @@ mod token;
 
 pub use apps::{AppChanges, AppManager, ClientAuth, MAX_SECRET_OVERLAP_SECS, NewApp};
 pub use origins::{ORIGIN_CACHE_SECS, redirect_uri_origin};
-pub use revocation::Introspection;
+pub use revocation::{IntrospectedToken, Introspection};
 pub use token::IssuedTokens;
 
 use crate::error::{Error, OAuthErrorCode};

@@ -1,9 +1,12 @@
 //! Revocation (RFC 7009) and introspection (RFC 7662) of OAuth tokens.
 
 use crate::clock::Timestamp;
-use crate::credential::{CredentialKind, Secret};
+use crate::credential::{CredentialKind, Secret, SecretHash};
+use crate::directory::{UserId, WorkspaceId};
 use crate::error::{Error, OAuthErrorCode};
-use crate::oauth::{FamilyId, OAuthApp, OAuthToken, TokenKind};
+use crate::oauth::{ClientId, FamilyId, OAuthApp, OAuthToken, TokenKind};
+use crate::resolve::{VerifiedCredential, resolve_principal};
+use crate::scope::ScopeSet;
 use crate::service::Service;
 
 use super::apps::ClientAuth;
@@ -13,7 +16,34 @@ use super::oauth_error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Introspection {
     pub active: bool,
-    pub token: Option<OAuthToken>,
+    pub token: Option<IntrospectedToken>,
+}
+
+/// What an introspection tells of an active token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntrospectedToken {
+    pub kind: TokenKind,
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    /// The scopes granted, as issued.
+    pub scopes: ScopeSet,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Introspection {
+    const INACTIVE: Introspection = Introspection {
+        active: false,
+        token: None,
+    };
+
+    fn active(token: IntrospectedToken) -> Introspection {
+        Introspection {
+            active: true,
+            token: Some(token),
+        }
+    }
 }
 
 impl Service {
@@ -46,40 +76,84 @@ impl Service {
 
     /// RFC 7662. `client`, when given, may only see its own tokens; internal
     /// callers (admin token) pass `None` and see all.
+    ///
+    /// An access token is answered from the verification cache, through the
+    /// same filter, cache, membership and rules as Authenticate: active
+    /// exactly when Authenticate (no slug, no scope) would accept it, so a
+    /// revoked token is inactive here as soon as Authenticate refuses it. A
+    /// refresh token, which never authenticates, is looked up in storage.
     pub async fn introspect(
         &self,
         client: Option<&OAuthApp>,
         token: &str,
     ) -> Result<Introspection, Error> {
-        let inactive = Introspection {
-            active: false,
-            token: None,
+        let Ok(secret) = Secret::parse(token.trim()) else {
+            return Ok(Introspection::INACTIVE);
         };
-        let Some(stored) = self.lookup_oauth_token(token).await? else {
-            return Ok(inactive);
+        let answer = match secret.kind() {
+            CredentialKind::AccessToken => self.introspect_access_token(secret.hash()).await?,
+            CredentialKind::RefreshToken => self.introspect_refresh_token(&secret.hash()).await?,
+            _ => return Ok(Introspection::INACTIVE),
         };
-        if client.is_some_and(|c| c.client_id != stored.client_id) {
-            return Ok(inactive);
+        match answer {
+            Some(token) if client.is_none_or(|c| c.client_id == token.client_id) => {
+                Ok(Introspection::active(token))
+            }
+            _ => Ok(Introspection::INACTIVE),
         }
+    }
+
+    /// `None` unless Authenticate would accept the token.
+    async fn introspect_access_token(
+        &self,
+        hash: SecretHash,
+    ) -> Result<Option<IntrospectedToken>, Error> {
+        let verified = match self.verified(CredentialKind::AccessToken, hash).await {
+            Ok(verified) => verified,
+            Err(Error::Unauthenticated(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let VerifiedCredential::AccessToken(grant) = &*verified else {
+            return Ok(None);
+        };
+        let membership = self.membership_for(&verified, None).await?;
         let now = self.clock.now();
-        let active =
-            stored.revoked_at.is_none() && stored.rotated_at.is_none() && stored.expires_at > now;
-        if !active {
-            return Ok(inactive);
+        if resolve_principal(&verified, None, membership.as_ref(), ScopeSet::EMPTY, now).is_err() {
+            return Ok(None);
         }
-        if stored.kind == TokenKind::Access
-            && self
-                .store
-                .membership(&stored.workspace_id, &stored.user_id)
-                .await?
-                .is_none()
-        {
-            return Ok(inactive);
-        }
-        Ok(Introspection {
-            active: true,
-            token: Some(stored),
-        })
+        Ok(Some(IntrospectedToken {
+            kind: TokenKind::Access,
+            client_id: grant.client_id.clone(),
+            user_id: grant.user_id.clone(),
+            workspace_id: grant.workspace.id.clone(),
+            scopes: grant.scopes,
+            created_at: grant.created_at,
+            expires_at: grant.expires_at,
+        }))
+    }
+
+    /// `None` unless the refresh token is live: not revoked, rotated or expired.
+    async fn introspect_refresh_token(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<IntrospectedToken>, Error> {
+        let Some(stored) = self.store.token_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let live = stored.kind == TokenKind::Refresh
+            && stored.revoked_at.is_none()
+            && stored.rotated_at.is_none()
+            && stored.expires_at > now;
+        Ok(live.then_some(IntrospectedToken {
+            kind: stored.kind,
+            client_id: stored.client_id,
+            user_id: stored.user_id,
+            workspace_id: stored.workspace_id,
+            scopes: stored.scopes,
+            created_at: stored.created_at,
+            expires_at: stored.expires_at,
+        }))
     }
 
     /// Revokes every token of a family, on every replica.

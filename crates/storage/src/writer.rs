@@ -1,0 +1,517 @@
+//! Group commit: one task owns the only write connection and runs every
+//! write, many to a transaction.
+//!
+//! SQLite lets one connection write at a time. With writes spread over a
+//! pool, the others wait for the lock in the busy handler, which backs off
+//! in sleeps: at sixteen connections about one grant in a hundred waited
+//! most of a second. Here writes queue instead. The writer takes the first,
+//! opens a transaction (`BEGIN IMMEDIATE`: the write lock up front, never
+//! an upgrade that could fail half-way), runs it in a savepoint, then runs
+//! whatever else has queued meanwhile (up to [`MAX_BATCH`]), each in its own
+//! savepoint, and commits once: one fsync for the whole batch. Only after
+//! the commit is any caller answered, so an answer still means "durable".
+//!
+//! - An operation's error rolls back its savepoint alone and is answered to
+//!   its caller alone; the batch goes on.
+//! - Operations run one after another in one transaction, so each sees what
+//!   the ones before it wrote: of two claims of the same code in a batch,
+//!   the second's conditional UPDATE finds the first's, exactly as if they
+//!   had committed apart.
+//! - If the transaction cannot go on (a savepoint cannot be rolled back,
+//!   SQLite rolled everything back on its own after an I/O error) or the
+//!   COMMIT fails, every caller of the batch gets the error: none was
+//!   answered yet, and none of the batch is kept.
+//!
+//! Operations are closures over the connection, so the SQL in `sql/` runs
+//! here as written; they own what they use (they cross to the writer's
+//! task) and are never cancelled half-way by a caller that goes away.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::{ConnectOptions, Connection, Database, Executor};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use velocity_domain::StoreError;
+use velocity_domain::store::StoreResult;
+
+/// A boxed, sendable future, as operations return.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Most operations in one transaction: enough to absorb every connection of
+/// a loaded server in one fsync, few enough that the first of them is not
+/// kept waiting long behind the others.
+pub(crate) const MAX_BATCH: usize = 128;
+
+/// Operations waiting for the writer; a full queue makes callers wait.
+const QUEUE: usize = 4096;
+
+/// What the writer knows of the batches it ran, for tests and operators.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicUsize,
+    operations: AtomicUsize,
+    largest_batch: AtomicUsize,
+}
+
+impl WriterStats {
+    /// Transactions committed or attempted.
+    pub fn batches(&self) -> usize {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Operations run, in all batches.
+    pub fn operations(&self) -> usize {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    /// The most operations one transaction held.
+    pub fn largest_batch(&self) -> usize {
+        self.largest_batch.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, size: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.operations.fetch_add(size, Ordering::Relaxed);
+        self.largest_batch.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+/// The handle the store keeps: a queue into the writer's task.
+pub(crate) struct Writer<DB: Database> {
+    queue: mpsc::Sender<Box<dyn Job<DB>>>,
+    stats: Arc<WriterStats>,
+    /// Tells the task to finish what is queued and close its connection.
+    stop: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl<DB: Database> Writer<DB> {
+    /// Starts the writer's task on `conn`. `begin` opens each batch's
+    /// transaction; `connect` replaces the connection should a failed batch
+    /// leave it in a state sqlx no longer tracks.
+    pub(crate) fn spawn(
+        conn: DB::Connection,
+        connect: <DB::Connection as Connection>::Options,
+        begin: &'static str,
+    ) -> Self
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let (stop, stopped) = oneshot::channel();
+        let stats = Arc::new(WriterStats::default());
+        let task = Task {
+            conn: Some(conn),
+            connect,
+            begin,
+            jobs,
+            stats: stats.clone(),
+        };
+        let handle = tokio::spawn(task.run(stopped));
+        Writer {
+            queue,
+            stats,
+            stop: std::sync::Mutex::new(Some((stop, handle))),
+        }
+    }
+
+    /// Runs `op` in the next batch; answers once that batch has committed.
+    pub(crate) async fn submit<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        submit(&self.queue, op).await
+    }
+
+    /// Holds the writer inside a transaction until the returned guard is
+    /// released: writes submitted meanwhile queue, and then run together in
+    /// that transaction. For tests that need operations in one batch.
+    pub(crate) async fn hold(&self) -> WritesHeld {
+        let (started, running) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        // On its own task, so the guard does not borrow the store.
+        let queue = self.queue.clone();
+        let done = tokio::spawn(async move {
+            submit(&queue, move |_: &mut DB::Connection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let _ = started.send(());
+                    // Released, or the guard dropped: either way, go on.
+                    let _ = released.await;
+                    Ok(())
+                })
+            })
+            .await
+        });
+        let _ = running.await;
+        WritesHeld {
+            release: Some(release),
+            done,
+        }
+    }
+
+    /// Whether the writer's task is still taking operations.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// Operations queued and not yet taken into a batch.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Runs what is queued, then closes the connection; later writes are
+    /// refused as unavailable.
+    pub(crate) async fn close(&self) {
+        let stop = self.stop.lock().ok().and_then(|mut stop| stop.take());
+        if let Some((stop, handle)) = stop {
+            let _ = stop.send(());
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "the storage writer ended abnormally");
+            }
+        }
+    }
+}
+
+async fn submit<DB, T, F>(queue: &mpsc::Sender<Box<dyn Job<DB>>>, op: F) -> StoreResult<T>
+where
+    DB: Database,
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: Box<dyn Job<DB>> = Box::new(Pending {
+        op: Some(op),
+        outcome: None,
+        reply,
+    });
+    queue.send(job).await.map_err(|_| closed())?;
+    answer.await.map_err(|_| closed())?
+}
+
+/// Keeps the writer inside one transaction until released ([`Writer::hold`]).
+pub struct WritesHeld {
+    release: Option<oneshot::Sender<()>>,
+    done: JoinHandle<StoreResult<()>>,
+}
+
+impl WritesHeld {
+    /// Lets the held transaction go on with what queued meanwhile, and
+    /// waits until it has committed.
+    pub async fn release(mut self) -> StoreResult<()> {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        (&mut self.done)
+            .await
+            .map_err(|e| StoreError::Other(format!("the hold ended abnormally: {e}")))?
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("storage is closed".to_owned())
+}
+
+/// One queued operation with its caller's answer, type-erased so one queue
+/// carries operations of every result type.
+trait Job<DB: Database>: Send {
+    /// Runs the operation; `true` if it succeeded (its savepoint is kept).
+    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool>;
+    /// Answers the caller: the operation's own outcome if its batch
+    /// committed, the batch's error otherwise.
+    fn answer(self: Box<Self>, batch: Result<(), &StoreError>);
+}
+
+struct Pending<T, F> {
+    op: Option<F>,
+    outcome: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<DB, T, F> Job<DB> for Pending<T, F>
+where
+    DB: Database,
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+{
+    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let outcome = match self.op.take() {
+                Some(op) => op(conn).await,
+                None => Err(StoreError::Other("a write ran twice".to_owned())),
+            };
+            let ok = outcome.is_ok();
+            self.outcome = Some(outcome);
+            ok
+        })
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
+        let answer = match (batch, self.outcome) {
+            (Err(err), _) => Err(copy(err)),
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(StoreError::Other("a write never ran".to_owned())),
+        };
+        // The caller may have gone (a dropped request); its write stands.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The same error for every caller of a failed batch.
+fn copy(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Conflict(what) => StoreError::Conflict(what),
+        StoreError::MissingReference(what) => StoreError::MissingReference(what),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+/// The writer's own state, moved into its task.
+struct Task<DB: Database> {
+    /// `None` after a failed reconnect: the next batch tries again.
+    conn: Option<DB::Connection>,
+    connect: <DB::Connection as Connection>::Options,
+    begin: &'static str,
+    jobs: mpsc::Receiver<Box<dyn Job<DB>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl<DB: Database> Task<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut stopping = false;
+        loop {
+            let first = tokio::select! {
+                job = self.jobs.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                _ = &mut stop, if !stopping => {
+                    // No new operations; what is queued still runs.
+                    self.jobs.close();
+                    stopping = true;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            let outcome = self.batch(&mut batch).await;
+            self.stats.record(batch.len());
+            if let Err(err) = &outcome {
+                tracing::warn!(error = %err, operations = batch.len(), "a write batch failed");
+            }
+            for job in batch {
+                job.answer(outcome.as_ref().map(|_| ()));
+            }
+        }
+        if let Some(conn) = self.conn.take()
+            && let Err(err) = conn.close().await
+        {
+            tracing::warn!(error = %err, "closing the write connection failed");
+        }
+    }
+
+    /// Runs `batch` (one operation so far, more as they are drained) in one
+    /// transaction and commits it. On failure the transaction is rolled
+    /// back, and the connection replaced if even that fails.
+    async fn batch(&mut self, batch: &mut Vec<Box<dyn Job<DB>>>) -> Result<(), StoreError> {
+        let classify = |e| crate::error::classify(e, "write");
+        if self.conn.is_none() {
+            self.conn = Some(self.connect.connect().await.map_err(classify)?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Unavailable("no write connection".to_owned()));
+        };
+        let ran = run_all(conn, self.begin, batch, &mut self.jobs).await;
+        let Err(err) = ran else {
+            return Ok(());
+        };
+        if control::<DB>(conn, ROLLBACK).await.is_err() {
+            // Rolled back already (SQLite does so itself after some I/O
+            // errors), or the connection is broken: either way, start afresh.
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.close().await;
+            }
+            self.conn = self.connect.connect().await.ok();
+        }
+        Err(classify(err))
+    }
+}
+
+// The transaction is driven by these statements, each step one round trip
+// to the connection, because every round trip costs (on SQLite a hop to
+// the connection's thread and back): the savepoint of one operation is
+// released in the same call that opens the next one's, and the last one's
+// goes with the COMMIT. sqlx's own `Transaction` would take a round trip
+// for each.
+const OPEN: &str = "SAVEPOINT op";
+const NEXT: &str = "RELEASE op; SAVEPOINT op";
+const UNDO_NEXT: &str = "ROLLBACK TO op; RELEASE op; SAVEPOINT op";
+const COMMIT: &str = "COMMIT";
+const UNDO_COMMIT: &str = "ROLLBACK TO op; COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+
+/// Runs one transaction-control step, unprepared (several statements).
+async fn control<DB: Database>(conn: &mut DB::Connection, sql: &str) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Opens the transaction with `begin`, runs each operation of `batch` in
+/// its own savepoint, draining the queue into `batch` as it goes, up to
+/// [`MAX_BATCH`], and commits. An operation's failure undoes its savepoint
+/// only; any failed step leaves the transaction for the caller to roll back.
+async fn run_all<DB: Database>(
+    conn: &mut DB::Connection,
+    begin: &str,
+    batch: &mut Vec<Box<dyn Job<DB>>>,
+    jobs: &mut mpsc::Receiver<Box<dyn Job<DB>>>,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    control::<DB>(conn, &format!("{begin}; {OPEN}")).await?;
+    let mut next = 0;
+    loop {
+        let ok = batch[next].run(conn).await;
+        next += 1;
+        if next == batch.len()
+            && batch.len() < MAX_BATCH
+            && let Ok(job) = jobs.try_recv()
+        {
+            batch.push(job);
+        }
+        let last = next == batch.len();
+        let step = match (ok, last) {
+            (true, false) => NEXT,
+            (false, false) => UNDO_NEXT,
+            (true, true) => COMMIT,
+            (false, true) => UNDO_COMMIT,
+        };
+        control::<DB>(conn, step).await?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    use super::*;
+
+    /// A writer over a fresh file with a parent and a child table.
+    async fn writer(name: &str) -> (Writer<sqlx::Sqlite>, SqliteConnectOptions) {
+        let path =
+            std::env::temp_dir().join(format!("velocity-writer-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = options.connect().await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE child (id INTEGER PRIMARY KEY, \
+                                 parent INTEGER NOT NULL REFERENCES parent (id));",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        (
+            Writer::spawn(conn, options.clone(), "BEGIN IMMEDIATE"),
+            options,
+        )
+    }
+
+    /// Runs `sql` on the writer, in the next batch.
+    async fn run(writer: &Writer<sqlx::Sqlite>, sql: &'static str) -> StoreResult<u64> {
+        writer
+            .submit(
+                move |conn: &mut sqlx::SqliteConnection| -> BoxFuture<'_, _> {
+                    Box::pin(async move {
+                        sqlx::raw_sql(sql)
+                            .execute(conn)
+                            .await
+                            .map(|done| done.rows_affected())
+                            .map_err(|e| crate::error::classify(e, "row"))
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn count(options: &SqliteConnectOptions, table: &str) -> i64 {
+        let mut conn = options.connect().await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// A batch whose COMMIT fails answers every one of its writes with the
+    /// error, keeps none of them, and the writer goes on.
+    #[tokio::test]
+    async fn a_failed_commit_fails_the_whole_batch() {
+        let (writer, options) = writer("commit").await;
+        let writer = Arc::new(writer);
+        let held = writer.hold().await;
+        let parent = tokio::spawn({
+            let writer = writer.clone();
+            async move { run(&writer, "INSERT INTO parent (id) VALUES (1)").await }
+        });
+        // Deferred, the dangling reference is only refused at COMMIT.
+        let orphan = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                run(
+                    &writer,
+                    "PRAGMA defer_foreign_keys = ON; INSERT INTO child VALUES (1, 99)",
+                )
+                .await
+            }
+        });
+        while writer.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(held.release().await.is_err(), "the hold's batch failed too");
+        assert!(
+            parent.await.unwrap().is_err(),
+            "answered with the batch's error"
+        );
+        assert!(orphan.await.unwrap().is_err());
+        assert_eq!(count(&options, "parent").await, 0, "nothing of it is kept");
+        assert_eq!(count(&options, "child").await, 0);
+
+        run(&writer, "INSERT INTO parent (id) VALUES (2)")
+            .await
+            .unwrap();
+        assert_eq!(count(&options, "parent").await, 1, "the next batch commits");
+        assert_eq!(writer.stats().batches(), 2);
+        writer.close().await;
+        assert!(matches!(
+            run(&writer, "INSERT INTO parent (id) VALUES (3)").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        if let Some(path) = options.get_filename().to_str() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+}
