@@ -140,13 +140,23 @@ async fn grpc_health(addr: SocketAddr, ca: &Ca, client: Option<&Leaf>) -> Result
         .connect()
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-        .map_err(|e| format!("call: {e:?}"))
+    // Readiness reaches the health service a moment after `ready()`
+    // returns: wait it out (a deadline, not a timing assertion).
+    let mut client = HealthClient::new(channel);
+    for _ in 0..200 {
+        let status = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|e| format!("call: {e:?}"))?;
+        if status != ServingStatus::NotServing as i32 {
+            return Ok(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(ServingStatus::NotServing as i32)
 }
 
 async fn http_readyz(addr: SocketAddr, ca: &Ca) -> Result<u16, String> {
