@@ -75,7 +75,9 @@ async fn check(
         Some(scopes) => scopes,
         None => state.route_scopes.scopes_for(method, uri).to_vec(),
     };
-    tracing::debug!(method, uri, "forward-auth check");
+    // The path only: a query string may carry a token.
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    tracing::debug!(method, path, "forward-auth check");
     state.service.authenticate(credential, slug, &scopes).await
 }
 

@@ -76,8 +76,11 @@ impl Authorization for ExtAuthzApi {
         };
         match outcome {
             Ok(principal) => Ok(Response::new(self.allowed(&principal))),
-            // Envoy's failure_mode_allow is the operator's call, not ours.
-            Err(err) if err.class() == ErrorClass::Unavailable => Err(to_status(err)),
+            // An outage (or a bug) is not an answer about the caller:
+            // Envoy's failure_mode_allow decides, as its operator chose.
+            Err(err) if matches!(err.class(), ErrorClass::Unavailable | ErrorClass::Internal) => {
+                Err(to_status(err))
+            }
             Err(err) => Ok(Response::new(denied(&err))),
         }
     }
@@ -203,7 +206,6 @@ fn denied(err: &Error) -> CheckResponse {
         403 => HttpStatusCode::Forbidden,
         429 => HttpStatusCode::TooManyRequests,
         404 => HttpStatusCode::NotFound,
-        500 => HttpStatusCode::InternalServerError,
         _ => HttpStatusCode::BadRequest,
     };
     let mut http = DeniedHttpResponseBuilder::new();
