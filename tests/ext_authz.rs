@@ -292,21 +292,7 @@ async fn postgres_outage_is_unavailable_for_envoy() {
         )
         .await
         .unwrap();
-    let name = h.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&velocity_testkit::postgres_admin_url())
-        .await
-        .unwrap();
-    let allow = |allow: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}");
-    sqlx::query(sqlx::AssertSqlSafe(allow(false)))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    let outage = common::PostgresOutage::begin(&h).await;
     let bearer = format!("Bearer {cold}");
     let mut outcome = None;
     for _ in 0..5 {
@@ -317,10 +303,7 @@ async fn postgres_outage_is_unavailable_for_envoy() {
     }
     let status = outcome.unwrap().unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    sqlx::query(sqlx::AssertSqlSafe(allow(true)))
-        .execute(&admin)
-        .await
-        .unwrap();
+    outage.end().await;
     h.stop().await;
 }
 

@@ -462,22 +462,7 @@ async fn postgres_outage_fails_closed_behind_nginx() {
     let auth = h.http.trim_start_matches("http://").to_owned();
     let nginx = start_nginx(&auth, &upstream_addr).await;
 
-    let name = h.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&velocity_testkit::postgres_admin_url())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    let outage = common::PostgresOutage::begin(&h).await;
 
     // The key was never looked up, so no cache can answer for it.
     let mut direct = None;
@@ -503,12 +488,7 @@ async fn postgres_outage_fails_closed_behind_nginx() {
         "an outage never lets a call through"
     );
 
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    outage.end().await;
     drop(nginx);
     h.stop().await;
 }

@@ -136,20 +136,7 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
     h.authenticate(&secret, "", &[]).await.unwrap();
     wait_for_health(&h.channel, "", ServingStatus::Serving).await;
 
-    let name = h.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin_url = velocity_testkit::postgres_admin_url();
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let block = |allow: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}");
-    sqlx::query(sqlx::AssertSqlSafe(block(false)))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    let outage = common::PostgresOutage::begin(&h).await;
 
     let mut outcome = None;
     for _ in 0..5 {
@@ -178,15 +165,11 @@ async fn postgres_outage_is_unavailable_and_not_serving() {
         "a cached key rides out the outage"
     );
 
-    sqlx::query(sqlx::AssertSqlSafe(block(true)))
-        .execute(&admin)
-        .await
-        .unwrap();
+    outage.end().await;
     wait_for_health(&h.channel, "", ServingStatus::Serving).await;
     let readyz = http.get(format!("{}/readyz", h.http)).send().await.unwrap();
     assert_eq!(readyz.status(), 200);
     h.authenticate(&cold, "", &[]).await.unwrap();
-    admin.close().await;
     h.stop().await;
 }
 

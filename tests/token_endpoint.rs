@@ -245,21 +245,7 @@ async fn token_routes_are_never_cached(backend: Backend) {
 async fn token_endpoint_outage_is_an_uncacheable_503() {
     let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
     let app = h.register_app(false, SCOPES).await;
-    let name = h.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&velocity_testkit::postgres_admin_url())
-        .await
-        .unwrap();
-    let block = |allow: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}");
-    sqlx::query(sqlx::AssertSqlSafe(block(false)))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    let outage = common::PostgresOutage::begin(&h).await;
 
     let mut last = None;
     for _ in 0..5 {
@@ -277,11 +263,7 @@ async fn token_endpoint_outage_is_an_uncacheable_503() {
     let headers = last.expect("the token endpoint never answered 503");
     assert_uncacheable("token 503", &headers);
 
-    sqlx::query(sqlx::AssertSqlSafe(block(true)))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    outage.end().await;
     h.stop().await;
 }
 

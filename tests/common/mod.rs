@@ -220,6 +220,47 @@ impl Harness {
     }
 }
 
+/// A PostgreSQL outage for one harness's database: new connections are
+/// refused and the open ones cut, until `end`.
+pub struct PostgresOutage {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl PostgresOutage {
+    pub async fn begin(h: &Harness) -> PostgresOutage {
+        let name = h.db.url.rsplit('/').next().unwrap().to_owned();
+        let admin = sqlx::PgPool::connect(&velocity_testkit::postgres_admin_url())
+            .await
+            .unwrap();
+        let outage = PostgresOutage { admin, name };
+        outage.allow_connections(false).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            outage.name
+        )))
+        .execute(&outage.admin)
+        .await
+        .unwrap();
+        outage
+    }
+
+    pub async fn end(self) {
+        self.allow_connections(true).await;
+        self.admin.close().await;
+    }
+
+    async fn allow_connections(&self, allow: bool) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allow}",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
+}
+
 pub fn admin<T>(message: T) -> Request<T> {
     bearer(ADMIN_TOKEN, message)
 }
