@@ -10,19 +10,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use velocity_domain::authorization::Authorization;
+use velocity_domain::principal::upstream_header;
 use velocity_domain::{Error, ErrorClass, Principal, Reason};
 
 use crate::error::HttpError;
 use crate::params::Params;
 use crate::{AppState, Shared};
-
-/// The headers a proxy copies to the upstream request.
-pub const USER_ID: &str = "x-velocity-user-id";
-pub const WORKSPACE_ID: &str = "x-velocity-workspace-id";
-pub const WORKSPACE_SLUG: &str = "x-velocity-workspace-slug";
-pub const SCOPES: &str = "x-velocity-scopes";
-pub const CREDENTIAL_KIND: &str = "x-velocity-credential-kind";
-pub const CREDENTIAL_ID: &str = "x-velocity-credential-id";
 
 /// The caller's workspace, as the Velocity API takes it.
 const WORKSPACE_HEADER: &str = "x-workspace-slug";
@@ -101,23 +94,16 @@ fn required_scopes(query: Option<&str>) -> Result<Option<Vec<String>>, Error> {
 fn allowed(principal: &Principal) -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: &str| {
+    for (name, value) in principal.upstream_fields() {
         // Every value is ours (ids, slugs, scope names), so always valid;
         // an invalid one is left out rather than answered wrongly.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(upstream_header(name)),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
         }
-    };
-    if let Some(user) = &principal.user_id {
-        set(USER_ID, user.as_str());
     }
-    if let Some(workspace) = &principal.workspace {
-        set(WORKSPACE_ID, workspace.id.as_str());
-        set(WORKSPACE_SLUG, &workspace.slug);
-    }
-    set(SCOPES, &principal.scopes.to_space_separated());
-    set(CREDENTIAL_KIND, principal.kind.as_str());
-    set(CREDENTIAL_ID, &principal.credential_id);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),

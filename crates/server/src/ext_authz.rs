@@ -26,6 +26,7 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 use velocity_domain::authorization::Authorization as AuthorizationHeader;
+use velocity_domain::principal::{UPSTREAM_FIELDS, upstream_header};
 use velocity_domain::routes::RouteScopes;
 use velocity_domain::{Error, ErrorClass, Principal, Reason, Service};
 
@@ -104,12 +105,12 @@ impl ExtAuthzApi {
     }
 
     fn allowed(&self, principal: &Principal) -> CheckResponse {
-        let fields = principal_fields(principal);
+        let fields = principal.upstream_fields();
         let mut upstream = OkHttpResponseBuilder::new();
         for (name, value) in &fields {
             // Overwrite: a caller must not smuggle in headers of its own.
             upstream.add_header(
-                format!("x-velocity-{}", name.replace('_', "-")),
+                upstream_header(name),
                 value.clone(),
                 Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
                 false,
@@ -117,7 +118,7 @@ impl ExtAuthzApi {
         }
         for name in UPSTREAM_FIELDS {
             if !fields.iter().any(|(present, _)| *present == name) {
-                upstream.remove_header(format!("x-velocity-{}", name.replace('_', "-")));
+                upstream.remove_header(upstream_header(name));
             }
         }
         if !self.keep_credential {
@@ -149,32 +150,6 @@ impl ExtAuthzApi {
             .set_dynamic_metadata(Some(metadata));
         response
     }
-}
-
-/// Every principal field sent upstream, by its metadata name; the header
-/// is `x-velocity-` + the name with dashes.
-const UPSTREAM_FIELDS: [&str; 6] = [
-    "user_id",
-    "workspace_id",
-    "workspace_slug",
-    "scopes",
-    "credential_kind",
-    "credential_id",
-];
-
-fn principal_fields(principal: &Principal) -> Vec<(&'static str, String)> {
-    let mut fields = Vec::with_capacity(UPSTREAM_FIELDS.len());
-    if let Some(user) = &principal.user_id {
-        fields.push(("user_id", user.as_str().to_owned()));
-    }
-    if let Some(workspace) = &principal.workspace {
-        fields.push(("workspace_id", workspace.id.as_str().to_owned()));
-        fields.push(("workspace_slug", workspace.slug.clone()));
-    }
-    fields.push(("scopes", principal.scopes.to_space_separated()));
-    fields.push(("credential_kind", principal.kind.as_str().to_owned()));
-    fields.push(("credential_id", principal.credential_id.clone()));
-    fields
 }
 
 /// The route's own `required_scopes`, else the route table's entry for
