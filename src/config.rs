@@ -39,6 +39,13 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Origins (scheme://host[:port], comma-separated) of the web app whose
+    /// pages call the /v1 JSON API with the session cookie: a
+    /// state-changing request the cookie authenticates must come from one
+    /// of them or from this service's own origin (docs/http-api.md).
+    #[arg(long, env = "VELOCITY_WEB_ORIGINS", value_delimiter = ',')]
+    pub web_origins: Vec<String>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -294,6 +301,7 @@ impl ServeConfig {
             http_addr: "127.0.0.1:0".into(),
             public_url: None,
             cors_origins: Vec::new(),
+            web_origins: Vec::new(),
             database: DatabaseArgs {
                 database_url: database_url.into(),
                 db_max_connections: 8,
@@ -379,11 +387,12 @@ impl ServeConfig {
 
     /// The configured CORS origins, trimmed, empty entries dropped.
     pub fn cors_origins(&self) -> Vec<String> {
-        self.cors_origins
-            .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect()
+        origins(&self.cors_origins)
+    }
+
+    /// The configured web app origins, trimmed, empty entries dropped.
+    pub fn web_origins(&self) -> Vec<String> {
+        origins(&self.web_origins)
     }
 
     pub(crate) async fn open_database(&self) -> anyhow::Result<Database> {
@@ -525,6 +534,13 @@ impl fmt::Debug for ServeConfig {
             .field("grpc_client_ca", &self.grpc_client_ca)
             .finish_non_exhaustive()
     }
+}
+
+fn origins(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+mod gateway;
 pub mod jwks;
 pub mod logging;
 pub mod tls;
@@ -139,6 +140,8 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let csrf = velocity_http::CsrfKey::new(csrf_key)
         .map_err(|e| anyhow::anyhow!("the shared CSRF key cannot key HMAC-SHA256: {e}"))?;
     let admin_token = velocity_server::AdminToken::new(config.admin_token.as_deref());
+    let gateway = gateway::gateway(service.clone(), admin_token.clone())
+        .context("the HTTP gateway's routes (google.api.http options)")?;
     let http_state = velocity_http::AppState {
         service: service.clone(),
         csrf,
@@ -147,6 +150,8 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         web: web_session,
         ready: ready.clone(),
         route_scopes: route_scopes.clone(),
+        gateway: Arc::new(gateway),
+        web_origins: Arc::new(config.web_origins()),
     };
 
     let shutdown = CancellationToken::new();

@@ -28,6 +28,7 @@ pub enum Reason {
     NotKeyOwner,
     NotAppManager,
     NotGrantHolder,
+    OriginNotAllowed,
     AdminTokenInvalid,
     InvalidArgument,
     NotFound,
@@ -66,6 +67,7 @@ impl Reason {
             Reason::NotKeyOwner => "NOT_KEY_OWNER",
             Reason::NotAppManager => "NOT_APP_MANAGER",
             Reason::NotGrantHolder => "NOT_GRANT_HOLDER",
+            Reason::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
             Reason::AdminTokenInvalid => "ADMIN_TOKEN_INVALID",
             Reason::InvalidArgument => "INVALID_ARGUMENT",
             Reason::NotFound => "NOT_FOUND",
@@ -103,6 +105,9 @@ impl Reason {
             Reason::NotKeyOwner => "the caller may not manage that key",
             Reason::NotAppManager => "the caller may not manage that app",
             Reason::NotGrantHolder => "the caller may not see or revoke that grant",
+            Reason::OriginNotAllowed => {
+                "a request authenticated by the session cookie must come from an allowed Origin"
+            }
             Reason::AdminTokenInvalid => "a valid admin token is required",
             Reason::InvalidArgument => "invalid argument",
             Reason::NotFound => "not found",

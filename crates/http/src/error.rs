@@ -5,7 +5,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use velocity_domain::{Error, ErrorClass};
+use velocity_domain::{Error, ErrorClass, Reason};
+
+use crate::gateway::RpcFailure;
 
 #[derive(Debug)]
 pub struct HttpError(pub Error);
@@ -33,29 +35,70 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let err = self.0;
         log_if_internal(&err);
-        let class = err.class();
-        let status = status_of(class);
-        let mut response = (status, Json(err.json_body())).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(secs) = err.retry_after_secs() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            // RFC 6749 §5.2: a failed client authentication challenges for
-            // the scheme clients authenticate with.
-            let challenge = if class == ErrorClass::InvalidClient {
-                "Basic realm=\"velocity\""
-            } else {
-                "Bearer"
-            };
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
-        }
-        response
+        error_response(err.class(), err.json_body(), err.retry_after_secs())
     }
+}
+
+/// A refusal an RPC returned through the gateway, answered as if the
+/// domain error behind it had reached this adapter directly: the class is
+/// the table's row with the status's gRPC code and the `error` string the
+/// status carries (the first row of that code without one), so the HTTP
+/// status, body and headers are the same as on every other route. The
+/// message is the RPC's public one; codes the table never sends (a bug,
+/// or tonic's own) are an internal error whose detail stays in the log.
+pub fn rpc_failure(failure: RpcFailure) -> Response {
+    let by_code = |c: &ErrorClass| c.grpc_code() == failure.code;
+    let class = ErrorClass::ALL
+        .into_iter()
+        .filter(by_code)
+        .find(|c| failure.error.as_deref() == Some(c.error_code()))
+        .or_else(|| ErrorClass::ALL.into_iter().find(by_code));
+    let (class, description, reason) = match (class, failure.reason.as_deref()) {
+        (Some(class), Some(reason)) if !class.is_internal() => (class, failure.message, reason),
+        (Some(class), reason) if class == ErrorClass::Unavailable => (
+            class,
+            Reason::StorageUnavailable.description().to_owned(),
+            reason.unwrap_or(Reason::StorageUnavailable.as_str()),
+        ),
+        _ => {
+            tracing::error!(code = failure.code, message = %failure.message, "an RPC failed outside the error table");
+            (
+                ErrorClass::Internal,
+                Reason::Internal.description().to_owned(),
+                Reason::Internal.as_str(),
+            )
+        }
+    };
+    let body = serde_json::json!({
+        "error": class.error_code(),
+        "error_description": description,
+        "reason": reason,
+    });
+    error_response(class, body, failure.retry_after_secs)
+}
+
+fn error_response(class: ErrorClass, body: serde_json::Value, retry_after: Option<u64>) -> Response {
+    let status = status_of(class);
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 6749 §5.2: a failed client authentication challenges for
+        // the scheme clients authenticate with.
+        let challenge = if class == ErrorClass::InvalidClient {
+            "Basic realm=\"velocity\""
+        } else {
+            "Bearer"
+        };
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
 }
 
 /// Error responses the framework makes itself (405 with `Allow`, 413 from

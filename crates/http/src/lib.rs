@@ -1,5 +1,7 @@
 //! The HTTP adapter: the public OAuth URLs (CONTRACT §6), translated to the
-//! same use-cases the gRPC API calls. Errors are mapped in `error` only.
+//! same use-cases the gRPC API calls; the HTTP/JSON face of the RPCs under
+//! /v1 (`gateway`); and /openapi.json describing all of them (`openapi`).
+//! Errors are mapped in `error` only.
 
 mod authorization;
 mod consent;
@@ -7,12 +9,15 @@ mod cors;
 mod csrf;
 mod discovery;
 mod error;
+pub mod gateway;
 mod health;
 mod listener;
+mod openapi;
 mod page;
 mod params;
 mod peer;
 mod request_id;
+mod routes;
 mod token;
 mod verify;
 mod web_session;
@@ -24,7 +29,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::connect_info::Connected;
-use axum::routing::{get, post};
 use axum::serve::{IncomingStream, Listener};
 use tokio::sync::watch;
 use velocity_domain::Service;
@@ -33,6 +37,8 @@ use velocity_domain::routes::RouteScopes;
 
 pub use csrf::CsrfKey;
 use error::HttpError;
+pub use gateway::Gateway;
+use routes::Group;
 pub use listener::AcceptedListener;
 pub use peer::PeerSocket;
 pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
@@ -54,6 +60,12 @@ pub struct AppState {
     pub ready: watch::Receiver<bool>,
     /// Scopes per route, for forward-auth checks whose proxy does not say.
     pub route_scopes: Arc<RouteScopes>,
+    /// The RPCs served as JSON under /v1, and how to call them.
+    pub gateway: Arc<Gateway>,
+    /// Origins of the web app (`VELOCITY_WEB_ORIGINS`) besides the
+    /// service's own, from which a cookie-authenticated /v1 request may
+    /// change state.
+    pub web_origins: Arc<Vec<String>>,
 }
 
 /// The router's state: axum clones it for every extractor and middleware
@@ -62,34 +74,50 @@ pub struct AppState {
 pub(crate) type Shared = Arc<AppState>;
 
 fn router(state: AppState) -> Router {
+    let document = routes::Document::default();
+    let table = routes::table(document.clone());
+    let cookie = state
+        .web
+        .cookie
+        .clone()
+        .unwrap_or_else(|| web_session::LEGACY_COOKIE.to_owned());
+    let spec = openapi::document(&table, &state.gateway, &cookie);
+    // Built from the table it describes; set before the first request.
+    let _ = document.set(axum::body::Bytes::from(spec.to_string()));
+    let gateway = state.gateway.router();
     let state: Shared = Arc::new(state);
+    let mut groups = [Router::new(), Router::new(), Router::new()];
+    let mut by_path: Vec<(Group, &'static str, axum::routing::MethodRouter<Shared>)> = Vec::new();
+    for route in table {
+        match by_path
+            .iter_mut()
+            .find(|(g, p, _)| *p == route.path && *g == route.group)
+        {
+            Some((_, _, methods)) => *methods = methods.clone().merge(route.handler),
+            None => by_path.push((route.group, route.path, route.handler)),
+        }
+    }
+    for (group, path, methods) in by_path {
+        let index = group as usize;
+        groups[index] = std::mem::take(&mut groups[index]).route(path, methods);
+    }
+    let [plain, token_routes, metadata_routes] = groups;
     // Every response of the routes that carry tokens is uncacheable; they
     // and the metadata document answer CORS (`cors`), the consent form not.
-    let token_routes = Router::new()
-        .route("/api/oauth/token", post(token::token))
-        .route("/api/oauth/revoke", post(token::revoke))
-        .route("/api/oauth/introspect", post(token::introspect))
+    let token_routes = token_routes
         .layer(axum::middleware::map_response(token::no_store))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::post_routes,
         ));
-    let metadata_routes = Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(discovery::metadata),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            cors::get_routes,
-        ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/oauth/consent", get(consent::show).post(consent::submit))
-        .route("/api/auth/verify", get(verify::verify))
+    let metadata_routes = metadata_routes.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        cors::get_routes,
+    ));
+    plain
         .merge(token_routes)
         .merge(metadata_routes)
+        .merge(gateway)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes (405, 413, rejections) in our shape.

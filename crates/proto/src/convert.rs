@@ -184,6 +184,7 @@ mod tests {
             NotKeyOwner,
             NotAppManager,
             NotGrantHolder,
+            OriginNotAllowed,
             AdminTokenInvalid,
             InvalidArgument,
             NotFound,

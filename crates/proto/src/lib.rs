@@ -11,7 +11,9 @@ pub mod velocity {
 
 pub use velocity::auth::v1 as pb;
 
-/// Encoded `FileDescriptorSet` of every Velocity proto, for reflection.
+/// Encoded `FileDescriptorSet` of every Velocity proto and its imports,
+/// with extension options and source comments: for reflection, and for
+/// the HTTP gateway's routes and OpenAPI document.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/velocity_descriptor.bin"));
 

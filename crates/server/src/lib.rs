@@ -7,6 +7,7 @@ mod app_service;
 mod auth_service;
 mod directory_service;
 pub mod ext_authz;
+mod in_process;
 mod metadata;
 mod request_id;
 mod status;
@@ -34,7 +35,12 @@ use auth_service::AuthApi;
 use directory_service::DirectoryApi;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use ext_authz::ExtAuthzApi;
+pub use in_process::LocalGrpc;
+pub use status::ERROR_METADATA_KEY;
 pub use velocity_domain::admin::AdminToken;
+/// The descriptor set (with `google.api.http` options) the HTTP gateway
+/// reads its routes from.
+pub use velocity_proto::FILE_DESCRIPTOR_SET;
 
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {

@@ -11,6 +11,9 @@ use velocity_domain::{Error, ErrorClass};
 
 pub use velocity_proto::ERROR_DOMAIN;
 
+/// `google.rpc.ErrorInfo.metadata` key of the error table's `error` string.
+pub const ERROR_METADATA_KEY: &str = "error";
+
 pub fn code_of(class: ErrorClass) -> Code {
     Code::from_i32(class.grpc_code())
 }
@@ -27,11 +30,14 @@ fn log_if_internal(err: &Error) {
 pub fn to_status(err: Error) -> Status {
     log_if_internal(&err);
     let reason = err.reason();
-    let mut details = ErrorDetails::with_error_info(
-        reason.as_str(),
-        ERROR_DOMAIN,
-        std::collections::HashMap::new(),
-    );
+    // The table's `error` string rides along, so the HTTP gateway (and any
+    // caller) can tell `invalid_scope` from `invalid_request`, which share
+    // INVALID_ARGUMENT.
+    let metadata = std::collections::HashMap::from([(
+        ERROR_METADATA_KEY.to_owned(),
+        err.class().error_code().to_owned(),
+    )]);
+    let mut details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
     if let Some(secs) = err.retry_after_secs() {
         details.set_retry_info(Some(Duration::from_secs(secs)));
     }
@@ -74,11 +80,16 @@ mod tests {
         ];
         for (err, code) in cases {
             let reason = err.reason();
+            let class = err.class();
             let status = to_status(err);
             assert_eq!(status.code(), code);
             let info = status.get_details_error_info().unwrap();
             assert_eq!(info.reason, reason.as_str());
             assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(
+                info.metadata.get(ERROR_METADATA_KEY).map(String::as_str),
+                Some(class.error_code())
+            );
         }
     }
 

@@ -1,0 +1,215 @@
+//! The route table of the gateway, read from the `google.api.http` option
+//! of each RPC in the descriptor set: no second, hand-kept list. Only what
+//! the gateway serves faithfully is accepted — one binding per RPC, `GET`,
+//! `POST`, `PUT`, `PATCH` or `DELETE`, a path under `/v1/` whose variables
+//! are whole segments naming top-level scalar fields, and a body of `*` or
+//! none — and anything else stops start-up, so an annotation is never
+//! silently ignored.
+
+use axum::http::Method;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
+    Value,
+};
+
+use super::SetupError;
+
+/// Every gateway path starts here, apart from the OAuth URLs.
+pub const PREFIX: &str = "/v1/";
+
+const HTTP_RULE_EXTENSION: &str = "google.api.http";
+
+/// One RPC served over HTTP.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub method: Method,
+    /// The template as annotated; `{field}` is also axum's capture syntax.
+    pub path: String,
+    /// Fields named by path variables, in order.
+    pub path_fields: Vec<FieldDescriptor>,
+    /// `body: "*"`: the request message is the JSON body (less path
+    /// fields). Otherwise every other field is a query parameter.
+    pub body: bool,
+    pub rpc: MethodDescriptor,
+}
+
+impl Binding {
+    /// `/velocity.auth.v1.AuthService/CreateKey`, as gRPC addresses it.
+    pub fn grpc_path(&self) -> String {
+        format!(
+            "/{}/{}",
+            self.rpc.parent_service().full_name(),
+            self.rpc.name()
+        )
+    }
+
+    pub fn input(&self) -> MessageDescriptor {
+        self.rpc.input()
+    }
+
+    pub fn output(&self) -> MessageDescriptor {
+        self.rpc.output()
+    }
+
+    /// The fields a GET or DELETE takes from the query string.
+    pub fn query_fields(&self) -> Vec<FieldDescriptor> {
+        if self.body {
+            return Vec::new();
+        }
+        self.input()
+            .fields()
+            .filter(|f| !self.path_fields.contains(f))
+            .collect()
+    }
+
+    /// `AuthService_CreateKey`, grpc-gateway's operation id.
+    pub fn operation_id(&self) -> String {
+        format!("{}_{}", self.rpc.parent_service().name(), self.rpc.name())
+    }
+}
+
+/// Every annotated RPC of every service in `pool`, in declaration order.
+pub fn bindings(pool: &DescriptorPool) -> Result<Vec<Binding>, SetupError> {
+    let Some(extension) = pool.get_extension_by_name(HTTP_RULE_EXTENSION) else {
+        return Err(SetupError::Descriptors(format!(
+            "{HTTP_RULE_EXTENSION} is not in the descriptor set"
+        )));
+    };
+    let mut out: Vec<Binding> = Vec::new();
+    for service in pool.services() {
+        for rpc in service.methods() {
+            let options = rpc.options();
+            if !options.has_extension(&extension) {
+                continue;
+            }
+            let rule = match options.get_extension(&extension).as_ref() {
+                Value::Message(rule) => rule.clone(),
+                _ => return Err(rule_error(&rpc, "the option is not an HttpRule")),
+            };
+            let binding = binding(&rpc, &rule)?;
+            if let Some(other) = out
+                .iter()
+                .find(|b| b.method == binding.method && b.path == binding.path)
+            {
+                return Err(rule_error(
+                    &rpc,
+                    &format!("{} {} is bound already", other.method, other.path),
+                ));
+            }
+            out.push(binding);
+        }
+    }
+    Ok(out)
+}
+
+fn binding(rpc: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, SetupError> {
+    if rpc.is_client_streaming() || rpc.is_server_streaming() {
+        return Err(rule_error(rpc, "streaming RPCs are not served over HTTP"));
+    }
+    let text = |name: &str| -> String {
+        rule.get_field_by_name(name)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for unsupported in ["response_body", "selector"] {
+        if !text(unsupported).is_empty() {
+            return Err(rule_error(rpc, &format!("`{unsupported}` is not supported")));
+        }
+    }
+    if rule
+        .get_field_by_name("additional_bindings")
+        .and_then(|v| v.as_list().map(|l| !l.is_empty()))
+        .unwrap_or(false)
+    {
+        return Err(rule_error(rpc, "`additional_bindings` is not supported"));
+    }
+    if rule.has_field_by_name("custom") {
+        return Err(rule_error(rpc, "custom verbs are not supported"));
+    }
+    let mut found = None;
+    for (name, method) in [
+        ("get", Method::GET),
+        ("put", Method::PUT),
+        ("post", Method::POST),
+        ("delete", Method::DELETE),
+        ("patch", Method::PATCH),
+    ] {
+        if rule.has_field_by_name(name) {
+            found = Some((method, text(name)));
+        }
+    }
+    let Some((method, path)) = found else {
+        return Err(rule_error(rpc, "no HTTP method and path"));
+    };
+    let body = match text("body").as_str() {
+        "" => false,
+        "*" => true,
+        other => {
+            return Err(rule_error(
+                rpc,
+                &format!("body \"{other}\": only \"*\" or none is supported"),
+            ));
+        }
+    };
+    if body && (method == Method::GET || method == Method::DELETE) {
+        return Err(rule_error(rpc, "GET and DELETE take no body"));
+    }
+    let path_fields = path_fields(rpc, &path)?;
+    Ok(Binding {
+        method,
+        path,
+        path_fields,
+        body,
+        rpc: rpc.clone(),
+    })
+}
+
+/// The fields of `{variables}` in `path`, checked segment by segment.
+fn path_fields(rpc: &MethodDescriptor, path: &str) -> Result<Vec<FieldDescriptor>, SetupError> {
+    if !path.starts_with(PREFIX) {
+        return Err(rule_error(
+            rpc,
+            &format!("path {path} is outside {PREFIX}, where the OAuth URLs cannot clash"),
+        ));
+    }
+    let input = rpc.input();
+    let mut fields = Vec::new();
+    for segment in path[1..].split('/') {
+        if segment.is_empty() {
+            return Err(rule_error(rpc, &format!("path {path} has an empty segment")));
+        }
+        let Some(inner) = segment.strip_prefix('{') else {
+            if segment.contains(['{', '}', ':', '*']) {
+                return Err(rule_error(
+                    rpc,
+                    &format!("segment {segment}: variables must be whole segments; no verbs or wildcards"),
+                ));
+            }
+            continue;
+        };
+        let Some(name) = inner.strip_suffix('}') else {
+            return Err(rule_error(rpc, &format!("segment {segment} is not {{field}}")));
+        };
+        let field = input.get_field_by_name(name).ok_or_else(|| {
+            rule_error(
+                rpc,
+                &format!("{{{name}}} is not a field of {}", input.full_name()),
+            )
+        })?;
+        if field.is_list() || field.is_map() || matches!(field.kind(), Kind::Message(_)) {
+            return Err(rule_error(rpc, &format!("{{{name}}} is not a scalar field")));
+        }
+        if fields.contains(&field) {
+            return Err(rule_error(rpc, &format!("{{{name}}} appears twice")));
+        }
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+fn rule_error(rpc: &MethodDescriptor, problem: &str) -> SetupError {
+    SetupError::Rule {
+        rpc: rpc.full_name().to_owned(),
+        problem: problem.to_owned(),
+    }
+}
