@@ -22,10 +22,11 @@ impl UnaryCall for InProcess {
         Box::pin(async move {
             let metadata = match authorization {
                 None => None,
-                Some(value) => Some(
-                    AsciiMetadataValue::try_from(value.as_bytes())
-                        .map_err(|_| failure(Error::Unauthenticated(Reason::CredentialMalformed)))?,
-                ),
+                Some(value) => {
+                    Some(AsciiMetadataValue::try_from(value.as_bytes()).map_err(|_| {
+                        failure(Error::Unauthenticated(Reason::CredentialMalformed))
+                    })?)
+                }
             };
             grpc.unary(&path, metadata, message)
                 .await

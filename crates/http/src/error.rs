@@ -77,7 +77,11 @@ pub fn rpc_failure(failure: RpcFailure) -> Response {
     error_response(class, body, failure.retry_after_secs)
 }
 
-fn error_response(class: ErrorClass, body: serde_json::Value, retry_after: Option<u64>) -> Response {
+fn error_response(
+    class: ErrorClass,
+    body: serde_json::Value,
+    retry_after: Option<u64>,
+) -> Response {
     let status = status_of(class);
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();

@@ -38,9 +38,9 @@ use velocity_domain::routes::RouteScopes;
 pub use csrf::CsrfKey;
 use error::HttpError;
 pub use gateway::Gateway;
-use routes::Group;
 pub use listener::AcceptedListener;
 pub use peer::PeerSocket;
+use routes::Group;
 pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
 
 /// Every form and token request fits in far less.

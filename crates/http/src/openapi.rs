@@ -22,10 +22,10 @@ const GATEWAY_ERRORS: [&str; 6] = ["400", "401", "403", "404", "409", "503"];
 pub fn document(routes: &[Route], gateway: &Gateway, session_cookie: &str) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for route in routes {
-        paths
-            .entry(route.path.to_owned())
-            .or_default()
-            .insert(route.method.as_str().to_ascii_lowercase(), route.operation.clone());
+        paths.entry(route.path.to_owned()).or_default().insert(
+            route.method.as_str().to_ascii_lowercase(),
+            route.operation.clone(),
+        );
     }
     let mut schemas = Schemas::default();
     for binding in gateway.bindings() {
@@ -200,7 +200,8 @@ impl Schemas {
         let mut properties = Map::new();
         for field in message.fields() {
             let mut schema = self.field(&field);
-            if let Some(text) = comment_of(field.parent_file().file_descriptor_proto(), field.path())
+            if let Some(text) =
+                comment_of(field.parent_file().file_descriptor_proto(), field.path())
                 && let Some(object) = schema.as_object_mut()
                 && !object.contains_key("$ref")
             {
@@ -222,9 +223,7 @@ impl Schemas {
     fn field(&mut self, field: &FieldDescriptor) -> Value {
         if field.is_map() {
             let value = match field.kind() {
-                Kind::Message(entry) => entry
-                    .map_entry_value_field()
-                    .kind(),
+                Kind::Message(entry) => entry.map_entry_value_field().kind(),
                 other => other,
             };
             return json!({"type": "object", "additionalProperties": self.kind(&value)});
@@ -266,7 +265,10 @@ impl Schemas {
 }
 
 /// The leading comment of the element at `path` of `file`, on one line.
-fn comment_of(file: &prost_reflect::prost_types::FileDescriptorProto, path: &[i32]) -> Option<String> {
+fn comment_of(
+    file: &prost_reflect::prost_types::FileDescriptorProto,
+    path: &[i32],
+) -> Option<String> {
     let location = file
         .source_code_info
         .as_ref()?

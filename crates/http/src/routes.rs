@@ -93,7 +93,11 @@ fn json_ok(description: &str, schema: Value) -> Value {
 fn consent_params() -> Vec<Value> {
     vec![
         query("client_id", "the app's client id", true),
-        query("redirect_uri", "a redirect URI registered for the app, exactly", true),
+        query(
+            "redirect_uri",
+            "a redirect URI registered for the app, exactly",
+            true,
+        ),
         query("response_type", "`code`", true),
         query("scope", "space-separated scopes", false),
         query("state", "returned unchanged", false),
@@ -281,7 +285,10 @@ pub fn table(document: Document) -> Vec<Route> {
 async fn serve_document(document: Document) -> axum::response::Response {
     let body = document.get().cloned().unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()

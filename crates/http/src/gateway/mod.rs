@@ -50,8 +50,7 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Result<Bytes, RpcFailure>> + S
 /// The binary supplies it over the tonic services, so this crate knows
 /// nothing of tonic.
 pub trait UnaryCall: Send + Sync + 'static {
-    fn call(&self, path: String, authorization: Option<HeaderValue>, message: Bytes)
-    -> CallFuture;
+    fn call(&self, path: String, authorization: Option<HeaderValue>, message: Bytes) -> CallFuture;
 }
 
 /// Why the gateway cannot be set up: a build or annotation bug.
@@ -123,7 +122,9 @@ impl Gateway {
         }
         by_path
             .into_iter()
-            .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+            .fold(Router::new(), |router, (path, methods)| {
+                router.route(path, methods)
+            })
     }
 }
 

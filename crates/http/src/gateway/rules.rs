@@ -113,7 +113,10 @@ fn binding(rpc: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, Set
     };
     for unsupported in ["response_body", "selector"] {
         if !text(unsupported).is_empty() {
-            return Err(rule_error(rpc, &format!("`{unsupported}` is not supported")));
+            return Err(rule_error(
+                rpc,
+                &format!("`{unsupported}` is not supported"),
+            ));
         }
     }
     if rule
@@ -176,19 +179,27 @@ fn path_fields(rpc: &MethodDescriptor, path: &str) -> Result<Vec<FieldDescriptor
     let mut fields = Vec::new();
     for segment in path[1..].split('/') {
         if segment.is_empty() {
-            return Err(rule_error(rpc, &format!("path {path} has an empty segment")));
+            return Err(rule_error(
+                rpc,
+                &format!("path {path} has an empty segment"),
+            ));
         }
         let Some(inner) = segment.strip_prefix('{') else {
             if segment.contains(['{', '}', ':', '*']) {
                 return Err(rule_error(
                     rpc,
-                    &format!("segment {segment}: variables must be whole segments; no verbs or wildcards"),
+                    &format!(
+                        "segment {segment}: variables must be whole segments; no verbs or wildcards"
+                    ),
                 ));
             }
             continue;
         };
         let Some(name) = inner.strip_suffix('}') else {
-            return Err(rule_error(rpc, &format!("segment {segment} is not {{field}}")));
+            return Err(rule_error(
+                rpc,
+                &format!("segment {segment} is not {{field}}"),
+            ));
         };
         let field = input.get_field_by_name(name).ok_or_else(|| {
             rule_error(
@@ -197,7 +208,10 @@ fn path_fields(rpc: &MethodDescriptor, path: &str) -> Result<Vec<FieldDescriptor
             )
         })?;
         if field.is_list() || field.is_map() || matches!(field.kind(), Kind::Message(_)) {
-            return Err(rule_error(rpc, &format!("{{{name}}} is not a scalar field")));
+            return Err(rule_error(
+                rpc,
+                &format!("{{{name}}} is not a scalar field"),
+            ));
         }
         if fields.contains(&field) {
             return Err(rule_error(rpc, &format!("{{{name}}} appears twice")));

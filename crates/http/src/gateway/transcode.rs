@@ -6,8 +6,8 @@
 
 use prost_reflect::prost::Message;
 use prost_reflect::{
-    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
-    SerializeOptions, Value,
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
+    Value,
 };
 use velocity_domain::Error;
 
@@ -49,14 +49,23 @@ pub fn request(
 /// (so `keys` is `[]`, not absent), unset messages (an unset Timestamp)
 /// left out.
 pub fn response(output: &MessageDescriptor, bytes: &[u8]) -> Result<Vec<u8>, Error> {
-    let message = DynamicMessage::decode(output.clone(), bytes)
-        .map_err(|e| Error::Internal(format!("response of {} does not decode: {e}", output.full_name())))?;
+    let message = DynamicMessage::decode(output.clone(), bytes).map_err(|e| {
+        Error::Internal(format!(
+            "response of {} does not decode: {e}",
+            output.full_name()
+        ))
+    })?;
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(bytes.len() * 2 + 2);
     let mut serializer = serde_json::Serializer::new(&mut out);
     message
         .serialize_with_options(&mut serializer, &options)
-        .map_err(|e| Error::Internal(format!("response of {} does not serialize: {e}", output.full_name())))?;
+        .map_err(|e| {
+            Error::Internal(format!(
+                "response of {} does not serialize: {e}",
+                output.full_name()
+            ))
+        })?;
     Ok(out)
 }
 
@@ -67,10 +76,13 @@ fn from_json(input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, E
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Unknown fields are refused (the default): a misspelt field is an
     // error, not a silently different request.
-    let message =
-        DynamicMessage::deserialize_with_options(input.clone(), &mut deserializer, &DeserializeOptions::new())
-            .and_then(|m| deserializer.end().map(|()| m))
-            .map_err(|e| Error::invalid(json_problem(&e)))?;
+    let message = DynamicMessage::deserialize_with_options(
+        input.clone(),
+        &mut deserializer,
+        &DeserializeOptions::new(),
+    )
+    .and_then(|m| deserializer.end().map(|()| m))
+    .map_err(|e| Error::invalid(json_problem(&e)))?;
     Ok(message)
 }
 
@@ -79,7 +91,10 @@ fn from_json(input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, E
 fn json_problem(err: &serde_json::Error) -> String {
     let text = err.to_string();
     let what = if text.starts_with("unknown field") {
-        text.split(", expected").next().unwrap_or("unknown field").to_owned()
+        text.split(", expected")
+            .next()
+            .unwrap_or("unknown field")
+            .to_owned()
     } else {
         match err.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -104,7 +119,9 @@ fn apply_query(binding: &Binding, message: &mut DynamicMessage, query: &str) -> 
         let field = fields
             .iter()
             .find(|f| f.json_name() == name || f.name() == name)
-            .ok_or_else(|| Error::invalid(format!("unknown query parameter {}", printable(&name))))?;
+            .ok_or_else(|| {
+                Error::invalid(format!("unknown query parameter {}", printable(&name)))
+            })?;
         if field.is_map() || matches!(field.kind(), Kind::Message(_)) {
             return Err(Error::invalid(format!(
                 "{} cannot be given in the query string",
@@ -145,7 +162,13 @@ fn printable(name: &str) -> String {
 
 /// One path or query value, as the field's type reads it.
 fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, Error> {
-    let bad = || Error::invalid(format!("{} is not a valid {}", field.json_name(), kind_name(&field.kind())));
+    let bad = || {
+        Error::invalid(format!(
+            "{} is not a valid {}",
+            field.json_name(),
+            kind_name(&field.kind())
+        ))
+    };
     Ok(match field.kind() {
         Kind::String => Value::String(text.to_owned()),
         Kind::Bool => match text {
