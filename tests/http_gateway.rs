@@ -348,6 +348,37 @@ async fn keys_with_a_session_and_a_personal_admin_key(backend: Backend) {
     .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(huge.json["reason"], "INVALID_ARGUMENT");
+    // CORS in credentials mode for the web app's origins, and no other.
+    for (origin, allowed) in [(WEB_ORIGIN, true), ("https://evil.example", false)] {
+        let preflight = http()
+            .request(Method::OPTIONS, format!("{}/v1/keys/x", h.http))
+            .header(ORIGIN, origin)
+            .header("access-control-request-method", "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+        let headers = preflight.headers();
+        assert_eq!(
+            headers.get("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
+        );
+        assert_eq!(
+            headers
+                .get("access-control-allow-credentials")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some("true"),
+        );
+        if allowed {
+            assert!(
+                headers["access-control-allow-methods"]
+                    .to_str()
+                    .unwrap()
+                    .contains("DELETE")
+            );
+        }
+    }
     // DirectoryService has no HTTP face, even for the operator.
     let directory = call(
         &h,

@@ -4,6 +4,11 @@
 //! briefly) or one of the configured `VELOCITY_CORS_ORIGINS`. Allowed
 //! origins are echoed exactly (never `*`), without credentials mode;
 //! others get no CORS headers.
+//!
+//! The /v1 JSON routes answer CORS for the web app's origins alone
+//! (`VELOCITY_WEB_ORIGINS`), in credentials mode, so its Settings pages may
+//! send the session cookie from another origin of the same site; no app's
+//! origin is allowed there.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -27,17 +32,61 @@ pub async fn get_routes(State(state): State<Shared>, request: Request, next: Nex
     handle(&state, "GET, OPTIONS", request, next).await
 }
 
+/// For the /v1 JSON routes: the web app's origins, with credentials.
+pub async fn web_routes(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin
+        .as_ref()
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| state.web_origins.iter().any(|w| w == o));
+    let mut response = answer(
+        "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        allowed,
+        origin.is_some(),
+        request,
+        next,
+    )
+    .await;
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let (true, Some(origin)) = (allowed, origin) {
+        allow(headers, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
 async fn handle(state: &AppState, methods: &'static str, request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed = match &origin {
         Some(origin) => is_allowed(state, origin).await,
         None => false,
     };
+    let mut response = answer(methods, allowed, origin.is_some(), request, next).await;
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let (true, Some(origin)) = (allowed, origin) {
+        allow(headers, origin);
+    }
+    response
+}
+
+/// A preflight's answer (allowed or not), else the route's own.
+async fn answer(
+    methods: &'static str,
+    allowed: bool,
+    has_origin: bool,
+    request: Request,
+    next: Next,
+) -> Response {
     let preflight = request.method() == Method::OPTIONS
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight && origin.is_some() {
+    if preflight && has_origin {
         let mut response = (StatusCode::NO_CONTENT, Body::empty()).into_response();
         if allowed {
             let headers = response.headers_mut();
@@ -57,13 +106,7 @@ async fn handle(state: &AppState, methods: &'static str, request: Request, next:
         response
     } else {
         next.run(request).await
-    };
-    let headers = response.headers_mut();
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let (true, Some(origin)) = (allowed, origin) {
-        allow(headers, origin);
     }
-    response
 }
 
 fn allow(headers: &mut HeaderMap, origin: HeaderValue) {

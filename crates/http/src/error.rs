@@ -200,3 +200,82 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod rpc_failure_tests {
+    use axum::body::to_bytes;
+    use axum::http::HeaderMap;
+
+    use super::*;
+
+    async fn answer(failure: RpcFailure) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = rpc_failure(failure);
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body(), 4096).await.unwrap();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn failure(code: i32, reason: &str, error: Option<&str>) -> RpcFailure {
+        RpcFailure {
+            code,
+            message: "public message".into(),
+            reason: Some(reason.into()),
+            error: error.map(str::to_owned),
+            retry_after_secs: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_table_row_comes_from_the_code_and_error_string() {
+        let (status, headers, body) =
+            answer(failure(16, "CREDENTIAL_MISSING", Some("unauthenticated"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "unauthenticated", "error_description": "public message", "reason": "CREDENTIAL_MISSING"})
+        );
+        // INVALID_ARGUMENT is several rows; the error string picks one.
+        let (status, _, body) = answer(failure(3, "SCOPE_UNKNOWN", Some("invalid_scope"))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+        );
+        // Without it, the first row of the code.
+        let (status, _, body) = answer(failure(7, "NOT_APP_MANAGER", None)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("permission_denied"))
+        );
+        let (status, headers, _) = answer(RpcFailure {
+            retry_after_secs: Some(9),
+            ..failure(8, "TOO_MANY_ATTEMPTS", Some("too_many_attempts"))
+        })
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "9");
+    }
+
+    #[tokio::test]
+    async fn codes_outside_the_table_and_internals_say_nothing() {
+        for code in [2, 4, 12, 13] {
+            let (status, _, body) = answer(RpcFailure {
+                code,
+                message: "detail from 10.0.0.7".into(),
+                ..RpcFailure::default()
+            })
+            .await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{code}");
+            assert_eq!(body["reason"], "INTERNAL");
+            assert!(!body.to_string().contains("10.0.0.7"));
+        }
+        let (status, _, body) = answer(RpcFailure {
+            message: "pool timed out at 10.0.0.7".into(),
+            ..failure(14, "STORAGE_UNAVAILABLE", Some("temporarily_unavailable"))
+        })
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!body.to_string().contains("10.0.0.7"));
+    }
+}

@@ -86,6 +86,10 @@ fn router(state: AppState) -> Router {
     let _ = document.set(axum::body::Bytes::from(spec.to_string()));
     let gateway = state.gateway.router();
     let state: Shared = Arc::new(state);
+    let gateway = gateway.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        cors::web_routes,
+    ));
     let mut groups = [Router::new(), Router::new(), Router::new()];
     let mut by_path: Vec<(Group, &'static str, axum::routing::MethodRouter<Shared>)> = Vec::new();
     for route in table {

@@ -227,3 +227,113 @@ fn rule_error(rpc: &MethodDescriptor, problem: &str) -> SetupError {
         problem: problem.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> DescriptorPool {
+        DescriptorPool::decode(velocity_proto::FILE_DESCRIPTOR_SET).unwrap()
+    }
+
+    #[test]
+    fn the_table_is_the_annotations_of_keys_apps_grants_and_authenticate() {
+        let table: Vec<(String, String, String)> = bindings(&pool())
+            .unwrap()
+            .iter()
+            .map(|b| (b.method.to_string(), b.path.clone(), b.grpc_path()))
+            .collect();
+        let expected = [
+            ("POST", "/v1/authenticate", "AuthService/Authenticate"),
+            ("POST", "/v1/keys", "AuthService/CreateKey"),
+            ("DELETE", "/v1/keys/{key_id}", "AuthService/RevokeKey"),
+            ("GET", "/v1/keys", "AuthService/ListKeys"),
+            ("GET", "/v1/grants", "AuthService/ListGrants"),
+            ("DELETE", "/v1/grants/{grant_id}", "AuthService/RevokeGrant"),
+            ("POST", "/v1/apps", "OAuthAppService/RegisterApp"),
+            ("GET", "/v1/apps", "OAuthAppService/ListApps"),
+            ("PATCH", "/v1/apps/{client_id}", "OAuthAppService/UpdateApp"),
+            (
+                "POST",
+                "/v1/apps/{client_id}/secret",
+                "OAuthAppService/RotateAppSecret",
+            ),
+            (
+                "DELETE",
+                "/v1/apps/{client_id}",
+                "OAuthAppService/DeleteApp",
+            ),
+        ];
+        let mut expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(m, p, r)| {
+                (
+                    m.to_string(),
+                    p.to_string(),
+                    format!("/velocity.auth.v1.{r}"),
+                )
+            })
+            .collect();
+        let mut table = table;
+        table.sort();
+        expected.sort();
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn bindings_know_their_path_query_and_body_fields() {
+        let all = bindings(&pool()).unwrap();
+        let find = |name: &str| all.iter().find(|b| b.rpc.name() == name).unwrap();
+        let list = find("ListKeys");
+        assert!(!list.body);
+        let query: Vec<String> = list
+            .query_fields()
+            .iter()
+            .map(|f| f.json_name().to_owned())
+            .collect();
+        assert_eq!(
+            query,
+            ["workspaceSlug", "includeRevoked", "pageSize", "pageToken"]
+        );
+        let rotate = find("RotateAppSecret");
+        assert!(rotate.body);
+        assert!(rotate.query_fields().is_empty());
+        assert_eq!(
+            rotate
+                .path_fields
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>(),
+            ["client_id"]
+        );
+        assert_eq!(rotate.operation_id(), "OAuthAppService_RotateAppSecret");
+        assert!(
+            all.iter()
+                .all(|b| b.rpc.parent_service().name() != "DirectoryService")
+        );
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        let pool = pool();
+        let rpc = pool
+            .get_service_by_name("velocity.auth.v1.AuthService")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == "RevokeKey")
+            .unwrap();
+        assert!(path_fields(&rpc, "/v1/keys/{key_id}").is_ok());
+        for bad in [
+            "/keys/{key_id}",
+            "/v1/keys/{nope}",
+            "/v1/keys/x{key_id}",
+            "/v1/keys/{key_id}:revoke",
+            "/v1/keys/{key_id=*}",
+            "/v1/keys/{key_id}/{key_id}",
+            "/v1//keys",
+            "/v1/**",
+        ] {
+            assert!(path_fields(&rpc, bad).is_err(), "{bad}");
+        }
+    }
+}

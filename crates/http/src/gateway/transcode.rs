@@ -86,21 +86,22 @@ fn from_json(input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, E
     Ok(message)
 }
 
-/// serde_json's message names the field for unknown fields, but quotes the
-/// offending value for type errors; only the first kind is kept whole.
+/// An unknown field is named (a plain name of the caller's, not a value);
+/// other messages of serde_json and prost-reflect may quote the offending
+/// value, so only the kind of problem and where it is are said.
 fn json_problem(err: &serde_json::Error) -> String {
     let text = err.to_string();
-    let what = if text.starts_with("unknown field") {
-        text.split(", expected")
-            .next()
-            .unwrap_or("unknown field")
-            .to_owned()
+    let unknown = text
+        .strip_prefix("unrecognized field name '")
+        .and_then(|rest| rest.split('\'').next());
+    let what = if let Some(name) = unknown {
+        format!("unknown field {}", printable(name))
     } else {
         match err.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 "the body is not JSON".to_owned()
             }
-            _ => text.split(':').next().unwrap_or("invalid value").to_owned(),
+            _ => "a value does not fit its field (type, enum name, format or range)".to_owned(),
         }
     };
     format!(
@@ -204,5 +205,127 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::Bytes => "byte string",
         Kind::Message(_) => "message",
         _ => "integer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::DescriptorPool;
+
+    use super::*;
+    use crate::gateway::rules::bindings;
+
+    fn binding(rpc: &str) -> Binding {
+        let pool = DescriptorPool::decode(velocity_proto::FILE_DESCRIPTOR_SET).unwrap();
+        bindings(&pool)
+            .unwrap()
+            .into_iter()
+            .find(|b| b.rpc.name() == rpc)
+            .unwrap()
+    }
+
+    fn decoded(binding: &Binding, bytes: &[u8]) -> serde_json::Value {
+        let message = DynamicMessage::decode(binding.input(), bytes).unwrap();
+        serde_json::to_value(&message).unwrap()
+    }
+
+    #[test]
+    fn query_parameters_by_json_or_proto_name() {
+        let list = binding("ListKeys");
+        let bytes = request(
+            &list,
+            &[],
+            Some("workspaceSlug=acme&page_size=5&includeRevoked=true"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(
+            decoded(&list, &bytes),
+            serde_json::json!({"workspaceSlug": "acme", "pageSize": 5, "includeRevoked": true})
+        );
+        for bad in [
+            "colour=red",
+            "pageSize=many",
+            "pageSize=1&pageSize=2",
+            "includeRevoked=yes",
+        ] {
+            let err = request(&list, &[], Some(bad), b"").unwrap_err();
+            assert_eq!(
+                err.reason(),
+                velocity_domain::Reason::InvalidArgument,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_variables_override_the_body() {
+        let rotate = binding("RotateAppSecret");
+        let body = br#"{"clientId": "other", "overlapSeconds": 60}"#;
+        let path = [("client_id".to_owned(), "app_1".to_owned())];
+        let bytes = request(&rotate, &path, None, body).unwrap();
+        assert_eq!(
+            decoded(&rotate, &bytes),
+            serde_json::json!({"clientId": "app_1", "overlapSeconds": 60})
+        );
+        assert!(request(&rotate, &path, Some("x=1"), body).is_err());
+    }
+
+    #[test]
+    fn bodies_are_protojson_and_refusals_quote_no_value() {
+        let create = binding("CreateKey");
+        let bytes = request(
+            &create,
+            &[],
+            None,
+            br#"{"kind": "KEY_KIND_WORKSPACE", "workspace_slug": "acme", "expiresAt": "2030-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            decoded(&create, &bytes),
+            serde_json::json!({"kind": "KEY_KIND_WORKSPACE", "workspaceSlug": "acme", "expiresAt": "2030-01-01T00:00:00Z"})
+        );
+        assert!(
+            request(&create, &[], None, b"  ").is_ok(),
+            "an empty body is an empty message"
+        );
+        for body in [
+            &br#"{"kind": "vel_SecretLookingValue"}"#[..],
+            br#"{"name": ["vel_SecretLookingValue"]}"#,
+            br#"{"expiresAt": "vel_SecretLookingValue"}"#,
+            br#"vel_SecretLookingValue"#,
+        ] {
+            let err = request(&create, &[], None, body).unwrap_err();
+            assert_eq!(err.reason(), velocity_domain::Reason::InvalidArgument);
+            assert!(
+                !err.public_message().contains("SecretLooking"),
+                "{}",
+                err.public_message()
+            );
+        }
+        let err = request(&create, &[], None, br#"{"nmae": "x"}"#).unwrap_err();
+        assert!(
+            err.public_message().contains("nmae"),
+            "{}",
+            err.public_message()
+        );
+    }
+
+    #[test]
+    fn responses_keep_scalars_and_lists_and_drop_unset_messages() {
+        let list = binding("ListKeys");
+        let json = response(&list.output(), &[]).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!({"keys": [], "nextPageToken": ""})
+        );
+        let revoke = binding("RevokeKey");
+        // RevokeKeyResponse { revoked_at: { seconds: 1_700_000_000 } }.
+        let bytes = [0x0a, 0x06, 0x08, 0x80, 0xe2, 0xcf, 0xaa, 0x06];
+        let json = response(&revoke.output(), &bytes).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!({"revokedAt": "2023-11-14T22:13:20Z"})
+        );
     }
 }
