@@ -336,4 +336,76 @@ mod tests {
             assert!(path_fields(&rpc, bad).is_err(), "{bad}");
         }
     }
+
+    /// `binding` of RevokeKey under a rule with these fields.
+    fn rule(fields: &[(&str, Value)]) -> Result<Binding, SetupError> {
+        let pool = pool();
+        let rpc = pool
+            .get_service_by_name("velocity.auth.v1.AuthService")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == "RevokeKey")
+            .unwrap();
+        let mut rule =
+            DynamicMessage::new(pool.get_message_by_name("google.api.HttpRule").unwrap());
+        for (name, value) in fields {
+            rule.set_field_by_name(name, value.clone());
+        }
+        binding(&rpc, &rule)
+    }
+
+    #[test]
+    fn only_what_is_served_faithfully_is_accepted() {
+        let text = |s: &str| Value::String(s.to_owned());
+        let path = text("/v1/keys/{key_id}");
+        assert!(rule(&[("delete", path.clone())]).is_ok());
+        assert!(rule(&[("post", path.clone()), ("body", text("*"))]).is_ok());
+        let custom = {
+            let pool = pool();
+            let mut custom = DynamicMessage::new(
+                pool.get_message_by_name("google.api.CustomHttpPattern")
+                    .unwrap(),
+            );
+            custom.set_field_by_name("kind", text("HEAD"));
+            custom.set_field_by_name("path", path.clone());
+            Value::Message(custom)
+        };
+        let another = {
+            let pool = pool();
+            let mut another =
+                DynamicMessage::new(pool.get_message_by_name("google.api.HttpRule").unwrap());
+            another.set_field_by_name("get", path.clone());
+            Value::List(vec![Value::Message(another)])
+        };
+        for (why, fields) in [
+            ("no method", vec![("body", text("*"))]),
+            (
+                "a body field",
+                vec![("post", path.clone()), ("body", text("key_id"))],
+            ),
+            (
+                "a GET body",
+                vec![("get", path.clone()), ("body", text("*"))],
+            ),
+            (
+                "response_body",
+                vec![
+                    ("delete", path.clone()),
+                    ("response_body", text("revoked_at")),
+                ],
+            ),
+            ("custom", vec![("custom", custom)]),
+            (
+                "additional_bindings",
+                vec![("delete", path.clone()), ("additional_bindings", another)],
+            ),
+        ] {
+            let err = rule(&fields).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("google.api.http on velocity.auth.v1.AuthService.RevokeKey"),
+                "{why}: {err}"
+            );
+        }
+    }
 }
