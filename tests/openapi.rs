@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::oauth::http;
@@ -29,14 +30,21 @@ async fn document(h: &Harness) -> Value {
     response.json().await.unwrap()
 }
 
-/// Runs a Python tool, failing (never skipping) when it is missing. Off
-/// the runtime's thread: the server under test answers on it meanwhile.
-async fn python(args: &[&str]) -> std::process::Output {
+/// Runs a Python tool in `dir` (schemathesis leaves a cache where it
+/// runs), failing (never skipping) when it is missing. Off the runtime's
+/// thread: the server under test answers on it meanwhile.
+async fn python(dir: &Path, args: &[&str]) -> std::process::Output {
     let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let output = tokio::task::spawn_blocking(move || Command::new("python3").args(&owned).output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("python3 is needed for this test: {e}"));
+    let dir = dir.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(&owned)
+            .current_dir(&dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("python3 is needed for this test: {e}"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !stderr.contains("No module named"),
@@ -119,13 +127,16 @@ async fn the_document_is_valid_openapi_and_matches_the_live_server() {
     let file = dir.join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 
-    let validated = python(&[
-        "-m",
-        "openapi_spec_validator",
-        "--schema",
-        "3.1",
-        file.to_str().unwrap(),
-    ])
+    let validated = python(
+        &dir,
+        &[
+            "-m",
+            "openapi_spec_validator",
+            "--schema",
+            "3.1",
+            file.to_str().unwrap(),
+        ],
+    )
     .await;
     assert!(
         validated.status.success(),
@@ -138,7 +149,7 @@ async fn the_document_is_valid_openapi_and_matches_the_live_server() {
     // is a personal admin key, so the /v1 routes run past authentication.
     let authorization = format!("Authorization: Bearer {personal}");
     let url = format!("{}/openapi.json", h.http);
-    let checked = python(&[
+    let checked = python(&dir, &[
         "-m",
         "schemathesis.cli",
         "run",
