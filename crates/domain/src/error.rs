@@ -43,6 +43,41 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: `reason as usize` indexes it.
+    pub const ALL: [Reason; 31] = [
+        Reason::CredentialMissing,
+        Reason::CredentialMalformed,
+        Reason::CredentialChecksumMismatch,
+        Reason::CredentialUnknown,
+        Reason::CredentialExpired,
+        Reason::CredentialRevoked,
+        Reason::CredentialKindNotAccepted,
+        Reason::SessionInvalid,
+        Reason::SessionAnonymous,
+        Reason::WorkspaceMismatch,
+        Reason::WorkspaceUnknown,
+        Reason::NotAMember,
+        Reason::ScopeMissing,
+        Reason::ScopeExceedsGrantor,
+        Reason::ScopeUnknown,
+        Reason::RoleInsufficient,
+        Reason::NotKeyOwner,
+        Reason::NotAppManager,
+        Reason::NotGrantHolder,
+        Reason::AdminTokenInvalid,
+        Reason::InvalidArgument,
+        Reason::NotFound,
+        Reason::AlreadyExists,
+        Reason::StorageUnavailable,
+        Reason::Internal,
+        Reason::InvalidClient,
+        Reason::InvalidGrant,
+        Reason::UnauthorizedClient,
+        Reason::ScopeWrongKind,
+        Reason::ScopeExceedsGrant,
+        Reason::TooManyAttempts,
+    ];
+
     /// The proto enum value name, as sent in `google.rpc.ErrorInfo.reason`
     /// and in HTTP error bodies.
     pub fn as_str(self) -> &'static str {
