@@ -9,6 +9,7 @@ mod discovery;
 mod error;
 mod health;
 mod listener;
+mod metrics;
 mod page;
 mod params;
 mod peer;
@@ -34,6 +35,7 @@ use velocity_domain::routes::RouteScopes;
 pub use csrf::CsrfKey;
 use error::HttpError;
 pub use listener::AcceptedListener;
+pub use metrics::{Exposition, HttpStats, MethodStats, RouteStats, UNMATCHED_ROUTE, serve_metrics};
 pub use peer::PeerSocket;
 pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
 
@@ -54,6 +56,10 @@ pub struct AppState {
     pub ready: watch::Receiver<bool>,
     /// Scopes per route, for forward-auth checks whose proxy does not say.
     pub route_scopes: Arc<RouteScopes>,
+    /// Latency and statuses per route are counted here when set.
+    pub metrics: Option<Arc<HttpStats>>,
+    /// When set, `/metrics` is served on this listener too.
+    pub metrics_endpoint: Option<Arc<dyn Exposition>>,
 }
 
 /// The router's state: axum clones it for every extractor and middleware
@@ -62,6 +68,8 @@ pub struct AppState {
 pub(crate) type Shared = Arc<AppState>;
 
 fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    let scrape = state.metrics_endpoint.clone();
     let state: Shared = Arc::new(state);
     // Every response of the routes that carry tokens is uncacheable; they
     // and the metadata document answer CORS (`cors`), the consent form not.
@@ -83,13 +91,24 @@ fn router(state: AppState) -> Router {
             state.clone(),
             cors::get_routes,
         ));
-    Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/oauth/consent", get(consent::show).post(consent::submit))
         .route("/api/auth/verify", get(verify::verify))
         .merge(token_routes)
-        .merge(metadata_routes)
+        .merge(metadata_routes);
+    if let Some(exposition) = scrape {
+        routes = metrics::scrape_route(routes, exposition);
+    }
+    if let Some(stats) = metrics {
+        // Inside the request-id span, outside every route's own layers.
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            stats,
+            metrics::observe,
+        ));
+    }
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes (405, 413, rejections) in our shape.
