@@ -161,12 +161,9 @@ impl Family<'_> {
                 (bound, own)
             })
             .collect();
-        self.encoder.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            snapshot.sum_secs,
-            snapshot.count,
-            &buckets,
-            None,
-        )
+        self.encoder
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(snapshot.sum_secs, snapshot.count, &buckets, None)
     }
 }
 
@@ -195,7 +192,12 @@ impl Collector for Sources {
         let stats = self.service.stats();
         let e = &mut encoder;
 
-        let mut f = family(e, "velocity_build_info", "The running build: version, git commit and profile; always 1.", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_build_info",
+            "The running build: version, git commit and profile; always 1.",
+            MetricType::Gauge,
+        )?;
         f.gauge(
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
@@ -205,10 +207,19 @@ impl Collector for Sources {
             1,
         )?;
 
-        let mut f = family(e, "velocity_authenticate", "Credential checks (the Authenticate RPC, ext_authz, forward-auth verify, the consent page, management callers) by presented kind, outcome and FailureReason.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_authenticate",
+            "Credential checks (the Authenticate RPC, ext_authz, forward-auth verify, the consent page, management callers) by presented kind, outcome and FailureReason.",
+            MetricType::Counter,
+        )?;
         for kind in PresentedKind::ALL {
             f.counter(
-                &[("kind", kind.as_str()), ("outcome", "accepted"), ("reason", "")],
+                &[
+                    ("kind", kind.as_str()),
+                    ("outcome", "accepted"),
+                    ("reason", ""),
+                ],
                 stats.authenticate.accepted(kind),
             )?;
             for reason in Reason::ALL {
@@ -226,53 +237,142 @@ impl Collector for Sources {
             }
         }
 
-        let mut f = family(e, "velocity_cache_requests", "Verification cache lookups by cache and result (hit, miss).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_cache_requests",
+            "Verification cache lookups by cache and result (hit, miss).",
+            MetricType::Counter,
+        )?;
         for cache in CacheKind::ALL {
-            f.counter(&[("cache", cache.as_str()), ("result", "hit")], stats.cache.hits(cache))?;
-            f.counter(&[("cache", cache.as_str()), ("result", "miss")], stats.cache.misses(cache))?;
+            f.counter(
+                &[("cache", cache.as_str()), ("result", "hit")],
+                stats.cache.hits(cache),
+            )?;
+            f.counter(
+                &[("cache", cache.as_str()), ("result", "miss")],
+                stats.cache.misses(cache),
+            )?;
         }
 
         let filter = &stats.filter;
-        let mut f = family(e, "velocity_filter_lookups", "Known-credential filter answers: absent (never stored: refused without storage, or an access token sent on the small budget), passed, not_loaded (before the start-up load).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_filter_lookups",
+            "Known-credential filter answers: absent (never stored: refused without storage, or an access token sent on the small budget), passed, not_loaded (before the start-up load).",
+            MetricType::Counter,
+        )?;
         f.counter(&[("result", "absent")], filter.absent.get())?;
         f.counter(&[("result", "passed")], filter.passed.get())?;
         f.counter(&[("result", "not_loaded")], filter.not_loaded.get())?;
-        let mut f = family(e, "velocity_filter_false_positives", "Lookups the filter passed that storage did not know.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_filter_false_positives",
+            "Lookups the filter passed that storage did not know.",
+            MetricType::Counter,
+        )?;
         f.counter(&[], filter.false_positives.get())?;
-        let mut f = family(e, "velocity_filter_inserted", "Hashes added to the filter: loaded at start, then created or minted (an upper bound on its entries).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_filter_inserted",
+            "Hashes added to the filter: loaded at start, then created or minted (an upper bound on its entries).",
+            MetricType::Counter,
+        )?;
         f.counter(&[], filter.inserted.get())?;
-        let mut f = family(e, "velocity_filter_bits", "The filter's fixed size in bits.", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_filter_bits",
+            "The filter's fixed size in bits.",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[], i64::try_from(filter.bits.get()).unwrap_or(i64::MAX))?;
 
-        let mut f = family(e, "velocity_storage_lookups", "Look-ups the cache and filter exist to avoid that went to storage (keys, tokens, memberships, workspaces, apps).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_storage_lookups",
+            "Look-ups the cache and filter exist to avoid that went to storage (keys, tokens, memberships, workspaces, apps).",
+            MetricType::Counter,
+        )?;
         f.counter(&[], self.service.storage_lookups())?;
 
         let cursor = self.service.invalidation_cursor();
-        let mut f = family(e, "velocity_invalidations_applied", "Invalidation log entries applied to this replica's cache.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_invalidations_applied",
+            "Invalidation log entries applied to this replica's cache.",
+            MetricType::Counter,
+        )?;
         f.counter(&[], stats.invalidations.applied.get())?;
-        let mut f = family(e, "velocity_invalidation_read_failures", "Reads of the invalidation log that failed.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_invalidation_read_failures",
+            "Reads of the invalidation log that failed.",
+            MetricType::Counter,
+        )?;
         f.counter(&[], stats.invalidations.failed_reads.get())?;
-        let mut f = family(e, "velocity_invalidation_cursor", "The newest invalidation log id applied here.", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_invalidation_cursor",
+            "The newest invalidation log id applied here.",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[], cursor)?;
-        let mut f = family(e, "velocity_invalidation_sync_age_seconds", "Seconds since the invalidation log was last read without error.", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_invalidation_sync_age_seconds",
+            "Seconds since the invalidation log was last read without error.",
+            MetricType::Gauge,
+        )?;
         f.gauge_f64(&[], self.service.since_invalidation_sync().as_secs_f64())?;
         let head = self.log_head.load(Ordering::Relaxed);
         if head >= 0 {
-            let mut f = family(e, "velocity_invalidation_log_head", "The newest id in the invalidation log, read from storage by this scrape (absent when storage did not answer within a second).", MetricType::Gauge)?;
+            let mut f = family(
+                e,
+                "velocity_invalidation_log_head",
+                "The newest id in the invalidation log, read from storage by this scrape (absent when storage did not answer within a second).",
+                MetricType::Gauge,
+            )?;
             f.gauge(&[], head)?;
-            let mut f = family(e, "velocity_invalidation_lag_entries", "Log ids past this replica's cursor at this scrape: entries not applied yet (ids of rolled-back transactions count too until a later entry passes them).", MetricType::Gauge)?;
+            let mut f = family(
+                e,
+                "velocity_invalidation_lag_entries",
+                "Log ids past this replica's cursor at this scrape: entries not applied yet (ids of rolled-back transactions count too until a later entry passes them).",
+                MetricType::Gauge,
+            )?;
             f.gauge(&[], (head - cursor).max(0))?;
         }
 
         let (pool, queued) = self.database.pool_stats();
-        let mut f = family(e, "velocity_storage_pool_connections", "Pooled storage connections by state (on SQLite the read pool; its one writer apart).", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_storage_pool_connections",
+            "Pooled storage connections by state (on SQLite the read pool; its one writer apart).",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[("state", "idle")], i64::from(pool.idle))?;
-        f.gauge(&[("state", "in_use")], i64::from(pool.size.saturating_sub(pool.idle)))?;
-        let mut f = family(e, "velocity_storage_pool_max_connections", "The most connections the pool opens.", MetricType::Gauge)?;
+        f.gauge(
+            &[("state", "in_use")],
+            i64::from(pool.size.saturating_sub(pool.idle)),
+        )?;
+        let mut f = family(
+            e,
+            "velocity_storage_pool_max_connections",
+            "The most connections the pool opens.",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[], i64::from(pool.max))?;
-        let mut f = family(e, "velocity_storage_queued_writes", "Writes waiting for SQLite's group-commit writer (0 on PostgreSQL).", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_storage_queued_writes",
+            "Writes waiting for SQLite's group-commit writer (0 on PostgreSQL).",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[], i64::try_from(queued).unwrap_or(i64::MAX))?;
-        let mut f = family(e, "velocity_storage_errors", "Storage errors by class (unavailable, conflict, missing_reference, other), process-wide.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_storage_errors",
+            "Storage errors by class (unavailable, conflict, missing_reference, other), process-wide.",
+            MetricType::Counter,
+        )?;
         for (class, n) in velocity_storage::ERROR_CLASSES
             .iter()
             .zip(velocity_storage::error_counts())
@@ -280,7 +380,12 @@ impl Collector for Sources {
             f.counter(&[("class", class)], n)?;
         }
 
-        let mut f = family(e, "velocity_oauth_grants", "Token endpoint grants (authorization_code, refresh_token) by outcome: issued, refused, replayed (a spent code or refresh token again: refused, its family revoked).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_oauth_grants",
+            "Token endpoint grants (authorization_code, refresh_token) by outcome: issued, refused, replayed (a spent code or refresh token again: refused, its family revoked).",
+            MetricType::Counter,
+        )?;
         for grant in GrantKind::ALL {
             for outcome in GrantOutcome::ALL {
                 f.counter(
@@ -290,21 +395,41 @@ impl Collector for Sources {
             }
         }
 
-        let mut f = family(e, "velocity_rate_limit_refusals", "Requests refused by a rate limit, by limit (client_auth: the failed-client-authentication throttle).", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_rate_limit_refusals",
+            "Requests refused by a rate limit, by limit (client_auth: the failed-client-authentication throttle).",
+            MetricType::Counter,
+        )?;
         for (limit, n) in stats.rate_limits.refusals() {
             f.counter(&[("limit", limit)], n)?;
         }
-        let mut f = family(e, "velocity_rate_limit_local_fallback", "1 while a shared rate limiter counts locally because its store is unreachable.", MetricType::Gauge)?;
+        let mut f = family(
+            e,
+            "velocity_rate_limit_local_fallback",
+            "1 while a shared rate limiter counts locally because its store is unreachable.",
+            MetricType::Gauge,
+        )?;
         f.gauge(&[], i64::from(stats.rate_limits.local_fallback()))?;
 
         let grpc = &self.adapters.grpc;
-        let mut f = family(e, "velocity_grpc_request_duration_seconds", "gRPC call latency by RPC (package.Service/Method; other for unknown paths), until the response headers.", MetricType::Histogram)?;
+        let mut f = family(
+            e,
+            "velocity_grpc_request_duration_seconds",
+            "gRPC call latency by RPC (package.Service/Method; other for unknown paths), until the response headers.",
+            MetricType::Histogram,
+        )?;
         for (rpc, s) in grpc.rpcs() {
             if s.latency.count() > 0 {
                 f.histogram(&[("rpc", rpc)], &s.latency.snapshot())?;
             }
         }
-        let mut f = family(e, "velocity_grpc_requests", "gRPC calls by RPC and status code.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_grpc_requests",
+            "gRPC calls by RPC and status code.",
+            MetricType::Counter,
+        )?;
         for (rpc, s) in grpc.rpcs() {
             for (code, n) in s.codes().iter().enumerate() {
                 if *n > 0 {
@@ -314,20 +439,36 @@ impl Collector for Sources {
         }
 
         let routes = self.adapters.http.routes();
-        let mut f = family(e, "velocity_http_request_duration_seconds", "HTTP request latency by route template (unmatched for no route) and method (HEAD counts as GET).", MetricType::Histogram)?;
+        let mut f = family(
+            e,
+            "velocity_http_request_duration_seconds",
+            "HTTP request latency by route template (unmatched for no route) and method (HEAD counts as GET).",
+            MetricType::Histogram,
+        )?;
         for (route, s) in &routes {
             for (method, m) in s.methods() {
                 if m.latency.count() > 0 {
-                    f.histogram(&[("route", route), ("method", method)], &m.latency.snapshot())?;
+                    f.histogram(
+                        &[("route", route), ("method", method)],
+                        &m.latency.snapshot(),
+                    )?;
                 }
             }
         }
-        let mut f = family(e, "velocity_http_responses", "HTTP responses by route template, method and status.", MetricType::Counter)?;
+        let mut f = family(
+            e,
+            "velocity_http_responses",
+            "HTTP responses by route template, method and status.",
+            MetricType::Counter,
+        )?;
         for (route, s) in &routes {
             for (method, m) in s.methods() {
                 for (status, n) in m.statuses() {
                     let status = status.to_string();
-                    f.counter(&[("route", route), ("method", method), ("status", &status)], n)?;
+                    f.counter(
+                        &[("route", route), ("method", method), ("status", &status)],
+                        n,
+                    )?;
                 }
             }
         }

@@ -191,7 +191,6 @@ impl FilterStats {
         }
         .inc();
     }
-
 }
 
 /// A monotonic count.
@@ -307,16 +306,14 @@ impl RateLimitStats {
         let counter = match found {
             Some(counter) => counter,
             None => match self.refused.write() {
-                Ok(mut entries) => {
-                    match entries.iter().find(|(name, _)| *name == limit) {
-                        Some((_, counter)) => counter.clone(),
-                        None => {
-                            let counter = Arc::new(AtomicU64::new(0));
-                            entries.push((limit, counter.clone()));
-                            counter
-                        }
+                Ok(mut entries) => match entries.iter().find(|(name, _)| *name == limit) {
+                    Some((_, counter)) => counter.clone(),
+                    None => {
+                        let counter = Arc::new(AtomicU64::new(0));
+                        entries.push((limit, counter.clone()));
+                        counter
                     }
-                }
+                },
                 Err(_) => return,
             },
         };
@@ -350,8 +347,8 @@ impl RateLimitStats {
 /// Upper bounds of [`LatencyHistogram`]'s buckets, in seconds: 50 µs to
 /// 10 s, dense where Authenticate lives (well under a millisecond warm).
 pub const LATENCY_BUCKETS_SECS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
 ];
 
 /// A lock-free latency histogram (a mutex per observation, as the common
@@ -418,7 +415,10 @@ impl LatencyHistogram {
         let mut buckets = Vec::with_capacity(self.buckets.len());
         for (i, n) in self.buckets.iter().enumerate() {
             cumulative += n.load(Ordering::Relaxed);
-            let bound = LATENCY_BUCKETS_SECS.get(i).copied().unwrap_or(f64::INFINITY);
+            let bound = LATENCY_BUCKETS_SECS
+                .get(i)
+                .copied()
+                .unwrap_or(f64::INFINITY);
             buckets.push((bound, cumulative));
         }
         HistogramSnapshot {

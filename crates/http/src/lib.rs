@@ -97,7 +97,8 @@ fn router(state: AppState) -> Router {
         .route("/oauth/consent", get(consent::show).post(consent::submit))
         .route("/api/auth/verify", get(verify::verify))
         .merge(token_routes)
-        .merge(metadata_routes);
+        .merge(metadata_routes)
+        .fallback(not_found);
     if let Some(exposition) = scrape {
         routes = metrics::scrape_route(routes, exposition);
     }
@@ -109,7 +110,6 @@ fn router(state: AppState) -> Router {
         ));
     }
     routes
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes (405, 413, rejections) in our shape.
         .layer(axum::middleware::map_response(error::framework_errors))

@@ -202,9 +202,7 @@ where
         .timeout(config.request_timeout)
         .layer(request_id::RequestIdLayer)
         .layer(tower::util::option_layer(
-            config
-                .metrics
-                .map(|stats| metrics::MetricsLayer { stats }),
+            config.metrics.map(|stats| metrics::MetricsLayer { stats }),
         ))
         .layer(InterceptorLayer::new(move |request| {
             refuse_oversized_metadata(request, max_metadata)

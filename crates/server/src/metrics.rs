@@ -78,10 +78,7 @@ impl Default for GrpcStats {
 impl GrpcStats {
     /// The slot of the RPC at `path`, `other`'s for anything else.
     fn slot(&self, path: &str) -> usize {
-        self.index
-            .get(path)
-            .copied()
-            .unwrap_or(self.rpcs.len() - 1)
+        self.index.get(path).copied().unwrap_or(self.rpcs.len() - 1)
     }
 
     /// Every RPC (`package.Service/Method`) and its stats, `other` last.

@@ -124,7 +124,10 @@ impl Service {
         }
         let looked_up = self.lookup_credential(kind, &hash).await;
         if answer == Some(true)
-            && matches!(&looked_up, Err(Error::Unauthenticated(Reason::CredentialUnknown)))
+            && matches!(
+                &looked_up,
+                Err(Error::Unauthenticated(Reason::CredentialUnknown))
+            )
         {
             self.stats.filter.false_positives.add(1);
         }

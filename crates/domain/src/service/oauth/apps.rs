@@ -313,12 +313,14 @@ impl Service {
     pub async fn authenticate_client(&self, client: &ClientAuth) -> Result<OAuthApp, Error> {
         let throttle = &self.client_auth_throttle;
         let client_id = client.client_id.as_str();
-        throttle.check(client_id, client.address).map_err(|refused| {
-            self.stats.rate_limits.refused(CLIENT_AUTH_LIMIT);
-            Error::TooManyAttempts {
-                retry_after_secs: refused.retry_after_secs(),
-            }
-        })?;
+        throttle
+            .check(client_id, client.address)
+            .map_err(|refused| {
+                self.stats.rate_limits.refused(CLIENT_AUTH_LIMIT);
+                Error::TooManyAttempts {
+                    retry_after_secs: refused.retry_after_secs(),
+                }
+            })?;
         let result = self.check_client(client).await;
         if let Err(err) = &result
             && err.class() == ErrorClass::InvalidClient

@@ -101,7 +101,8 @@ impl Service {
             return Err(oauth_error(
                 OAuthErrorCode::InvalidRequest,
                 "code_verifier is required (PKCE)",
-            ).into());
+            )
+            .into());
         }
         let hash = presented(code, "code", CredentialKind::AuthorizationCode)?;
         let stored = self
@@ -194,7 +195,8 @@ impl Service {
                         OAuthErrorCode::InvalidScope,
                         Reason::ScopeExceedsGrant,
                         "scope exceeds the original grant".to_owned(),
-                    ).into());
+                    )
+                    .into());
                 }
                 asked.intersection(app.allowed_scopes)
             }
@@ -203,7 +205,8 @@ impl Service {
             return Err(oauth_error(
                 OAuthErrorCode::InvalidScope,
                 "the app no longer holds any of the grant's scopes",
-            ).into());
+            )
+            .into());
         }
         self.redeem(&app, grant, scopes, now).await
     }
@@ -226,9 +229,7 @@ impl Service {
     ) -> Result<(), Refusal> {
         let what = grant.what;
         if grant.client_id != app.client_id {
-            return Err(invalid_grant(format!(
-                "{what} was issued to another client"
-            )).into());
+            return Err(invalid_grant(format!("{what} was issued to another client")).into());
         }
         if grant.revoked {
             return Err(invalid_grant(format!("{what} has been revoked")).into());
