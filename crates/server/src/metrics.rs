@@ -133,46 +133,66 @@ pub(crate) struct MetricsService<S> {
     stats: Arc<GrpcStats>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, B, R> Service<http::Request<B>> for MetricsService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let stats = self.stats.clone();
-        let slot = stats.slot(request.uri().path());
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
-            let rpc = &stats.rpcs[slot].1;
-            rpc.latency.observe(started.elapsed());
-            // Unary errors are trailers-only responses with the status in
-            // the headers; a success's travels in the trailers. A failure
-            // below tonic (a timeout layer) has no status: UNKNOWN.
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .filter(|c| *c < GRPC_CODES)
-                    .unwrap_or(0),
-                Err(_) => 2,
-            };
-            rpc.codes[code].fetch_add(1, Ordering::Relaxed);
-            result
-        })
+        ResponseFuture {
+            slot: self.stats.slot(request.uri().path()),
+            stats: self.stats.clone(),
+            started: Instant::now(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner call's future, timed; not boxed, so counting allocates
+    /// nothing per call.
+    pub(crate) struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        stats: Arc<GrpcStats>,
+        slot: usize,
+        started: Instant,
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let rpc = &this.stats.rpcs[*this.slot].1;
+        rpc.latency.observe(this.started.elapsed());
+        // Unary errors are trailers-only responses with the status in the
+        // headers; a success's travels in the trailers. A failure below
+        // tonic (a timeout layer) has no status: UNKNOWN.
+        let code = match &result {
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|c| *c < GRPC_CODES)
+                .unwrap_or(0),
+            Err(_) => 2,
+        };
+        rpc.codes[code].fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(result)
     }
 }
 
