@@ -430,6 +430,73 @@ async fn metrics_on_their_own_listener(backend: Backend) {
     h.stop().await;
 }
 
+/// A PostgreSQL outage shows: storage errors, failed log reads, a growing
+/// sync age, Authenticate answered with `error`, no log head; and all
+/// recover with storage.
+#[tokio::test]
+async fn postgres_outage_shows_in_the_metrics() {
+    let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
+    let owner = h.member("acme", "owner").await;
+    let (_, cold) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let url = format!("{}/metrics", h.http);
+    let before = Scrape::of(&url).await;
+    let unavailable =
+        |m: &Scrape| m.get("velocity_storage_errors_total", &[("class", "unavailable")]);
+    assert!(before.has("velocity_invalidation_log_head"));
+
+    let outage = common::PostgresOutage::begin(&h).await;
+    let mut refused = None;
+    for _ in 0..5 {
+        refused = Some(h.authenticate(&cold, "", &[]).await);
+        if refused.as_ref().is_some_and(|r| r.is_err()) {
+            break;
+        }
+    }
+    assert_refused(refused.unwrap(), Code::Unavailable, "STORAGE_UNAVAILABLE");
+    // A few polls of the log fail meanwhile.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let during = Scrape::of(&url).await;
+    assert!(unavailable(&during) > unavailable(&before));
+    assert!(
+        during.get("velocity_invalidation_read_failures_total", &[])
+            > before.get("velocity_invalidation_read_failures_total", &[])
+    );
+    assert!(during.get("velocity_invalidation_sync_age_seconds", &[]) >= 0.3);
+    assert!(
+        !during.has("velocity_invalidation_log_head"),
+        "storage did not answer"
+    );
+    assert!(
+        during.get(
+            "velocity_authenticate_total",
+            &labels(&auth("workspace_key", "error", "STORAGE_UNAVAILABLE"))
+        ) >= 1.0
+    );
+
+    outage.end().await;
+    let mut after = Scrape::of(&url).await;
+    for _ in 0..100 {
+        if after.has("velocity_invalidation_log_head")
+            && after.get("velocity_invalidation_sync_age_seconds", &[]) < 0.3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = Scrape::of(&url).await;
+    }
+    assert!(after.has("velocity_invalidation_log_head"));
+    assert!(after.get("velocity_invalidation_sync_age_seconds", &[]) < 0.3);
+    h.stop().await;
+}
+
 for_each_backend!(
     counts_match_a_known_mix_of_calls,
     client_auth_throttle_counts_as_a_rate_limit,
