@@ -6,7 +6,8 @@
 use std::fmt;
 
 /// Machine-readable reason for a refusal. The names are the public
-/// `velocity.auth.v1.FailureReason` values.
+/// `velocity.auth.v1.FailureReason` values. A new one is listed in
+/// [`Reason::ALL`] too (the metrics index by it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     CredentialMissing,
@@ -43,7 +44,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in declaration order: `reason as usize` indexes it.
+    /// Every reason, in declaration order: `reason as usize` indexes it (the
+    /// metrics count by it, `stats.rs`). A new reason goes here too.
     pub const ALL: [Reason; 31] = [
         Reason::CredentialMissing,
         Reason::CredentialMalformed,

@@ -96,7 +96,12 @@ impl AuthenticateStats {
     /// `refused`: the reason, or `None` for an accepted credential.
     pub fn record(&self, kind: PresentedKind, refused: Option<Reason>) {
         let slot = refused.map_or(0, |reason| 1 + reason as usize);
-        self.counts[kind as usize][slot].fetch_add(1, Ordering::Relaxed);
+        // Never a panic on the hot path; the tests (debug builds) catch a
+        // reason added to the enum but not to `Reason::ALL`.
+        debug_assert!(slot < OUTCOMES, "{refused:?} is missing from Reason::ALL");
+        if let Some(count) = self.counts[kind as usize].get(slot) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn accepted(&self, kind: PresentedKind) -> u64 {
@@ -104,7 +109,9 @@ impl AuthenticateStats {
     }
 
     pub fn refused(&self, kind: PresentedKind, reason: Reason) -> u64 {
-        self.counts[kind as usize][1 + reason as usize].load(Ordering::Relaxed)
+        self.counts[kind as usize]
+            .get(1 + reason as usize)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 }
 
