@@ -5,9 +5,13 @@
 //! is set (docs/metrics.md).
 
 use clap::ValueEnum;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -16,8 +20,8 @@ pub enum LogFormat {
     #[default]
     Text,
     /// One JSON object per line: the event's fields at the top level, the
-    /// current span (`span`) and every enclosing one (`spans`), so a
-    /// request's `request_id` is on each of its lines.
+    /// current span (`span`) and every enclosing one (`spans`); a request's
+    /// lines also carry its `request_id` at the top level.
     Json,
 }
 
@@ -39,6 +43,56 @@ impl Logging {
     }
 }
 
+/// JSON lines with the request's id as a top-level `request_id` too (it is
+/// also in `span` and `spans`), so a collector can index every line of a
+/// request by one field. Lines outside any request have none.
+struct RequestIdFirst<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for RequestIdFirst<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let own_field = event.metadata().fields().field("request_id").is_some();
+        match (line.strip_prefix('{'), own_field) {
+            (Some(rest), false) => match request_id(ctx) {
+                // Quoted and escaped as JSON: an id may hold `"` or `\`.
+                Some(id) => write!(
+                    writer,
+                    "{{\"request_id\":{},{rest}",
+                    serde_json::Value::String(id)
+                ),
+                None => writer.write_str(&line),
+            },
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
+/// The `request_id` of the innermost enclosing span that has one, from the
+/// fields the JSON layer keeps formatted on each span.
+fn request_id<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    ctx.event_scope()?.find_map(|span| {
+        let extensions = span.extensions();
+        let fields = extensions.get::<FormattedFields<N>>()?;
+        let fields: serde_json::Value = serde_json::from_str(fields).ok()?;
+        fields.get("request_id")?.as_str().map(str::to_owned)
+    })
+}
+
 /// Installs the global subscriber; call once, first thing in `main`.
 pub fn init(format: LogFormat) -> Logging {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -49,9 +103,13 @@ pub fn init(format: LogFormat) -> Logging {
             .boxed(),
         LogFormat::Json => fmt
             .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
+            .event_format(RequestIdFirst(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true),
+            ))
             .boxed(),
     };
     let registry = tracing_subscriber::registry().with(fmt);

@@ -430,6 +430,8 @@ async fn binary_story(format: LogFormat) {
                             .is_some_and(|id| !id.is_empty()),
                         "{line}"
                     );
+                    // And at the top level, for collectors to index.
+                    assert_eq!(value["request_id"], request["request_id"], "{line}");
                 }
             }
         }
@@ -441,6 +443,14 @@ async fn binary_story(format: LogFormat) {
             })
             .expect("the call's line names its id in its span");
         assert_eq!(answered["grpc_status"], "0", "{answered}");
+        assert_eq!(answered["request_id"], "ops-test-grpc-1", "{answered}");
+        // Lines of no request (start-up, shutdown) have no id.
+        let listening = log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("grpc_addr").is_some())
+            .unwrap();
+        assert!(listening.get("request_id").is_none(), "{listening}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
