@@ -104,6 +104,7 @@ fn router(state: AppState) -> Router {
     }
     if let Some(stats) = metrics {
         // Inside the request-id span, outside every route's own layers.
+        // It wraps only what is routed above: add new routes before it.
         routes = routes.layer(axum::middleware::from_fn_with_state(
             stats,
             metrics::observe,
