@@ -24,6 +24,12 @@ pub struct ServeConfig {
     #[arg(long, env = "VELOCITY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
 
+    /// Where to serve Prometheus metrics (`/metrics`, plain HTTP) on a
+    /// listener of their own, e.g. an internal interface; unset, `/metrics`
+    /// is served on the HTTP listener (docs/metrics.md).
+    #[arg(long, env = "VELOCITY_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// This server's public base URL, which is also its OAuth issuer
     /// identifier (RFC 8414): the base of every URL in
     /// /.well-known/oauth-authorization-server and the `iss` on every
@@ -299,6 +305,7 @@ impl ServeConfig {
         ServeConfig {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
+            metrics_addr: None,
             public_url: None,
             cors_origins: Vec::new(),
             web_origins: Vec::new(),
@@ -513,6 +520,7 @@ impl fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),

@@ -6,6 +6,7 @@ pub mod config;
 mod gateway;
 pub mod jwks;
 pub mod logging;
+pub mod metrics;
 pub mod tls;
 mod warmup;
 
@@ -39,6 +40,8 @@ pub const VERSION: &str = concat!(
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The metrics listener's address, when `/metrics` has one of its own.
+    pub metrics_addr: Option<SocketAddr>,
     pub service: Service,
     pub database: Database,
     shutdown: CancellationToken,
@@ -93,8 +96,20 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let http_listener = TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let metrics_listener = match config.metrics_addr.as_deref().map(str::trim) {
+        Some(addr) if !addr.is_empty() => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        _ => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let tls = match config.tls_files()? {
         Some(files) => Some(tls::Tls::new(files, config.grpc_client_ca.as_deref())?),
         None => None,
@@ -142,6 +157,12 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let admin_token = velocity_server::AdminToken::new(config.admin_token.as_deref());
     let gateway = gateway::gateway(service.clone(), admin_token.clone())
         .context("the HTTP gateway's routes (google.api.http options)")?;
+    let adapter_stats = metrics::AdapterStats::default();
+    let exporter: Arc<dyn velocity_http::Exposition> = Arc::new(metrics::Exporter::new(
+        service.clone(),
+        database.clone(),
+        adapter_stats.clone(),
+    ));
     let http_state = velocity_http::AppState {
         service: service.clone(),
         csrf,
@@ -152,6 +173,9 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         route_scopes: route_scopes.clone(),
         gateway: Arc::new(gateway),
         web_origins: Arc::new(config.web_origins()),
+        metrics: Some(adapter_stats.http.clone()),
+        // On the HTTP listener unless it has its own.
+        metrics_endpoint: metrics_listener.is_none().then(|| exporter.clone()),
     };
 
     let shutdown = CancellationToken::new();
@@ -162,6 +186,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         ready: ready.clone(),
         ext_authz_keep_credential: config.ext_authz_keep_credential,
         route_scopes,
+        metrics: Some(adapter_stats.grpc.clone()),
         ..GrpcConfig::default()
     };
     let mut tasks = Vec::new();
@@ -220,6 +245,19 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             token.cancel();
         }));
     }
+    if let Some(listener) = metrics_listener {
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = {
+                let token = token.clone();
+                async move { token.cancelled().await }
+            };
+            if let Err(err) = velocity_http::serve_metrics(exporter, listener, stop).await {
+                tracing::error!(error = %err, "metrics server failed");
+            }
+            token.cancel();
+        }));
+    }
     {
         let (service, token) = (service.clone(), shutdown.clone());
         let every = Duration::from_millis(config.usage_flush_ms.max(10));
@@ -269,10 +307,11 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
         }));
     }
-    tracing::info!(%grpc_addr, %http_addr, issuer = service.issuer(), backend = database.backend(), tls = tls.is_some(), grpc_mtls = config.grpc_client_ca.is_some(), version = VERSION, "velocity-auth listening; ready once the known-credential filter is loaded");
+    tracing::info!(%grpc_addr, %http_addr, metrics_addr = ?metrics_addr, issuer = service.issuer(), backend = database.backend(), tls = tls.is_some(), grpc_mtls = config.grpc_client_ca.is_some(), version = VERSION, "velocity-auth listening; ready once the known-credential filter is loaded");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
+        metrics_addr,
         service,
         database,
         shutdown,

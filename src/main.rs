@@ -30,7 +30,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let logging = logging::init(cli.log_format);
+    let result = run(cli).await;
+    logging.shutdown();
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve) => {
             let server = velocity_auth::start(cli.serve, Arc::new(SystemClock)).await?;

@@ -181,9 +181,10 @@ async fn binary_bootstraps_serves_and_stops_on_sigterm() {
     binary_story(LogFormat::Text).await;
 }
 
-/// The same with `--log-format json`: every line is one JSON object, each
-/// line of a call carries its request id (the caller's, or one made), and
-/// the id comes back in the response.
+/// The same with `--log-format json` at `RUST_LOG=trace`: every line is one
+/// JSON object, each line of a call carries its request id (the caller's,
+/// or one made), the id comes back in the response, and no secret is in
+/// any dependency's lines either.
 #[tokio::test]
 async fn binary_logs_json_with_request_ids_and_no_secrets() {
     binary_story(LogFormat::Json).await;
@@ -281,7 +282,15 @@ async fn binary_story(format: LogFormat) {
         .env_remove("DATABASE_URL")
         .env_remove("VELOCITY_LOG_FORMAT")
         // Our adapters' per-request lines too: they are what carries ids.
-        .env("RUST_LOG", "info,velocity_server=debug,velocity_http=debug")
+        // JSON runs at trace, every crate's every line, so no dependency
+        // (hyper, h2, tonic, sqlx) logs a secret either.
+        .env(
+            "RUST_LOG",
+            match format {
+                LogFormat::Text => "info,velocity_server=debug,velocity_http=debug",
+                LogFormat::Json => "trace",
+            },
+        )
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -354,6 +363,14 @@ async fn binary_story(format: LogFormat) {
         .unwrap();
     assert_eq!(readyz.status(), 200);
     assert_eq!(readyz.headers()["x-request-id"], "ops-test-http-1");
+    // The key in an HTTP header too (forward-auth).
+    let verified = http
+        .get(format!("http://{http_addr}/api/auth/verify"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
     let unsafe_id = http
         .get(format!("http://{http_addr}/nowhere"))
         .header("x-request-id", "two words")
@@ -413,6 +430,8 @@ async fn binary_story(format: LogFormat) {
                             .is_some_and(|id| !id.is_empty()),
                         "{line}"
                     );
+                    // And at the top level, for collectors to index.
+                    assert_eq!(value["request_id"], request["request_id"], "{line}");
                 }
             }
         }
@@ -424,6 +443,14 @@ async fn binary_story(format: LogFormat) {
             })
             .expect("the call's line names its id in its span");
         assert_eq!(answered["grpc_status"], "0", "{answered}");
+        assert_eq!(answered["request_id"], "ops-test-grpc-1", "{answered}");
+        // Lines of no request (start-up, shutdown) have no id.
+        let listening = log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("grpc_addr").is_some())
+            .unwrap();
+        assert!(listening.get("request_id").is_none(), "{listening}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,7 @@ use crate::invalidation::Invalidation;
 use crate::oauth::{ClientId, OAuthApp};
 use crate::resolve::{MembershipKey, VerifiedCredential};
 use crate::session::SessionClaims;
+use crate::stats::{CacheKind, Stats};
 
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -64,10 +65,14 @@ pub(crate) struct VerificationCache {
     app_generation: AtomicU64,
     known: KnownCredentials,
     token_budget: Budget,
+    /// Hits and misses per cache are counted here.
+    stats: Arc<Stats>,
 }
 
 impl VerificationCache {
-    pub fn new(config: &CacheConfig) -> Self {
+    pub fn new(config: &CacheConfig, stats: Arc<Stats>) -> Self {
+        let known = KnownCredentials::new(config.filter_bits);
+        stats.filter.bits.add(known.filter.num_bits() as u64);
         VerificationCache {
             credentials: Cache::builder()
                 .max_capacity(config.max_credentials)
@@ -98,8 +103,9 @@ impl VerificationCache {
                 .time_to_live(config.ttl)
                 .build(),
             app_generation: AtomicU64::new(0),
-            known: KnownCredentials::new(config.filter_bits),
+            known,
             token_budget: Budget::new(config.unknown_token_lookups_per_sec),
+            stats,
         }
     }
 
@@ -109,10 +115,16 @@ impl VerificationCache {
         kind: CredentialKind,
         hash: &SecretHash,
     ) -> Option<Arc<VerifiedCredential>> {
-        match kind {
-            CredentialKind::AccessToken => self.tokens.get(hash),
-            _ => self.credentials.get(hash),
-        }
+        let (cache, hit) = match kind {
+            CredentialKind::AccessToken => (CacheKind::AccessToken, self.tokens.get(hash)),
+            _ => (CacheKind::Key, self.credentials.get(hash)),
+        };
+        self.counted(cache, hit)
+    }
+
+    fn counted<T>(&self, cache: CacheKind, found: Option<T>) -> Option<T> {
+        self.stats.cache.record(cache, found.is_some());
+        found
     }
 
     pub fn put_credential(&self, hash: SecretHash, credential: Arc<VerifiedCredential>) {
@@ -124,7 +136,7 @@ impl VerificationCache {
     }
 
     pub fn membership(&self, key: &MembershipKey) -> Option<Option<Membership>> {
-        self.memberships.get(key)
+        self.counted(CacheKind::Membership, self.memberships.get(key))
     }
 
     pub fn put_membership(&self, key: MembershipKey, membership: Option<Membership>) {
@@ -132,7 +144,7 @@ impl VerificationCache {
     }
 
     pub fn workspace(&self, id: &WorkspaceId) -> Option<Workspace> {
-        self.workspaces.get(id)
+        self.counted(CacheKind::Workspace, self.workspaces.get(id))
     }
 
     pub fn put_workspace(&self, workspace: Workspace) {
@@ -140,7 +152,7 @@ impl VerificationCache {
     }
 
     pub fn session(&self, token_hash: &SecretHash) -> Option<Arc<SessionClaims>> {
-        self.sessions.get(token_hash)
+        self.counted(CacheKind::Session, self.sessions.get(token_hash))
     }
 
     pub fn put_session(&self, token_hash: SecretHash, claims: Arc<SessionClaims>) {
@@ -148,7 +160,7 @@ impl VerificationCache {
     }
 
     pub fn app(&self, client_id: &ClientId) -> Option<OAuthApp> {
-        self.apps.get(client_id)
+        self.counted(CacheKind::App, self.apps.get(client_id))
     }
 
     /// Read before looking an app up in storage, and handed back to
@@ -185,7 +197,10 @@ impl VerificationCache {
     pub fn apply(&self, invalidation: &Invalidation) {
         match invalidation {
             Invalidation::KeyRevoked(hash) => self.credentials.invalidate(hash),
-            Invalidation::KeyCreated(hash) => self.known.insert(hash),
+            Invalidation::KeyCreated(hash) => {
+                self.known.insert(hash);
+                self.stats.filter.inserted.inc();
+            }
             Invalidation::Membership(user) => {
                 let user = user.clone();
                 // Only fails without support_invalidation_closures, set above.
@@ -330,7 +345,7 @@ mod churn_tests {
     /// that is read all the time.
     #[test]
     fn hot_entry_survives_a_burst_of_cold_ones() {
-        let cache = VerificationCache::new(&CacheConfig::default());
+        let cache = VerificationCache::new(&CacheConfig::default(), Arc::default());
         let cold = || {
             Arc::new(VerifiedCredential::Session {
                 claims: Arc::new(SessionClaims {

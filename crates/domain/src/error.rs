@@ -6,7 +6,8 @@
 use std::fmt;
 
 /// Machine-readable reason for a refusal. The names are the public
-/// `velocity.auth.v1.FailureReason` values.
+/// `velocity.auth.v1.FailureReason` values. A new one is listed in
+/// [`Reason::ALL`] too (the metrics index by it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     CredentialMissing,
@@ -44,6 +45,42 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: `reason as usize` indexes it (the
+    /// metrics count by it, `stats.rs`). A new reason goes here too.
+    pub const ALL: [Reason; 31] = [
+        Reason::CredentialMissing,
+        Reason::CredentialMalformed,
+        Reason::CredentialChecksumMismatch,
+        Reason::CredentialUnknown,
+        Reason::CredentialExpired,
+        Reason::CredentialRevoked,
+        Reason::CredentialKindNotAccepted,
+        Reason::SessionInvalid,
+        Reason::SessionAnonymous,
+        Reason::WorkspaceMismatch,
+        Reason::WorkspaceUnknown,
+        Reason::NotAMember,
+        Reason::ScopeMissing,
+        Reason::ScopeExceedsGrantor,
+        Reason::ScopeUnknown,
+        Reason::RoleInsufficient,
+        Reason::NotKeyOwner,
+        Reason::NotAppManager,
+        Reason::NotGrantHolder,
+        Reason::AdminTokenInvalid,
+        Reason::InvalidArgument,
+        Reason::NotFound,
+        Reason::AlreadyExists,
+        Reason::StorageUnavailable,
+        Reason::Internal,
+        Reason::InvalidClient,
+        Reason::InvalidGrant,
+        Reason::UnauthorizedClient,
+        Reason::ScopeWrongKind,
+        Reason::ScopeExceedsGrant,
+        Reason::TooManyAttempts,
+    ];
+
     /// The proto enum value name, as sent in `google.rpc.ErrorInfo.reason`
     /// and in HTTP error bodies.
     pub fn as_str(self) -> &'static str {

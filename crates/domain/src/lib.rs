@@ -20,6 +20,7 @@ pub mod routes;
 pub mod scope;
 pub mod service;
 pub mod session;
+pub mod stats;
 pub mod store;
 pub mod throttle;
 mod usage;

@@ -12,6 +12,7 @@ mod error;
 pub mod gateway;
 mod health;
 mod listener;
+mod metrics;
 mod openapi;
 mod page;
 mod params;
@@ -39,6 +40,7 @@ pub use csrf::CsrfKey;
 use error::HttpError;
 pub use gateway::Gateway;
 pub use listener::AcceptedListener;
+pub use metrics::{Exposition, HttpStats, MethodStats, RouteStats, UNMATCHED_ROUTE, serve_metrics};
 pub use peer::PeerSocket;
 use routes::Group;
 pub use web_session::{DEFAULT_RETURN_PARAM, SignIn, WebSession};
@@ -66,6 +68,10 @@ pub struct AppState {
     /// service's own, from which a cookie-authenticated /v1 request may
     /// change state.
     pub web_origins: Arc<Vec<String>>,
+    /// Latency and statuses per route are counted here when set.
+    pub metrics: Option<Arc<HttpStats>>,
+    /// When set, `/metrics` is served on this listener too.
+    pub metrics_endpoint: Option<Arc<dyn Exposition>>,
 }
 
 /// The router's state: axum clones it for every extractor and middleware
@@ -75,7 +81,7 @@ pub(crate) type Shared = Arc<AppState>;
 
 fn router(state: AppState) -> Router {
     let document = routes::Document::default();
-    let table = routes::table(document.clone());
+    let table = routes::table(document.clone(), state.metrics_endpoint.clone());
     let cookie = state
         .web
         .cookie
@@ -85,6 +91,7 @@ fn router(state: AppState) -> Router {
     // Built from the table it describes; set before the first request.
     let _ = document.set(axum::body::Bytes::from(spec.to_string()));
     let gateway = state.gateway.router();
+    let metrics = state.metrics.clone();
     let state: Shared = Arc::new(state);
     let gateway = gateway.layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -118,11 +125,20 @@ fn router(state: AppState) -> Router {
         state.clone(),
         cors::get_routes,
     ));
-    plain
+    let mut routes = plain
         .merge(token_routes)
         .merge(metadata_routes)
         .merge(gateway)
-        .fallback(not_found)
+        .fallback(not_found);
+    if let Some(stats) = metrics {
+        // Inside the request-id span, outside every route's own layers.
+        // It wraps only what is routed above: every route is in the table.
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            stats,
+            metrics::observe,
+        ));
+    }
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes (405, 413, rejections) in our shape.
         .layer(axum::middleware::map_response(error::framework_errors))

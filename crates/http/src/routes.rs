@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
+use crate::metrics::{Exposition, scrape};
 use crate::{Shared, consent, discovery, health, token, verify};
 
 /// Which layers a route sits behind.
@@ -106,8 +107,10 @@ fn consent_params() -> Vec<Value> {
     ]
 }
 
-pub fn table(document: Document) -> Vec<Route> {
-    vec![
+/// `scrape`: the exposition `/metrics` serves on this listener, `None` when
+/// metrics have a listener of their own (`VELOCITY_METRICS_ADDR`).
+pub fn table(document: Document, scrape_on: Option<Arc<dyn Exposition>>) -> Vec<Route> {
+    let mut table = vec![
         Route {
             method: Method::GET,
             path: "/healthz",
@@ -279,7 +282,24 @@ pub fn table(document: Document) -> Vec<Route> {
                 "responses": {"200": json_ok("OpenAPI 3.1", json!({"type": "object"}))},
             }),
         },
-    ]
+    ];
+    if let Some(exposition) = scrape_on {
+        table.push(Route {
+            method: Method::GET,
+            path: "/metrics",
+            group: Group::Plain,
+            handler: get(move || scrape(exposition.clone())),
+            operation: json!({
+                "operationId": "metrics", "tags": ["ops"],
+                "summary": "Prometheus metrics (text format 0.0.4); docs/metrics.md lists them.",
+                "responses": {
+                    "200": text_ok("the scrape"),
+                    "500": {"description": "the scrape could not be rendered (logged)"},
+                },
+            }),
+        });
+    }
+    table
 }
 
 async fn serve_document(document: Document) -> axum::response::Response {

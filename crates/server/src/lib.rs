@@ -9,6 +9,7 @@ mod directory_service;
 pub mod ext_authz;
 mod in_process;
 mod metadata;
+pub mod metrics;
 mod request_id;
 mod status;
 
@@ -62,6 +63,8 @@ pub struct GrpcConfig {
     pub ext_authz_keep_credential: bool,
     /// Scopes per route, for ext_authz checks whose route does not say.
     pub route_scopes: Arc<RouteScopes>,
+    /// Latency and codes per RPC are counted here when set.
+    pub metrics: Option<Arc<metrics::GrpcStats>>,
 }
 
 impl Default for GrpcConfig {
@@ -77,6 +80,7 @@ impl Default for GrpcConfig {
             ready: watch::channel(true).1,
             ext_authz_keep_credential: false,
             route_scopes: Arc::default(),
+            metrics: None,
         }
     }
 }
@@ -203,6 +207,9 @@ where
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(config.request_timeout)
         .layer(request_id::RequestIdLayer)
+        .layer(tower::util::option_layer(
+            config.metrics.map(|stats| metrics::MetricsLayer { stats }),
+        ))
         .layer(InterceptorLayer::new(move |request| {
             refuse_oversized_metadata(request, max_metadata)
         }))

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use velocity_domain::StoreError;
 
 /// Failures opening or migrating a database.
@@ -11,9 +13,34 @@ pub enum StorageError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// Storage errors by class since the process started, for the metrics:
+/// `classify` is the one door every sqlx error goes through, so it counts
+/// there. Process-wide (a process serves one database), not per store.
+static ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// The classes [`error_counts`] reports, as metric labels.
+pub const ERROR_CLASSES: [&str; 4] = ["unavailable", "conflict", "missing_reference", "other"];
+
+/// Errors per class of [`ERROR_CLASSES`], in that order.
+pub fn error_counts() -> [u64; 4] {
+    std::array::from_fn(|i| ERRORS[i].load(Ordering::Relaxed))
+}
+
 /// Classifies a sqlx error for the domain. `what` names the thing a unique
 /// or foreign-key violation is about, as the caller will see it.
 pub(crate) fn classify(err: sqlx::Error, what: &'static str) -> StoreError {
+    let classified = classify_uncounted(err, what);
+    let class = match &classified {
+        StoreError::Unavailable(_) => 0,
+        StoreError::Conflict(_) => 1,
+        StoreError::MissingReference(_) => 2,
+        StoreError::Other(_) => 3,
+    };
+    ERRORS[class].fetch_add(1, Ordering::Relaxed);
+    classified
+}
+
+fn classify_uncounted(err: sqlx::Error, what: &'static str) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

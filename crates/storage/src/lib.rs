@@ -23,7 +23,7 @@ mod writer;
 
 use std::sync::Arc;
 
-pub use error::StorageError;
+pub use error::{ERROR_CLASSES, StorageError, error_counts};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use velocity_domain::Store;
@@ -65,6 +65,15 @@ impl<DB: sqlx::Database> SqlStore<DB> {
     /// What the group-commit writer has done (SQLite), `None` without one.
     pub fn writer_stats(&self) -> Option<&WriterStats> {
         self.writer.as_ref().map(Writer::stats)
+    }
+
+    /// The pool's connections now: open, of which idle, and the most it opens.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     /// Writes waiting for the writer (SQLite; always 0 without one).
@@ -124,6 +133,14 @@ impl<DB: sqlx::Database> SqlStore<DB> {
             }
         }
     }
+}
+
+/// A pool's connections at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// What a backend adds to the shared SQL.
@@ -209,6 +226,15 @@ impl Database {
                 }))
             }
             Database::Sqlite(_) => None,
+        }
+    }
+
+    /// The connection pool's use (on SQLite, the readers' pool; its one
+    /// writer apart) and writes queued for the SQLite writer.
+    pub fn pool_stats(&self) -> (PoolStats, usize) {
+        match self {
+            Database::Sqlite(store) => (store.pool_stats(), store.queued_writes()),
+            Database::Postgres(store) => (store.pool_stats(), 0),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::principal::{Principal, PrincipalKind};
 use crate::resolve::{AccessTokenGrant, MembershipKey, VerifiedCredential, resolve_principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::session::SessionVerifier;
+use crate::stats::PresentedKind;
 
 use super::{Service, limits};
 
@@ -20,6 +21,20 @@ impl Service {
     // Debug level: at the default level the hot path creates no span.
     #[instrument(level = "debug", skip_all, fields(slug = slug.unwrap_or_default()))]
     pub async fn authenticate(
+        &self,
+        credential: &str,
+        slug: Option<&str>,
+        required_scopes: &[String],
+    ) -> Result<Principal, Error> {
+        let result = self.resolve(credential, slug, required_scopes).await;
+        self.stats.authenticate.record(
+            PresentedKind::of(credential),
+            result.as_ref().err().map(Error::reason),
+        );
+        result
+    }
+
+    async fn resolve(
         &self,
         credential: &str,
         slug: Option<&str>,
@@ -95,7 +110,9 @@ impl Service {
         // cache miss, so it goes first). Tokens minted on another replica a
         // moment ago may not be in our filter yet, so those get a small
         // budget of lookups.
-        let unseen = self.cache.known().may_contain(&hash) == Some(false);
+        let answer = self.cache.known().may_contain(&hash);
+        self.stats.filter.record_lookup(answer);
+        let unseen = answer == Some(false);
         if unseen {
             let retry =
                 kind == CredentialKind::AccessToken && self.cache.allow_unknown_token_lookup();
@@ -105,7 +122,16 @@ impl Service {
         } else if let Some(hit) = self.cache.credential(kind, &hash) {
             return Ok(hit);
         }
-        let verified = Arc::new(self.lookup_credential(kind, &hash).await?);
+        let looked_up = self.lookup_credential(kind, &hash).await;
+        if answer == Some(true)
+            && matches!(
+                &looked_up,
+                Err(Error::Unauthenticated(Reason::CredentialUnknown))
+            )
+        {
+            self.stats.filter.false_positives.add(1);
+        }
+        let verified = Arc::new(looked_up?);
         self.cache.known().insert(&hash);
         self.cache.put_credential(hash, verified.clone());
         Ok(verified)

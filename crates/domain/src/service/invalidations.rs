@@ -67,6 +67,7 @@ impl Service {
             let page = self.store.key_hashes_after(after.as_ref(), PAGE).await?;
             loaded += page.len();
             page.iter().for_each(|h| known.insert(h));
+            self.stats.filter.inserted.add(page.len() as u64);
             progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
@@ -82,6 +83,7 @@ impl Service {
                 .await?;
             loaded += page.len();
             page.iter().for_each(|h| known.insert(h));
+            self.stats.filter.inserted.add(page.len() as u64);
             progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
@@ -100,8 +102,12 @@ impl Service {
     pub async fn sync_invalidations(&self) -> Result<usize, Error> {
         let applied = match self.read_log().await {
             Ok(applied) => applied,
-            Err(err) => return Err(err),
+            Err(err) => {
+                self.stats.invalidations.failed_reads.add(1);
+                return Err(err);
+            }
         };
+        self.stats.invalidations.applied.add(applied as u64);
         if let Ok(mut last) = self.sync.last_success.lock() {
             if last.elapsed() > STALE_AFTER {
                 self.cache.clear();
@@ -177,6 +183,21 @@ impl Service {
         if let Err(err) = self.sync_invalidations().await {
             tracing::warn!(error = %err, "could not apply a local change to the cache; the next poll will");
         }
+    }
+
+    /// The newest invalidation log id applied here.
+    pub fn invalidation_cursor(&self) -> i64 {
+        self.sync.cursor.load(Ordering::Acquire)
+    }
+
+    /// Time since the log was last read without error (since start, before
+    /// the first read).
+    pub fn since_invalidation_sync(&self) -> Duration {
+        self.sync
+            .last_success
+            .lock()
+            .map(|last| last.elapsed())
+            .unwrap_or_default()
     }
 
     /// Deletes log rows every replica has had time to read.

@@ -18,6 +18,7 @@ use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::session::SessionVerifier;
+use crate::stats::Stats;
 use crate::store::Store;
 use crate::throttle::{ClientAuthThrottle, ThrottleConfig};
 use crate::usage::UsageRecorder;
@@ -79,6 +80,8 @@ pub struct Service {
     /// avoid: Authenticate's and introspection's (keys, tokens,
     /// memberships, workspaces) and client authentication's (apps).
     storage_lookups: Arc<std::sync::atomic::AtomicU64>,
+    /// What the service counts of its work, for the edge to export.
+    stats: Arc<Stats>,
     client_auth_throttle: Arc<ClientAuthThrottle>,
     /// Origins of registered redirect URIs, for CORS (`oauth::origins`).
     origin_cache: Arc<oauth::origins::OriginCache>,
@@ -96,14 +99,16 @@ impl Service {
             &config.client_auth_throttle,
             clock.clone(),
         ));
+        let stats = Arc::new(Stats::default());
         Service {
             store,
             clock,
             sessions: sessions.map(Arc::new),
             usage: Arc::new(UsageRecorder::default()),
-            cache: Arc::new(VerificationCache::new(&config.cache)),
+            cache: Arc::new(VerificationCache::new(&config.cache, stats.clone())),
             sync: Arc::new(invalidations::SyncState::default()),
             storage_lookups: Arc::default(),
+            stats,
             client_auth_throttle,
             origin_cache: Arc::default(),
             config,
@@ -133,6 +138,12 @@ impl Service {
     pub fn storage_lookups(&self) -> u64 {
         self.storage_lookups
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counters of Authenticate, the caches, the filter, the invalidation
+    /// feed, grants and rate limits.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     fn count_lookup(&self) {

@@ -76,6 +76,10 @@ pub struct AppChanges {
 /// The longest a replaced secret may keep working after a rotation.
 pub const MAX_SECRET_OVERLAP_SECS: u64 = 7 * 24 * 3600;
 
+/// The failed-client-authentication throttle's name in the rate-limit
+/// counters.
+const CLIENT_AUTH_LIMIT: &str = "client_auth";
+
 impl Service {
     /// RegisterApp: every app gets a client id and a `vels_` secret, shown
     /// once. Confidential apps must send it; public ones may.
@@ -311,8 +315,11 @@ impl Service {
         let client_id = client.client_id.as_str();
         throttle
             .check(client_id, client.address)
-            .map_err(|refused| Error::TooManyAttempts {
-                retry_after_secs: refused.retry_after_secs(),
+            .map_err(|refused| {
+                self.stats.rate_limits.refused(CLIENT_AUTH_LIMIT);
+                Error::TooManyAttempts {
+                    retry_after_secs: refused.retry_after_secs(),
+                }
             })?;
         let result = self.check_client(client).await;
         if let Err(err) = &result
@@ -326,6 +333,7 @@ impl Service {
                 retry_after_secs,
                 "failed client authentications over budget; caller blocked"
             );
+            self.stats.rate_limits.refused(CLIENT_AUTH_LIMIT);
             return Err(Error::TooManyAttempts { retry_after_secs });
         }
         result

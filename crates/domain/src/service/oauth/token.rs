@@ -27,6 +27,7 @@ use crate::oauth::{
 };
 use crate::scope::ScopeSet;
 use crate::service::Service;
+use crate::stats::{GrantKind, GrantOutcome};
 
 use super::apps::ClientAuth;
 use super::{invalid_grant, oauth_error};
@@ -82,12 +83,26 @@ impl Service {
         redirect_uri: &str,
         code_verifier: &str,
     ) -> Result<IssuedTokens, Error> {
+        let result = self
+            .exchange_code_counted(client, code, redirect_uri, code_verifier)
+            .await;
+        self.count_grant(GrantKind::AuthorizationCode, result)
+    }
+
+    async fn exchange_code_counted(
+        &self,
+        client: &ClientAuth,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<IssuedTokens, Refusal> {
         let app = self.authenticate_client(client).await?;
         if code_verifier.is_empty() {
             return Err(oauth_error(
                 OAuthErrorCode::InvalidRequest,
                 "code_verifier is required (PKCE)",
-            ));
+            )
+            .into());
         }
         let hash = presented(code, "code", CredentialKind::AuthorizationCode)?;
         let stored = self
@@ -121,7 +136,7 @@ impl Service {
             // RFC 9700 §2.1.1: a presented code is burnt. Whoever holds a
             // stolen code gets one guess at the verifier, not a search.
             self.store.redeem_code(&stored.hash, now, &[]).await?;
-            return Err(invalid_grant(format!("{message}; the code is now spent")));
+            return Err(invalid_grant(format!("{message}; the code is now spent")).into());
         }
         let scopes = grant.scopes;
         self.redeem(&app, grant, scopes, now).await
@@ -135,6 +150,16 @@ impl Service {
         refresh_token: &str,
         scope: Option<&str>,
     ) -> Result<IssuedTokens, Error> {
+        let result = self.refresh_counted(client, refresh_token, scope).await;
+        self.count_grant(GrantKind::RefreshToken, result)
+    }
+
+    async fn refresh_counted(
+        &self,
+        client: &ClientAuth,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<IssuedTokens, Refusal> {
         let app = self.authenticate_client(client).await?;
         let hash = presented(refresh_token, "refresh_token", CredentialKind::RefreshToken)?;
         let token = self
@@ -170,7 +195,8 @@ impl Service {
                         OAuthErrorCode::InvalidScope,
                         Reason::ScopeExceedsGrant,
                         "scope exceeds the original grant".to_owned(),
-                    ));
+                    )
+                    .into());
                 }
                 asked.intersection(app.allowed_scopes)
             }
@@ -179,7 +205,8 @@ impl Service {
             return Err(oauth_error(
                 OAuthErrorCode::InvalidScope,
                 "the app no longer holds any of the grant's scopes",
-            ));
+            )
+            .into());
         }
         self.redeem(&app, grant, scopes, now).await
     }
@@ -199,15 +226,13 @@ impl Service {
         app: &OAuthApp,
         grant: &Redeemable,
         now: Timestamp,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Refusal> {
         let what = grant.what;
         if grant.client_id != app.client_id {
-            return Err(invalid_grant(format!(
-                "{what} was issued to another client"
-            )));
+            return Err(invalid_grant(format!("{what} was issued to another client")).into());
         }
         if grant.revoked {
-            return Err(invalid_grant(format!("{what} has been revoked")));
+            return Err(invalid_grant(format!("{what} has been revoked")).into());
         }
         if let Some(spent_at) = grant.spent_at {
             let reusable =
@@ -221,7 +246,7 @@ impl Service {
             );
         }
         if grant.expires_at <= now {
-            return Err(invalid_grant(format!("{what} has expired")));
+            return Err(invalid_grant(format!("{what} has expired")).into());
         }
         Ok(())
     }
@@ -235,7 +260,7 @@ impl Service {
         grant: Redeemable,
         scopes: ScopeSet,
         now: Timestamp,
-    ) -> Result<IssuedTokens, Error> {
+    ) -> Result<IssuedTokens, Refusal> {
         let (tokens, issued) = token_pair(app, &grant, scopes, now);
         let won = match &grant.claim {
             Claim::Code(hash) => self.store.redeem_code(hash, now, &tokens).await?,
@@ -249,20 +274,57 @@ impl Service {
             return Err(self.replayed(&grant, now).await);
         }
         self.cache.known().insert(&issued.access_token.hash());
+        self.stats.filter.inserted.add(1);
         Ok(issued)
     }
 
     /// A spent grant presented again: its whole family is revoked (RFC 6749
     /// §4.1.2, RFC 9700 §4.14.2). Returns the error to answer with.
-    async fn replayed(&self, grant: &Redeemable, now: Timestamp) -> Error {
+    async fn replayed(&self, grant: &Redeemable, now: Timestamp) -> Refusal {
         let what = grant.what;
-        if let Err(err) = self.revoke_family(&grant.family_id, now).await {
-            return err;
+        let error = match self.revoke_family(&grant.family_id, now).await {
+            Err(err) => err,
+            Ok(_) => {
+                tracing::warn!(family_id = %grant.family_id, "{what} reused; token family revoked");
+                invalid_grant(format!(
+                    "{what} was already used; tokens issued from it are revoked"
+                ))
+            }
+        };
+        Refusal {
+            error,
+            replay: true,
         }
-        tracing::warn!(family_id = %grant.family_id, "{what} reused; token family revoked");
-        invalid_grant(format!(
-            "{what} was already used; tokens issued from it are revoked"
-        ))
+    }
+
+    fn count_grant(
+        &self,
+        grant: GrantKind,
+        result: Result<IssuedTokens, Refusal>,
+    ) -> Result<IssuedTokens, Error> {
+        let outcome = match &result {
+            Ok(_) => GrantOutcome::Issued,
+            Err(refusal) if refusal.replay => GrantOutcome::Replayed,
+            Err(_) => GrantOutcome::Refused,
+        };
+        self.stats.grants.record(grant, outcome);
+        result.map_err(|refusal| refusal.error)
+    }
+}
+
+/// A grant's refusal, and whether it was a replay (which the grant
+/// counters tell apart from other refusals).
+struct Refusal {
+    error: Error,
+    replay: bool,
+}
+
+impl<E: Into<Error>> From<E> for Refusal {
+    fn from(error: E) -> Self {
+        Refusal {
+            error: error.into(),
+            replay: false,
+        }
     }
 }
 
