@@ -41,6 +41,9 @@ impl IntoResponse for HttpError {
         if let Some(secs) = err.retry_after_secs() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Error::RateLimited(refused) = &err {
+            crate::rate_limit::set_budget_headers(headers, &refused.budget());
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6749 §5.2: a failed client authentication challenges for
             // the scheme clients authenticate with.
@@ -141,6 +144,7 @@ mod tests {
         for (err, status) in cases {
             let response = HttpError(err).into_response();
             assert_eq!(response.status(), status);
+            assert!(!response.headers().contains_key("x-ratelimit-limit"));
             if status == StatusCode::UNAUTHORIZED {
                 assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
             }
@@ -151,5 +155,21 @@ mod tests {
                 assert!(retry_after.is_none());
             }
         }
+    }
+
+    #[test]
+    fn over_a_budget_is_429_with_retry_after_and_the_budget() {
+        let refused = velocity_domain::rate_limit::RateLimited {
+            limit: 60,
+            retry_after: std::time::Duration::from_millis(1500),
+            reset_secs: 60,
+        };
+        let response = HttpError(Error::RateLimited(refused)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("retry-after"), "2");
+        assert_eq!(header("x-ratelimit-limit"), "60");
+        assert_eq!(header("x-ratelimit-remaining"), "0");
+        assert_eq!(header("x-ratelimit-reset"), "60");
     }
 }

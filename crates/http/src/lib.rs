@@ -12,6 +12,7 @@ mod listener;
 mod page;
 mod params;
 mod peer;
+mod rate_limit;
 mod request_id;
 mod token;
 mod verify;
