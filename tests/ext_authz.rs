@@ -387,20 +387,21 @@ async fn envoy_passes_on_rate_limits(backend: Backend) {
 
     // No credential: one 401 from this address, then 429; another address
     // is untouched.
-    let anonymous = |address: &str| {
+    let anonymous = async |address: &str| {
         AuthorizationClient::new(h.channel.clone())
             .check(from_address(check_request(&[], None), address))
+            .await
+            .unwrap()
+            .into_inner()
     };
-    let (status, headers, _) =
-        denied_response(&anonymous("192.0.2.7").await.unwrap().into_inner());
+    let (status, headers, _) = denied_response(&anonymous("192.0.2.7").await);
     assert_eq!(status, 401);
     assert_eq!(headers["x-ratelimit-remaining"], "0");
-    let (status, headers, body) =
-        denied_response(&anonymous("192.0.2.7").await.unwrap().into_inner());
+    let (status, headers, body) = denied_response(&anonymous("192.0.2.7").await);
     assert_eq!(status, 429);
     assert_eq!(body["reason"], "RATE_LIMITED");
     assert_eq!(headers["retry-after"], "60");
-    let (status, _, _) = denied_response(&anonymous("192.0.2.8").await.unwrap().into_inner());
+    let (status, _, _) = denied_response(&anonymous("192.0.2.8").await);
     assert_eq!(status, 401);
     h.stop().await;
 }

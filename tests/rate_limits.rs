@@ -193,7 +193,7 @@ async fn token_responses_carry_the_budget(backend: Backend) {
     h.stop().await;
 }
 
-common::for_each_backend!(
+for_each_backend!(
     authenticate_counts_down_then_refuses_until_retry_after,
     oauth_grants_keep_their_budget_across_refreshes,
     token_endpoint_is_limited_per_client_and_per_address,
