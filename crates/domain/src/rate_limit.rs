@@ -790,6 +790,21 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_limit_counts_without_refusing() {
+        let (_, l) = limiter(RateLimitConfig {
+            per_credential: Rate::per_minute(u32::MAX),
+            ..RateLimitConfig::default()
+        });
+        let k = key("bench");
+        for n in 1..=10_000u32 {
+            assert_eq!(
+                allowed(l.check(LimitClass::Credential, &k)).remaining,
+                u32::MAX - n
+            );
+        }
+    }
+
+    #[test]
     fn a_zero_limit_turns_a_class_off() {
         let (_, l) = limiter(RateLimitConfig {
             per_address: Rate::per_minute(0),
