@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
+use velocity_domain::rate_limit::{Rate, RateLimitConfig};
 use velocity_domain::routes::RouteScopes;
 use velocity_domain::service::DEFAULT_REFRESH_REUSE_INTERVAL_SECS;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
-use velocity_domain::rate_limit::{Rate, RateLimitConfig};
 use velocity_domain::throttle::ThrottleConfig;
 use velocity_storage::{DEFAULT_DATABASE_URL, Database, StorageOptions};
 

@@ -139,7 +139,9 @@ impl SyncTask {
     async fn try_restore(&mut self) {
         let ping = async {
             let mut connection = self.connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut connection).await
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
         };
         match tokio::time::timeout(REDIS_TIMEOUT, ping).await {
             Ok(Ok(_)) => {

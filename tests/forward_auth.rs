@@ -520,18 +520,32 @@ async fn nginx_passes_on_rate_limits(backend: Backend) {
     // 60 s / 3: one request's worth refills in 20 s.
     assert_eq!(header(&response, "retry-after").as_deref(), Some("20"));
     assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
-    assert_eq!(header(&response, "x-ratelimit-remaining").as_deref(), Some("0"));
-    assert!(header(&response, "content-type").unwrap().starts_with("application/json"));
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert!(
+        header(&response, "content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["reason"], "RATE_LIMITED");
     assert_eq!(body["error"], "rate_limited");
-    assert_eq!(seen.lock().unwrap().len(), 3, "a refused call never reaches the upstream");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "a refused call never reaches the upstream"
+    );
 
     // Retry-After honoured: one more call passes.
     h.clock.advance_secs(20);
     let response = call(Some(&key)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
 
     // No credential: the address's budget, two 401s then a 429.
     for remaining in ["1", "0"] {

@@ -308,7 +308,11 @@ async fn two_replicas_share_budgets_through_redis_and_count_alone_without_it() {
     assert_eq!(reason(&refusal), "RATE_LIMITED");
 
     // Retry-After honoured: the shared window has ended, both admit again.
-    let wait = refusal.get_details_retry_info().unwrap().retry_delay.unwrap();
+    let wait = refusal
+        .get_details_retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
     assert!(wait <= Duration::from_secs(60), "{wait:?}");
     clock.advance_secs(wait.as_secs().max(1) as i64);
     authenticate(&a, &session).await.unwrap();

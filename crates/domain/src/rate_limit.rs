@@ -7,7 +7,8 @@
 //! 300/min. A limit of 0 turns its class off.
 //!
 //! **On one replica** a budget is a GCRA bucket (governor's keyed limiter on
-//! the domain clock): `limit` requests at once, refilling one every
+//! the domain clock, in its sharded map, so calls for different keys do not
+//! wait on one lock): `limit` requests at once, refilling one every
 //! `period / limit`. So the (limit+1)th call in a burst is refused, and the
 //! refusal says how long until a request would pass.
 //!
@@ -38,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockRea
 use std::time::Duration;
 
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::HashMapStateStore;
+use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter as Gcra};
 
 use crate::clock::Clock;
@@ -60,7 +61,9 @@ impl Rate {
     }
 
     fn period_millis(self) -> u64 {
-        u64::try_from(self.period.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.period.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }
 
@@ -151,9 +154,7 @@ impl RateKey {
     pub fn address(address: IpAddr) -> RateKey {
         RateKey::Address(match address.to_canonical() {
             IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => {
-                IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))
-            }
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
         })
     }
 }
@@ -281,8 +282,7 @@ impl governor::clock::Clock for DomainClock {
     }
 }
 
-type Bucket =
-    Gcra<RateKey, HashMapStateStore<RateKey>, DomainClock, StateInformationMiddleware>;
+type Bucket = Gcra<RateKey, DashMapStateStore<RateKey>, DomainClock, StateInformationMiddleware>;
 
 struct ClassLimiter {
     rate: Rate,
@@ -349,7 +349,7 @@ impl fmt::Debug for RateLimiter {
 }
 
 fn new_bucket(quota: Quota, clock: &Arc<dyn Clock>) -> Bucket {
-    Gcra::hashmap_with_clock(quota, DomainClock(clock.clone()))
+    Gcra::dashmap_with_clock(quota, DomainClock(clock.clone()))
         .with_middleware::<StateInformationMiddleware>()
 }
 
@@ -365,7 +365,9 @@ impl ClassLimiter {
     fn new(rate: Rate, share_batch: u32, clock: &Arc<dyn Clock>) -> ClassLimiter {
         let period = rate.period.max(Duration::from_millis(1));
         let limit = NonZeroU32::new(rate.limit);
-        let refill = limit.map_or(period, |n| period / n.get()).max(Duration::from_nanos(1));
+        let refill = limit
+            .map_or(period, |n| period / n.get())
+            .max(Duration::from_nanos(1));
         let quota = limit.and_then(|n| Quota::with_period(refill).map(|q| q.allow_burst(n)));
         let batch = match share_batch {
             0 => (rate.limit / 10).max(1),
@@ -755,10 +757,7 @@ mod tests {
             allowed(l.check(LimitClass::Credential, &key("key_2"))).remaining,
             299
         );
-        assert_eq!(
-            allowed(l.check(LimitClass::Session, &k)).remaining,
-            99
-        );
+        assert_eq!(allowed(l.check(LimitClass::Session, &k)).remaining, 99);
         // After Retry-After, exactly one more.
         clock.advance_secs(1);
         for _ in 0..5 {
@@ -839,7 +838,11 @@ mod tests {
         for n in 0..(SWEEP_EVERY as u32 * 2) {
             l.check(LimitClass::Credential, &key(&format!("k{n}")));
         }
-        assert!(l.tracked().0[0] <= 50 + SWEEP_EVERY as usize, "{:?}", l.tracked());
+        assert!(
+            l.tracked().0[0] <= 50 + SWEEP_EVERY as usize,
+            "{:?}",
+            l.tracked()
+        );
         clock.advance_secs(120);
         l.sweep();
         assert_eq!(l.tracked().0[0], 0);
@@ -902,7 +905,10 @@ mod tests {
         let k = key("key_1");
         // Ten calls, then a round is needed before more.
         for n in 1..=10u32 {
-            assert_eq!(allowed(a.check(LimitClass::Credential, &k)).remaining, 100 - n);
+            assert_eq!(
+                allowed(a.check(LimitClass::Credential, &k)).remaining,
+                100 - n
+            );
         }
         assert_eq!(a.check(LimitClass::Credential, &k), Check::AwaitSync);
         // Without waiting, decided locally (the shared counter is slow).
