@@ -356,3 +356,98 @@ async fn two_replicas_share_budgets_through_redis_and_count_alone_without_it() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The real binary with REDIS_URL naming a Redis that is not there: it
+/// starts, answers, counts exactly on its own, and says so in its log.
+#[tokio::test]
+async fn the_binary_counts_alone_and_says_so_when_redis_is_down() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Mutex;
+    use tonic::transport::Channel;
+    use velocity_proto::pb::auth_service_client::AuthServiceClient;
+    use velocity_testkit::{SESSION_LIFETIME_SECS, TestDatabase, sign_hs256, supabase_claims};
+
+    let db = TestDatabase::sqlite();
+    let nothing_there = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_velocity-auth"))
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("SUPABASE_JWT_SECRET", common::JWT_SECRET)
+        .env("REDIS_URL", format!("redis://127.0.0.1:{nothing_there}"))
+        .env("VELOCITY_RATE_LIMIT_PER_SESSION", "3")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("grpc_addr=").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the server starts without Redis");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let now = velocity_domain::Clock::now(&velocity_domain::SystemClock).as_secs();
+    let mut claims = supabase_claims(common::ISSUER, "user-1", now, SESSION_LIFETIME_SECS);
+    claims.as_object_mut().unwrap().remove("iss");
+    let session = sign_hs256(common::JWT_SECRET, &claims);
+    let call = async || {
+        AuthServiceClient::new(channel.clone())
+            .authenticate(pb::AuthenticateRequest {
+                credential: session.clone(),
+                workspace_slug: String::new(),
+                required_scopes: Vec::new(),
+            })
+            .await
+    };
+    for remaining in (0..3).rev() {
+        let budget = call().await.unwrap().into_inner().rate_limit.unwrap();
+        assert_eq!(budget.remaining, remaining);
+    }
+    let refused = call().await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let said = async {
+        loop {
+            if log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("Redis unreachable") && line.contains("WARN"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), said)
+        .await
+        .unwrap_or_else(|_| panic!("no log line: {:?}", log.lock().unwrap()));
+}
