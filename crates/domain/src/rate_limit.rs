@@ -329,6 +329,8 @@ const SWEEP_EVERY: u64 = 4096;
 
 pub struct RateLimiter {
     clock: Arc<dyn Clock>,
+    /// The same clock as governor reads it, kept so no check clones it.
+    governor_clock: DomainClock,
     classes: [ClassLimiter; 4],
     max_tracked_keys: usize,
     shared: OnceLock<Shared>,
@@ -427,6 +429,7 @@ impl RateLimiter {
                 class(config.per_address),
                 class(config.per_client),
             ],
+            governor_clock: DomainClock(clock.clone()),
             clock,
             max_tracked_keys: config.max_tracked_keys.max(1),
             shared: OnceLock::new(),
@@ -478,13 +481,13 @@ impl RateLimiter {
             return Check::Unlimited;
         }
         self.sweep_now_and_then();
-        let clock = DomainClock(self.clock.clone());
+        let clock = &self.governor_clock;
         let check = match self.shared() {
-            None => match limiter.check_bucket(key, &clock) {
+            None => match limiter.check_bucket(key, clock) {
                 Ok(budget) => Check::Allowed(budget),
                 Err(refused) => Check::Limited(refused),
             },
-            Some(shared) => self.check_shared(shared, class, limiter, key, &clock, may_wait),
+            Some(shared) => self.check_shared(shared, class, limiter, key, clock, may_wait),
         };
         match check {
             Check::Allowed(_) => self.allowed.fetch_add(1, Ordering::Relaxed),
