@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
+use velocity_domain::rate_limit::{Rate, RateLimitConfig};
 use velocity_domain::routes::RouteScopes;
 use velocity_domain::service::DEFAULT_REFRESH_REUSE_INTERVAL_SECS;
 use velocity_domain::session::{SessionVerifier, SessionVerifierConfig};
@@ -178,6 +179,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub client_auth_throttle: ClientAuthThrottleArgs,
 
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+
     /// PEM certificate chain served by both listeners (TLS, with
     /// VELOCITY_TLS_KEY); re-read when it changes (VELOCITY_TLS_RELOAD_MS).
     #[arg(long, env = "VELOCITY_TLS_CERT")]
@@ -271,6 +275,104 @@ impl ClientAuthThrottleArgs {
     }
 }
 
+/// Request budgets (docs/limits.md): the Velocity API's published figures
+/// by default. 0 turns a class off. Over a budget: 429 with Retry-After
+/// (RESOURCE_EXHAUSTED with RetryInfo over gRPC).
+#[derive(Args, Clone, PartialEq, Eq)]
+pub struct RateLimitArgs {
+    /// Requests per period per API key, and per OAuth grant (app, user,
+    /// workspace), through Authenticate, ext_authz and forward-auth.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_PER_CREDENTIAL", default_value_t = RateLimitConfig::default().per_credential.limit)]
+    pub rate_limit_per_credential: u32,
+
+    /// Requests per period per signed-in user, over all their sessions.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_PER_SESSION", default_value_t = RateLimitConfig::default().per_session.limit)]
+    pub rate_limit_per_session: u32,
+
+    /// Requests per period per client address: forward-auth and ext_authz
+    /// calls without a valid credential, and token endpoint requests.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_PER_ADDRESS", default_value_t = RateLimitConfig::default().per_address.limit)]
+    pub rate_limit_per_address: u32,
+
+    /// Token endpoint requests per period per client_id.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_PER_CLIENT", default_value_t = RateLimitConfig::default().per_client.limit)]
+    pub rate_limit_per_client: u32,
+
+    /// The period of every figure above, in milliseconds.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_PERIOD_MS", default_value_t = 60_000)]
+    pub rate_limit_period_ms: u64,
+
+    /// Redis shared by the replicas, e.g. redis://127.0.0.1:6379: budgets
+    /// are then counted across replicas. Unset, each replica counts alone.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// With Redis: calls one replica may let through for one key before
+    /// Redis has answered for them (the overshoot bound is replicas ×
+    /// this per period); 0 means a tenth of the key's limit.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_SHARE_BATCH", default_value_t = 0)]
+    pub rate_limit_share_batch: u32,
+
+    /// With Redis: how often counts are reported, in milliseconds.
+    #[arg(long, env = "VELOCITY_RATE_LIMIT_SYNC_MS", default_value_t = 100)]
+    pub rate_limit_sync_ms: u64,
+}
+
+impl Default for RateLimitArgs {
+    fn default() -> Self {
+        let defaults = RateLimitConfig::default();
+        RateLimitArgs {
+            rate_limit_per_credential: defaults.per_credential.limit,
+            rate_limit_per_session: defaults.per_session.limit,
+            rate_limit_per_address: defaults.per_address.limit,
+            rate_limit_per_client: defaults.per_client.limit,
+            rate_limit_period_ms: 60_000,
+            redis_url: None,
+            rate_limit_share_batch: 0,
+            rate_limit_sync_ms: 100,
+        }
+    }
+}
+
+impl fmt::Debug for RateLimitArgs {
+    /// REDIS_URL may carry a password: only whether it is set is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitArgs")
+            .field("per_credential", &self.rate_limit_per_credential)
+            .field("per_session", &self.rate_limit_per_session)
+            .field("per_address", &self.rate_limit_per_address)
+            .field("per_client", &self.rate_limit_per_client)
+            .field("period_ms", &self.rate_limit_period_ms)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("share_batch", &self.rate_limit_share_batch)
+            .field("sync_ms", &self.rate_limit_sync_ms)
+            .finish()
+    }
+}
+
+impl RateLimitArgs {
+    pub fn config(&self) -> RateLimitConfig {
+        let period = Duration::from_millis(self.rate_limit_period_ms.max(1));
+        let rate = |limit| Rate { limit, period };
+        RateLimitConfig {
+            per_credential: rate(self.rate_limit_per_credential),
+            per_session: rate(self.rate_limit_per_session),
+            per_address: rate(self.rate_limit_per_address),
+            per_client: rate(self.rate_limit_per_client),
+            share_batch: self.rate_limit_share_batch,
+            ..RateLimitConfig::default()
+        }
+    }
+
+    /// REDIS_URL, when set and not empty.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {
     /// `sqlite://path` (created and migrated) or `postgres://…`.
@@ -337,6 +439,7 @@ impl ServeConfig {
             route_scopes: None,
             ext_authz_keep_credential: false,
             client_auth_throttle: ClientAuthThrottleArgs::default(),
+            rate_limits: RateLimitArgs::default(),
             tls_cert: None,
             tls_key: None,
             grpc_client_ca: None,
@@ -538,6 +641,7 @@ impl fmt::Debug for ServeConfig {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("client_auth_throttle", &self.client_auth_throttle)
+            .field("rate_limits", &self.rate_limits)
             .field("tls_cert", &self.tls_cert)
             .field("grpc_client_ca", &self.grpc_client_ca)
             .finish_non_exhaustive()

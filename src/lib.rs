@@ -7,6 +7,7 @@ mod gateway;
 pub mod jwks;
 pub mod logging;
 pub mod metrics;
+mod shared_limits;
 pub mod tls;
 mod warmup;
 
@@ -121,6 +122,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     service_config.cache.ttl = Duration::from_millis(config.cache_ttl_ms.max(1));
     service_config.refresh_reuse_interval_secs = config.refresh_reuse_interval_secs;
     service_config.client_auth_throttle = config.client_auth_throttle.config();
+    service_config.rate_limits = config.rate_limits.config();
     let jwks_url = config.jwks_url()?;
     let jwks_policy = config.jwks_policy()?;
     let web_session = config.web_session()?;
@@ -257,6 +259,15 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
             token.cancel();
         }));
+    }
+    if let Some(url) = config.rate_limits.redis_url() {
+        let every = Duration::from_millis(config.rate_limits.rate_limit_sync_ms.max(1));
+        tasks.push(shared_limits::spawn(
+            url,
+            service.rate_limiter().clone(),
+            every,
+            shutdown.clone(),
+        )?);
     }
     {
         let (service, token) = (service.clone(), shutdown.clone());

@@ -404,13 +404,35 @@ impl Collector for Sources {
         for (limit, n) in stats.rate_limits.refusals() {
             f.counter(&[("limit", limit)], n)?;
         }
+        let limiter = self.service.rate_limiter().stats();
+        let mut f = family(
+            e,
+            "velocity_rate_limit_shared",
+            "1 while request budgets are shared through Redis (REDIS_URL set and reachable).",
+            MetricType::Gauge,
+        )?;
+        f.gauge(&[], i64::from(limiter.shared))?;
         let mut f = family(
             e,
             "velocity_rate_limit_local_fallback",
-            "1 while a shared rate limiter counts locally because its store is unreachable.",
+            "1 while REDIS_URL is set but Redis is unreachable, so this replica counts its budgets alone.",
             MetricType::Gauge,
         )?;
-        f.gauge(&[], i64::from(stats.rate_limits.local_fallback()))?;
+        f.gauge(&[], i64::from(limiter.fallback))?;
+        let mut f = family(
+            e,
+            "velocity_rate_limit_fallbacks",
+            "Times Redis became unreachable and this replica fell back to counting alone.",
+            MetricType::Counter,
+        )?;
+        f.counter(&[], limiter.fallbacks)?;
+        let mut f = family(
+            e,
+            "velocity_rate_limit_syncs",
+            "Report rounds Redis answered (budgets shared across replicas).",
+            MetricType::Counter,
+        )?;
+        f.counter(&[], limiter.syncs)?;
 
         let grpc = &self.adapters.grpc;
         let mut f = family(

@@ -307,4 +307,103 @@ async fn postgres_outage_is_unavailable_for_envoy() {
     h.stop().await;
 }
 
-for_each_backend!(envoy_checks_allow_and_deny);
+fn response_headers(ok: &OkHttpResponse) -> HashMap<String, String> {
+    ok.response_headers_to_add
+        .iter()
+        .map(|h| {
+            let h = h.header.as_ref().unwrap();
+            (h.key.clone(), h.value.clone())
+        })
+        .collect()
+}
+
+/// `check_request` from a client at `address` (Envoy's source peer).
+fn from_address(mut request: CheckRequest, address: &str) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+    request.attributes.as_mut().unwrap().source = Some(Peer {
+        address: Some(envoy_types::pb::envoy::config::core::v3::Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: address.into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    request
+}
+
+/// Budgets: allowed requests carry the credential's for the client's
+/// response; over it, a 429 with retry-after and the same JSON body as the
+/// HTTP API; calls without a credential spend their address's.
+async fn envoy_passes_on_rate_limits(backend: Backend) {
+    let h = Harness::start_with(backend, |c| {
+        c.rate_limits.rate_limit_per_credential = 2;
+        c.rate_limits.rate_limit_per_address = 1;
+    })
+    .await;
+    let owner = h.member("acme", "owner").await;
+    let (_, key) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {key}");
+    for remaining in ["1", "0"] {
+        let response = check(&h, &[("authorization", &bearer)], Some("issues:read"))
+            .await
+            .unwrap();
+        let added = response_headers(ok_response(&response));
+        assert_eq!(added["x-ratelimit-limit"], "2");
+        assert_eq!(added["x-ratelimit-remaining"], remaining);
+        assert!(!added_headers(ok_response(&response)).contains_key("x-ratelimit-limit"));
+    }
+    let response = check(&h, &[("authorization", &bearer)], Some("issues:read"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status.as_ref().unwrap().code,
+        tonic::Code::ResourceExhausted as i32
+    );
+    let (status, headers, body) = denied_response(&response);
+    assert_eq!(status, 429);
+    assert_eq!(body["reason"], "RATE_LIMITED");
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(headers["x-ratelimit-limit"], "2");
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    assert_eq!(headers["content-type"], "application/json");
+    // Retry-After honoured.
+    h.clock.advance_secs(30);
+    ok_response(
+        &check(&h, &[("authorization", &bearer)], Some("issues:read"))
+            .await
+            .unwrap(),
+    );
+
+    // No credential: one 401 from this address, then 429; another address
+    // is untouched.
+    let anonymous = async |address: &str| {
+        AuthorizationClient::new(h.channel.clone())
+            .check(from_address(check_request(&[], None), address))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let (status, headers, _) = denied_response(&anonymous("192.0.2.7").await);
+    assert_eq!(status, 401);
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    let (status, headers, body) = denied_response(&anonymous("192.0.2.7").await);
+    assert_eq!(status, 429);
+    assert_eq!(body["reason"], "RATE_LIMITED");
+    assert_eq!(headers["retry-after"], "60");
+    let (status, _, _) = denied_response(&anonymous("192.0.2.8").await);
+    assert_eq!(status, 401);
+    h.stop().await;
+}
+
+for_each_backend!(envoy_checks_allow_and_deny, envoy_passes_on_rate_limits);

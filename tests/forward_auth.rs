@@ -79,6 +79,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// auth_request takes any answer but 2xx, 401 and 403 for a failure of the
+/// check (500): this turns the check's 429 back into a 429 for the client,
+/// with its Retry-After and budget (as docs/forward-auth.md has it).
+const RATE_LIMITED_LOCATION: &str = r#"location @velocity_auth_failed {
+                    default_type application/json;
+                    if ($velocity_auth_status = 429) {
+                        add_header Retry-After $velocity_retry_after always;
+                        add_header X-RateLimit-Limit $velocity_limit always;
+                        add_header X-RateLimit-Remaining 0 always;
+                        add_header X-RateLimit-Reset $velocity_reset always;
+                        return 429 '{"error":"rate_limited","error_description":"too many requests; retry later","reason":"RATE_LIMITED"}';
+                    }
+                    return 500;
+                }"#;
+
 /// The configuration a deployment would write: one internal location per
 /// set of required scopes, the principal copied from the check's answer,
 /// the credential not passed upstream, the challenge relayed on refusals.
@@ -93,6 +108,7 @@ fn nginx_config(dir: &Path, port: u16, auth: &str, upstream: &str) -> String {
                 proxy_set_header Content-Length \"\";
                 proxy_set_header X-Original-URI $request_uri;
                 proxy_set_header X-Forwarded-Method $request_method;
+                proxy_set_header X-Real-IP $remote_addr;
             }}"
         )
     };
@@ -108,6 +124,15 @@ fn nginx_config(dir: &Path, port: u16, auth: &str, upstream: &str) -> String {
                 auth_request_set $velocity_credential $upstream_http_x_velocity_credential_id;
                 auth_request_set $velocity_challenge $upstream_http_www_authenticate;
                 add_header WWW-Authenticate $velocity_challenge always;
+                auth_request_set $velocity_auth_status $upstream_status;
+                auth_request_set $velocity_retry_after $upstream_http_retry_after;
+                auth_request_set $velocity_limit $upstream_http_x_ratelimit_limit;
+                auth_request_set $velocity_remaining $upstream_http_x_ratelimit_remaining;
+                auth_request_set $velocity_reset $upstream_http_x_ratelimit_reset;
+                add_header X-RateLimit-Limit $velocity_limit always;
+                add_header X-RateLimit-Remaining $velocity_remaining always;
+                add_header X-RateLimit-Reset $velocity_reset always;
+                error_page 500 = @velocity_auth_failed;
                 proxy_set_header Authorization \"\";
                 proxy_set_header X-Velocity-User-Id $velocity_user;
                 proxy_set_header X-Velocity-Workspace-Id $velocity_workspace;
@@ -134,6 +159,7 @@ fn nginx_config(dir: &Path, port: u16, auth: &str, upstream: &str) -> String {
             scgi_temp_path {d}/scgi;
             server {{
                 listen 127.0.0.1:{port};
+                {RATE_LIMITED_LOCATION}
                 {}
                 {}
                 {}
@@ -443,6 +469,101 @@ async fn nginx_in_front_of_an_upstream(backend: Backend) {
     h.stop().await;
 }
 
+/// Over the budget behind nginx: the client gets 429 with Retry-After and
+/// the budget headers (not nginx's 500), the upstream is not reached, and
+/// after Retry-After the key works again. Calls without a credential spend
+/// their address's budget (nginx's X-Real-IP).
+async fn nginx_passes_on_rate_limits(backend: Backend) {
+    let h = Harness::start_with(backend, |c| {
+        c.rate_limits.rate_limit_per_credential = 3;
+        c.rate_limits.rate_limit_per_address = 2;
+    })
+    .await;
+    let owner = h.member("acme", "owner").await;
+    let (_, key) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    let (upstream_addr, seen) = upstream().await;
+    let auth = h.http.trim_start_matches("http://").to_owned();
+    let nginx = start_nginx(&auth, &upstream_addr).await;
+    let call = |credential: Option<&str>| {
+        let mut request = http().get(format!("{}/issues/7", nginx.url));
+        if let Some(credential) = credential {
+            request = request.header(AUTHORIZATION, format!("Bearer {credential}"));
+        }
+        request.send()
+    };
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    for remaining in ["2", "1", "0"] {
+        let response = call(Some(&key)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
+    }
+    let response = call(Some(&key)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // 60 s / 3: one request's worth refills in 20 s.
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("20"));
+    assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert!(
+        header(&response, "content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["reason"], "RATE_LIMITED");
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "a refused call never reaches the upstream"
+    );
+
+    // Retry-After honoured: one more call passes.
+    h.clock.advance_secs(20);
+    let response = call(Some(&key)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+
+    // No credential: the address's budget, two 401s then a 429.
+    for remaining in ["1", "0"] {
+        let response = call(None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
+    }
+    let response = call(None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("30"));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    drop(nginx);
+    h.stop().await;
+}
+
 /// Storage down: the check is a 503, which nginx turns into a 500: the
 /// upstream is never reached (fail closed).
 #[tokio::test]
@@ -496,5 +617,6 @@ async fn postgres_outage_fails_closed_behind_nginx() {
 for_each_backend!(
     verify_answers_with_headers_or_json,
     nginx_in_front_of_an_upstream,
+    nginx_passes_on_rate_limits,
     the_route_table_decides_when_the_proxy_does_not_say,
 );

@@ -407,6 +407,15 @@ async fn metrics_on_their_own_listener(backend: Backend) {
         .unwrap_err();
     let public = reqwest::get(format!("{}/metrics", h.http)).await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    // Nor does the public listener's /openapi.json describe it.
+    let document = reqwest::get(format!("{}/openapi.json", h.http))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert!(document["paths"]["/healthz"].is_object());
+    assert!(document["paths"].get("/metrics").is_none());
     let m = Scrape::of(&format!("http://{metrics_addr}/metrics")).await;
     assert_eq!(
         m.get(

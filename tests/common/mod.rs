@@ -52,6 +52,16 @@ impl Harness {
     }
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> Harness {
+        Self::start_with_clock(backend, Arc::new(ManualClock::starting_now()), tweak).await
+    }
+
+    /// On a clock shared with other harnesses (replicas that must agree on
+    /// the time, as real ones do).
+    pub async fn start_with_clock(
+        backend: Backend,
+        clock: Arc<ManualClock>,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Harness {
         let db = match backend {
             Backend::Sqlite => TestDatabase::sqlite(),
             Backend::Postgres => TestDatabase::postgres().await,
@@ -71,7 +81,6 @@ impl Harness {
         config.usage_flush_ms = 50;
         config.health_interval_ms = 100;
         tweak(&mut config);
-        let clock = Arc::new(ManualClock::starting_now());
         let server = velocity_auth::start(config, clock.clone()).await.unwrap();
         // Tests see a replica as a load balancer would: once ready.
         server.ready().await;

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::rate_limit::RateLimited;
+
 /// Machine-readable reason for a refusal. The names are the public
 /// `velocity.auth.v1.FailureReason` values. A new one is listed in
 /// [`Reason::ALL`] too (the metrics index by it).
@@ -42,12 +44,13 @@ pub enum Reason {
     ScopeWrongKind,
     ScopeExceedsGrant,
     TooManyAttempts,
+    RateLimited,
 }
 
 impl Reason {
     /// Every reason, in declaration order: `reason as usize` indexes it (the
     /// metrics count by it, `stats.rs`). A new reason goes here too.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 33] = [
         Reason::CredentialMissing,
         Reason::CredentialMalformed,
         Reason::CredentialChecksumMismatch,
@@ -67,6 +70,7 @@ impl Reason {
         Reason::NotKeyOwner,
         Reason::NotAppManager,
         Reason::NotGrantHolder,
+        Reason::OriginNotAllowed,
         Reason::AdminTokenInvalid,
         Reason::InvalidArgument,
         Reason::NotFound,
@@ -79,6 +83,7 @@ impl Reason {
         Reason::ScopeWrongKind,
         Reason::ScopeExceedsGrant,
         Reason::TooManyAttempts,
+        Reason::RateLimited,
     ];
 
     /// The proto enum value name, as sent in `google.rpc.ErrorInfo.reason`
@@ -117,6 +122,7 @@ impl Reason {
             Reason::ScopeWrongKind => "SCOPE_WRONG_KIND",
             Reason::ScopeExceedsGrant => "SCOPE_EXCEEDS_GRANT",
             Reason::TooManyAttempts => "TOO_MANY_ATTEMPTS",
+            Reason::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -159,6 +165,7 @@ impl Reason {
             }
             Reason::ScopeExceedsGrant => "requested scopes exceed the original grant",
             Reason::TooManyAttempts => "too many failed client authentications; retry later",
+            Reason::RateLimited => "too many requests; retry later",
         }
     }
 }
@@ -195,6 +202,9 @@ pub enum ErrorClass {
     /// Too many failed client authentications: retry after the time the
     /// error carries. Not an RFC 6749 code (docs/limits.md).
     TooManyAttempts,
+    /// Over a request budget (rate_limit.rs): retry after the time the
+    /// error carries.
+    RateLimited,
 }
 
 /// `google.rpc.Code` values, so the table reads as names.
@@ -211,7 +221,7 @@ mod grpc {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 16] = [
+    pub const ALL: [ErrorClass; 17] = [
         ErrorClass::Unauthenticated,
         ErrorClass::PermissionDenied,
         ErrorClass::InvalidArgument,
@@ -228,6 +238,7 @@ impl ErrorClass {
         ErrorClass::AccessDenied,
         ErrorClass::UnsupportedResponseType,
         ErrorClass::TooManyAttempts,
+        ErrorClass::RateLimited,
     ];
 
     /// The one table: gRPC code, HTTP status, and the `error` string of
@@ -257,6 +268,7 @@ impl ErrorClass {
                 (grpc::INVALID_ARGUMENT, 400, "unsupported_response_type")
             }
             ErrorClass::TooManyAttempts => (grpc::RESOURCE_EXHAUSTED, 429, "too_many_attempts"),
+            ErrorClass::RateLimited => (grpc::RESOURCE_EXHAUSTED, 429, "rate_limited"),
         }
     }
 
@@ -320,6 +332,9 @@ pub enum Error {
     /// is checked, for this many seconds.
     #[error("too many failed client authentications; retry in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
+    /// Over a request budget.
+    #[error("rate limit of {} requests reached; retry in {} s", .0.limit, .0.retry_after_secs())]
+    RateLimited(RateLimited),
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -340,6 +355,7 @@ impl Error {
             Error::OAuth(code, _) => code.reason(),
             Error::OAuthWithReason(_, reason, _) => *reason,
             Error::TooManyAttempts { .. } => Reason::TooManyAttempts,
+            Error::RateLimited(_) => Reason::RateLimited,
             Error::Unavailable(_) => Reason::StorageUnavailable,
             Error::Internal(_) => Reason::Internal,
         }
@@ -354,6 +370,7 @@ impl Error {
             Error::AlreadyExists(_) => ErrorClass::AlreadyExists,
             Error::OAuth(code, _) | Error::OAuthWithReason(code, ..) => code.class(),
             Error::TooManyAttempts { .. } => ErrorClass::TooManyAttempts,
+            Error::RateLimited(_) => ErrorClass::RateLimited,
             Error::Unavailable(_) => ErrorClass::Unavailable,
             Error::Internal(_) => ErrorClass::Internal,
         }
@@ -363,6 +380,7 @@ impl Error {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Error::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
+            Error::RateLimited(refused) => Some(refused.retry_after_secs()),
             _ => None,
         }
     }
@@ -472,6 +490,7 @@ mod tests {
             (AccessDenied, 7, 403, "access_denied"),
             (UnsupportedResponseType, 3, 400, "unsupported_response_type"),
             (TooManyAttempts, 8, 429, "too_many_attempts"),
+            (RateLimited, 8, 429, "rate_limited"),
         ];
         assert_eq!(expected.len(), ErrorClass::ALL.len());
         for (class, (listed, grpc, http, error)) in ErrorClass::ALL.into_iter().zip(expected) {

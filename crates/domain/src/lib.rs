@@ -14,6 +14,7 @@ pub mod invalidation;
 pub mod oauth;
 pub mod page;
 pub mod principal;
+pub mod rate_limit;
 pub mod request_id;
 mod resolve;
 pub mod routes;

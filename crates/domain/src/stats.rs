@@ -7,7 +7,7 @@
 //! Every label set is bounded by an enum (or, for rate limits, by the
 //! `&'static str` names the limiters are built with).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -288,16 +288,15 @@ impl GrantStats {
     }
 }
 
-/// Requests refused by a rate limit, per limit, and whether a shared
-/// limiter has fallen back to counting locally. The limiters call
-/// [`RateLimitStats::refused`] and [`RateLimitStats::set_local_fallback`];
-/// the failed-client-authentication throttle reports as `client_auth`.
+/// Requests refused by a rate limit, per limit: the request budgets report
+/// their class (`credential`, `session`, `address`, `client`), the
+/// failed-client-authentication throttle `client_auth`. Whether budgets are
+/// shared or counted locally is the limiter's own (`RateLimiter::stats`).
 #[derive(Debug, Default)]
 pub struct RateLimitStats {
     /// Few entries, added once per limit name, then only read: a refusal
     /// takes a read lock and one increment.
     refused: RwLock<Vec<(&'static str, Arc<AtomicU64>)>>,
-    local_fallback: AtomicBool,
 }
 
 impl RateLimitStats {
@@ -338,16 +337,6 @@ impl RateLimitStats {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    /// A shared (e.g. Redis-backed) limiter says whether it is counting
-    /// locally because its store is unreachable.
-    pub fn set_local_fallback(&self, local: bool) {
-        self.local_fallback.store(local, Ordering::Relaxed);
-    }
-
-    pub fn local_fallback(&self) -> bool {
-        self.local_fallback.load(Ordering::Relaxed)
     }
 }
 
@@ -497,8 +486,5 @@ mod tests {
             stats.refusals(),
             vec![("client_auth", 2), ("authenticate", 1)]
         );
-        assert!(!stats.local_fallback());
-        stats.set_local_fallback(true);
-        assert!(stats.local_fallback());
     }
 }

@@ -35,7 +35,11 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let err = self.0;
         log_if_internal(&err);
-        error_response(err.class(), err.json_body(), err.retry_after_secs())
+        let mut response = error_response(err.class(), err.json_body(), err.retry_after_secs());
+        if let Error::RateLimited(refused) = &err {
+            crate::rate_limit::set_budget_headers(response.headers_mut(), &refused.budget());
+        }
+        response
     }
 }
 
@@ -188,6 +192,7 @@ mod tests {
         for (err, status) in cases {
             let response = HttpError(err).into_response();
             assert_eq!(response.status(), status);
+            assert!(!response.headers().contains_key("x-ratelimit-limit"));
             if status == StatusCode::UNAUTHORIZED {
                 assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
             }
@@ -198,6 +203,22 @@ mod tests {
                 assert!(retry_after.is_none());
             }
         }
+    }
+
+    #[test]
+    fn over_a_budget_is_429_with_retry_after_and_the_budget() {
+        let refused = velocity_domain::rate_limit::RateLimited {
+            limit: 60,
+            retry_after: std::time::Duration::from_millis(1500),
+            reset_secs: 60,
+        };
+        let response = HttpError(Error::RateLimited(refused)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("retry-after"), "2");
+        assert_eq!(header("x-ratelimit-limit"), "60");
+        assert_eq!(header("x-ratelimit-remaining"), "0");
+        assert_eq!(header("x-ratelimit-reset"), "60");
     }
 }
 

@@ -17,6 +17,7 @@ mod openapi;
 mod page;
 mod params;
 mod peer;
+mod rate_limit;
 mod request_id;
 mod routes;
 mod token;

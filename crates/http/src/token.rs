@@ -27,6 +27,12 @@ pub async fn token(
 ) -> Result<Response, HttpError> {
     let mut params = Params::from_body(&headers, &body)?;
     let client = params.client_auth(&authorization, address)?;
+    // Per address and per client_id (docs/limits.md), before any secret
+    // is checked or storage reached.
+    let budget = state
+        .service
+        .count_token_request(&client.client_id.0, address)
+        .await?;
     let tokens = match params.get("grant_type") {
         Some("authorization_code") => {
             state
@@ -74,7 +80,11 @@ pub async fn token(
         "workspace_id": tokens.workspace_id.0,
         "workspace_slug": workspace_slug,
     });
-    Ok(Json(body).into_response())
+    let mut response = Json(body).into_response();
+    if let Some(budget) = budget {
+        crate::rate_limit::set_budget_headers(response.headers_mut(), &budget);
+    }
+    Ok(response)
 }
 
 pub async fn revoke(

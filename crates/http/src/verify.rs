@@ -5,16 +5,27 @@
 //! and a `WWW-Authenticate` challenge (RFC 6750 §3) the proxy can relay.
 //! A storage outage is a 503, which proxies treat as a failure of the
 //! check, never as an allow.
+//!
+//! Budgets (docs/limits.md): an allowed call spends its credential's, a
+//! call without a valid credential its client address's; both answers
+//! carry `X-RateLimit-*`, and over the budget the answer is 429 with
+//! `Retry-After`. The client address is the proxy's `X-Real-IP`, else the
+//! last `X-Forwarded-For` entry (the one the proxy added), else the
+//! connection's: only the proxy should be able to reach this route.
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::net::IpAddr;
 use velocity_domain::authorization::Authorization;
 use velocity_domain::principal::upstream_header;
+use velocity_domain::rate_limit::Budget;
 use velocity_domain::{Error, ErrorClass, Principal, Reason};
 
 use crate::error::HttpError;
 use crate::params::Params;
+use crate::peer::PeerAddress;
+use crate::rate_limit::set_budget_headers;
 use crate::{AppState, Shared};
 
 /// The caller's workspace, as the Velocity API takes it.
@@ -25,20 +36,49 @@ const MAX_SLUG_LEN: usize = 128;
 
 pub async fn verify(
     State(state): State<Shared>,
+    PeerAddress(peer): PeerAddress,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     match check(&state, query.as_deref(), &headers).await {
-        Ok(principal) => allowed(&principal),
+        Ok((principal, budget)) => with_budget(allowed(&principal), budget),
+        Err(err) if err.class() == ErrorClass::Unauthenticated => {
+            let address = client_address(&headers).or(peer);
+            match state.service.count_anonymous(address).await {
+                Ok(budget) => with_budget(refused(err), budget),
+                Err(over) => refused(over),
+            }
+        }
         Err(err) => refused(err),
     }
+}
+
+fn with_budget(mut response: Response, budget: Option<Budget>) -> Response {
+    if let Some(budget) = budget {
+        set_budget_headers(response.headers_mut(), &budget);
+    }
+    response
+}
+
+/// The address the proxy saw the request come from, as it tells us.
+fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
+    if let Some(real_ip) = header_str(headers, "x-real-ip") {
+        return real_ip.trim().parse().ok();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
 }
 
 async fn check(
     state: &AppState,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Principal, Error> {
+) -> Result<(Principal, Option<Budget>), Error> {
     let credential = match headers.get(header::AUTHORIZATION) {
         None => "",
         Some(value) => {
@@ -71,7 +111,10 @@ async fn check(
     // The path only: a query string may carry a token.
     let path = uri.split(['?', '#']).next().unwrap_or_default();
     tracing::debug!(method, path, "forward-auth check");
-    state.service.authenticate(credential, slug, &scopes).await
+    state
+        .service
+        .authenticate_counted(credential, slug, &scopes)
+        .await
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

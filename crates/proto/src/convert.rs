@@ -1,6 +1,7 @@
 //! Conversions between generated types and domain types, kept beside the
 //! generated code so every adapter converts the same way.
 
+use velocity_domain::rate_limit::Budget;
 use velocity_domain::{ApiKey, KeyKind, Principal, PrincipalKind, Reason, Timestamp};
 
 use crate::pb;
@@ -144,6 +145,16 @@ impl From<velocity_domain::service::IssuedTokens> for pb::TokenResponse {
     }
 }
 
+impl From<Budget> for pb::RateLimit {
+    fn from(budget: Budget) -> Self {
+        pb::RateLimit {
+            limit: budget.limit,
+            remaining: budget.remaining,
+            reset_seconds: u32::try_from(budget.reset_secs).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 impl From<Reason> for pb::FailureReason {
     fn from(reason: Reason) -> Self {
         pb::FailureReason::from_str_name(reason.as_str()).unwrap_or(pb::FailureReason::Unspecified)
@@ -197,6 +208,7 @@ mod tests {
             ScopeWrongKind,
             ScopeExceedsGrant,
             TooManyAttempts,
+            RateLimited,
         ] {
             assert_ne!(
                 pb::FailureReason::from(reason),

@@ -38,13 +38,16 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let req = request.into_inner();
         let slug = (!req.workspace_slug.is_empty()).then_some(req.workspace_slug.as_str());
-        let principal = self
+        // Counted against the credential's budget: over it, the status is
+        // RESOURCE_EXHAUSTED with RetryInfo.
+        let (principal, budget) = self
             .service
-            .authenticate(&req.credential, slug, &req.required_scopes)
+            .authenticate_counted(&req.credential, slug, &req.required_scopes)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::AuthenticateResponse {
             principal: Some(principal.into()),
+            rate_limit: budget.map(Into::into),
         }))
     }
 

@@ -13,8 +13,14 @@
 //!   as every HTTP error.
 //! - A storage outage is a gRPC UNAVAILABLE, so Envoy's
 //!   `failure_mode_allow` decides, as its operators configured it.
+//! - Budgets (docs/limits.md): an allowed request spends its credential's,
+//!   one without a valid credential its client address's (Envoy's
+//!   `source` peer). `x-ratelimit-*` go on the client's response, allowed
+//!   (`response_headers_to_add`) or denied; over the budget the denial is
+//!   429 with `retry-after`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -27,6 +33,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 use velocity_domain::authorization::Authorization as AuthorizationHeader;
 use velocity_domain::principal::{UPSTREAM_FIELDS, upstream_header};
+use velocity_domain::rate_limit::Budget;
 use velocity_domain::routes::RouteScopes;
 use velocity_domain::{Error, ErrorClass, Principal, Reason, Service};
 
@@ -76,13 +83,24 @@ impl Authorization for ExtAuthzApi {
             Err(err) => Err(err),
         };
         match outcome {
-            Ok(principal) => Ok(Response::new(self.allowed(&principal))),
+            Ok((principal, budget)) => Ok(Response::new(self.allowed(&principal, budget))),
             // An outage (or a bug) is not an answer about the caller:
             // Envoy's failure_mode_allow decides, as its operator chose.
             Err(err) if matches!(err.class(), ErrorClass::Unavailable | ErrorClass::Internal) => {
                 Err(to_status(err))
             }
-            Err(err) => Ok(Response::new(denied(&err))),
+            Err(err) if err.class() == ErrorClass::Unauthenticated => {
+                let address = request
+                    .get_client_address()
+                    .and_then(|a| a.parse::<IpAddr>().ok());
+                Ok(Response::new(
+                    match self.service.count_anonymous(address).await {
+                        Ok(budget) => denied(&err, budget),
+                        Err(over) => denied(&over, None),
+                    },
+                ))
+            }
+            Err(err) => Ok(Response::new(denied(&err, None))),
         }
     }
 }
@@ -92,7 +110,7 @@ impl ExtAuthzApi {
         &self,
         headers: &HashMap<String, String>,
         scopes: &[String],
-    ) -> Result<Principal, Error> {
+    ) -> Result<(Principal, Option<Budget>), Error> {
         let credential = match headers.get("authorization") {
             Some(value) => AuthorizationHeader::bearer_or_bare(value)?,
             None => "",
@@ -101,12 +119,24 @@ impl ExtAuthzApi {
             .get("x-workspace-slug")
             .map(|s| s.trim())
             .filter(|s| !s.is_empty());
-        self.service.authenticate(credential, slug, scopes).await
+        self.service
+            .authenticate_counted(credential, slug, scopes)
+            .await
     }
 
-    fn allowed(&self, principal: &Principal) -> CheckResponse {
+    fn allowed(&self, principal: &Principal, budget: Option<Budget>) -> CheckResponse {
         let fields = principal.upstream_fields();
         let mut upstream = OkHttpResponseBuilder::new();
+        if let Some(budget) = budget {
+            for (name, value) in budget_headers(&budget) {
+                upstream.add_response_header(
+                    name,
+                    value,
+                    Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                    false,
+                );
+            }
+        }
         for (name, value) in &fields {
             // Overwrite: a caller must not smuggle in headers of its own.
             upstream.add_header(
@@ -172,9 +202,19 @@ fn required_scopes(
         .collect())
 }
 
+/// `x-ratelimit-*` (as forward-auth sends them).
+fn budget_headers(budget: &Budget) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit", budget.limit.to_string()),
+        ("x-ratelimit-remaining", budget.remaining.to_string()),
+        ("x-ratelimit-reset", budget.reset_secs.to_string()),
+    ]
+}
+
 /// A refusal Envoy sends to the client as is: the table's HTTP status, a
-/// challenge on 401 (and on a missing scope), the JSON body.
-fn denied(err: &Error) -> CheckResponse {
+/// challenge on 401 (and on a missing scope), the JSON body; the budget
+/// when one was counted, `retry-after` when over it.
+fn denied(err: &Error, budget: Option<Budget>) -> CheckResponse {
     let class = err.class();
     let status = match class.http_status() {
         401 => HttpStatusCode::Unauthorized,
@@ -188,6 +228,16 @@ fn denied(err: &Error) -> CheckResponse {
         .add_header("content-type", "application/json", None, false)
         .add_header("cache-control", "no-store", None, false)
         .set_body(err.json_body().to_string());
+    if let Some(secs) = err.retry_after_secs() {
+        http.add_header("retry-after", secs.to_string(), None, false);
+    }
+    let budget = match err {
+        Error::RateLimited(refused) => Some(refused.budget()),
+        _ => budget,
+    };
+    for (name, value) in budget.as_ref().map(budget_headers).into_iter().flatten() {
+        http.add_header(name, value, None, false);
+    }
     if status == HttpStatusCode::Unauthorized {
         http.add_header("www-authenticate", "Bearer", None, false);
     } else if err.reason() == Reason::ScopeMissing {

@@ -5,6 +5,7 @@ mod directory;
 mod invalidations;
 mod keys;
 mod oauth;
+mod rate_limits;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub use oauth::{
 use crate::cache::{CacheConfig, VerificationCache};
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::session::SessionVerifier;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -43,6 +45,8 @@ pub struct ServiceConfig {
     pub cache: CacheConfig,
     /// Budgets for failed client authentications (`throttle`).
     pub client_auth_throttle: ThrottleConfig,
+    /// Request budgets per credential, session user, address and client.
+    pub rate_limits: RateLimitConfig,
     /// This server's issuer identifier and public base URL (RFC 8414):
     /// sent as `iss` on every authorization response (RFC 9207) and the
     /// base of every endpoint in the metadata document. No trailing slash.
@@ -62,6 +66,7 @@ impl Default for ServiceConfig {
             refresh_reuse_interval_secs: DEFAULT_REFRESH_REUSE_INTERVAL_SECS,
             cache: CacheConfig::default(),
             client_auth_throttle: ThrottleConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             issuer: DEFAULT_ISSUER.to_owned(),
         }
     }
@@ -83,6 +88,7 @@ pub struct Service {
     /// What the service counts of its work, for the edge to export.
     stats: Arc<Stats>,
     client_auth_throttle: Arc<ClientAuthThrottle>,
+    rate_limits: Arc<RateLimiter>,
     /// Origins of registered redirect URIs, for CORS (`oauth::origins`).
     origin_cache: Arc<oauth::origins::OriginCache>,
     config: ServiceConfig,
@@ -100,6 +106,7 @@ impl Service {
             clock.clone(),
         ));
         let stats = Arc::new(Stats::default());
+        let rate_limits = Arc::new(RateLimiter::new(&config.rate_limits, clock.clone()));
         Service {
             store,
             clock,
@@ -110,6 +117,7 @@ impl Service {
             storage_lookups: Arc::default(),
             stats,
             client_auth_throttle,
+            rate_limits,
             origin_cache: Arc::default(),
             config,
         }
@@ -126,6 +134,12 @@ impl Service {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The request budgets: for the edge to attach a shared counter, and
+    /// for metrics.
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.rate_limits
     }
 
     /// The session-token verifier, for the edge to install fetched keys.
