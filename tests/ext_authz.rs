@@ -281,17 +281,7 @@ async fn the_credential_can_be_kept() {
 /// failure_mode_allow decides, never a made-up allow or deny.
 #[tokio::test]
 async fn postgres_outage_is_unavailable_for_envoy() {
-    let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, cold) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (h, cold) = common::postgres_with_cold_key().await;
     let outage = common::PostgresOutage::begin(&h).await;
     let bearer = format!("Bearer {cold}");
     let mut outcome = None;

@@ -568,17 +568,7 @@ async fn nginx_passes_on_rate_limits(backend: Backend) {
 /// upstream is never reached (fail closed).
 #[tokio::test]
 async fn postgres_outage_fails_closed_behind_nginx() {
-    let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, cold) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (h, cold) = common::postgres_with_cold_key().await;
     let (upstream_addr, seen) = upstream().await;
     let auth = h.http.trim_start_matches("http://").to_owned();
     let nginx = start_nginx(&auth, &upstream_addr).await;

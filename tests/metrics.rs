@@ -444,17 +444,7 @@ async fn metrics_on_their_own_listener(backend: Backend) {
 /// recover with storage.
 #[tokio::test]
 async fn postgres_outage_shows_in_the_metrics() {
-    let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, cold) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (h, cold) = common::postgres_with_cold_key().await;
     let url = format!("{}/metrics", h.http);
     let before = Scrape::of(&url).await;
     let unavailable =

@@ -229,6 +229,24 @@ impl Harness {
     }
 }
 
+/// A PostgreSQL harness with a small pool, for outage stories, and the
+/// secret of a workspace key of `acme` with `issues:read` that nothing has
+/// authenticated yet (so nothing has cached it).
+pub async fn postgres_with_cold_key() -> (Harness, String) {
+    let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
+    let owner = h.member("acme", "owner").await;
+    let (_, cold) = h
+        .create_key(
+            &h.session(&owner),
+            pb::KeyKind::Workspace,
+            "acme",
+            &["issues:read"],
+        )
+        .await
+        .unwrap();
+    (h, cold)
+}
+
 /// A PostgreSQL outage for one harness's database: new connections are
 /// refused and the open ones cut, until `end`.
 pub struct PostgresOutage {
