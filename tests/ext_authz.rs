@@ -20,7 +20,6 @@ use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
-use velocity_proto::pb;
 
 /// What Envoy sends for a request with these headers on a route whose
 /// context_extensions carry `required_scopes`.
@@ -96,16 +95,7 @@ fn added_headers(ok: &OkHttpResponse) -> HashMap<String, String> {
 
 async fn envoy_checks_allow_and_deny(backend: Backend) {
     let h = Harness::start(backend).await;
-    let owner = h.member("acme", "owner").await;
-    let (key_id, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (owner, key_id, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let bearer = format!("Bearer {key}");
 
     // Allowed: headers for the upstream, the credential removed, and a
@@ -224,16 +214,7 @@ async fn the_route_table_decides_when_the_route_does_not_say() {
     .unwrap();
     let h = Harness::start_with(Backend::Sqlite, |c| c.route_scopes = Some(path.clone())).await;
     std::fs::remove_file(&path).unwrap();
-    let owner = h.member("acme", "owner").await;
-    let (_, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let bearer = format!("Bearer {key}");
     // check_request sends GET /api/issues/42.
     let response = check(&h, &[("authorization", &bearer)], None)
@@ -256,16 +237,7 @@ async fn the_route_table_decides_when_the_route_does_not_say() {
 #[tokio::test]
 async fn the_credential_can_be_kept() {
     let h = Harness::start_with(Backend::Sqlite, |c| c.ext_authz_keep_credential = true).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let response = check(&h, &[("authorization", &format!("Bearer {key}"))], None)
         .await
         .unwrap();
@@ -332,16 +304,7 @@ async fn envoy_passes_on_rate_limits(backend: Backend) {
         c.rate_limits.rate_limit_per_address = 1;
     })
     .await;
-    let owner = h.member("acme", "owner").await;
-    let (_, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let bearer = format!("Bearer {key}");
     for remaining in ["1", "0"] {
         let response = check(&h, &[("authorization", &bearer)], Some("issues:read"))

@@ -251,16 +251,7 @@ async fn with_route_table(backend: Backend) -> Harness {
 /// URI, directly and behind nginx.
 async fn the_route_table_decides_when_the_proxy_does_not_say(backend: Backend) {
     let h = with_route_table(backend).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let direct = async |method: &str, uri: &str| {
         http()
             .get(format!("{}/api/auth/verify", h.http))
@@ -304,16 +295,7 @@ async fn the_route_table_decides_when_the_proxy_does_not_say(backend: Backend) {
 
 async fn verify_answers_with_headers_or_json(backend: Backend) {
     let h = Harness::start(backend).await;
-    let owner = h.member("acme", "owner").await;
-    let (key_id, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (owner, key_id, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
 
     let (status, headers, _) = verify(&h, Some(&key), None, "?scopes=issues:read").await;
     assert_eq!(status, StatusCode::OK);
@@ -379,16 +361,7 @@ async fn verify_answers_with_headers_or_json(backend: Backend) {
 
 async fn nginx_in_front_of_an_upstream(backend: Backend) {
     let h = Harness::start(backend).await;
-    let owner = h.member("acme", "owner").await;
-    let (key_id, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (owner, key_id, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let (upstream_addr, seen) = upstream().await;
     let auth = h.http.trim_start_matches("http://").to_owned();
     let nginx = start_nginx(&auth, &upstream_addr).await;
@@ -479,16 +452,7 @@ async fn nginx_passes_on_rate_limits(backend: Backend) {
         c.rate_limits.rate_limit_per_address = 2;
     })
     .await;
-    let owner = h.member("acme", "owner").await;
-    let (_, key) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, key) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let (upstream_addr, seen) = upstream().await;
     let auth = h.http.trim_start_matches("http://").to_owned();
     let nginx = start_nginx(&auth, &upstream_addr).await;

@@ -114,16 +114,7 @@ async fn health_and_reflection(backend: Backend) {
 #[tokio::test]
 async fn postgres_outage_is_unavailable_and_not_serving() {
     let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, secret) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (owner, _, secret) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     let (_, cold) = h
         .create_key(
             &h.session(&owner),

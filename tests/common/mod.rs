@@ -227,6 +227,21 @@ impl Harness {
             .into_inner();
         Ok((response.key.unwrap().id, response.secret))
     }
+
+    /// A new owner of `slug` and a workspace key they made there with
+    /// `scopes`: (owner's user id, key id, key secret).
+    pub async fn owner_and_workspace_key(
+        &self,
+        slug: &str,
+        scopes: &[&str],
+    ) -> (String, String, String) {
+        let owner = self.member(slug, "owner").await;
+        let (id, secret) = self
+            .create_key(&self.session(&owner), pb::KeyKind::Workspace, slug, scopes)
+            .await
+            .unwrap();
+        (owner, id, secret)
+    }
 }
 
 /// A PostgreSQL harness with a small pool, for outage stories, and the
@@ -234,16 +249,7 @@ impl Harness {
 /// authenticated yet (so nothing has cached it).
 pub async fn postgres_with_cold_key() -> (Harness, String) {
     let h = Harness::start_with(Backend::Postgres, |c| c.database.db_max_connections = 2).await;
-    let owner = h.member("acme", "owner").await;
-    let (_, cold) = h
-        .create_key(
-            &h.session(&owner),
-            pb::KeyKind::Workspace,
-            "acme",
-            &["issues:read"],
-        )
-        .await
-        .unwrap();
+    let (_, _, cold) = h.owner_and_workspace_key("acme", &["issues:read"]).await;
     (h, cold)
 }
 
