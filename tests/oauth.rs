@@ -1221,6 +1221,94 @@ async fn oauth2_crate_drives_the_flow(backend: Backend) {
     h.stop().await;
 }
 
+/// A replica keeps the codes and refresh tokens it issued, so that their
+/// use needs no read first. Storage still decides: a grant spent through
+/// another replica (here, the store written to directly, behind this
+/// replica's back) is a replay here too, although this replica's copy says
+/// unspent, and revokes what was issued from it.
+async fn grants_spent_elsewhere_are_replays_here(backend: Backend) {
+    use velocity_domain::Secret;
+    use velocity_domain::clock::Clock;
+    use velocity_domain::stats::CacheKind;
+
+    let h = Harness::start_with(backend, |c| c.refresh_reuse_interval_secs = 0).await;
+    let ada = h.member("acme", "owner").await;
+    let app = h.register_app(false, SCOPES).await;
+    let elsewhere = h.server().database.store();
+    let stats = h.server().service.stats().clone();
+    let grant_hits = || stats.cache.hits(CacheKind::Grant);
+    let exchange = |code: &str, verifier: &str| {
+        TokenBody::Json(
+            json!({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": app.client_id, "code_verifier": verifier}),
+        )
+    };
+    let refused = |(status, _, body): (StatusCode, _, serde_json::Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{body}"
+        );
+    };
+    let hash = |secret: &str| Secret::parse(secret).unwrap().hash();
+    let now = h.clock.now();
+
+    // A code, spent elsewhere: refused, though found here as issued.
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    assert!(elsewhere.redeem_code(&hash(&code), now, &[]).await.unwrap());
+    let hits = grant_hits();
+    refused(h.token(exchange(&code, &verifier)).await);
+    assert_eq!(grant_hits(), hits + 1, "the code was this replica's copy");
+
+    // A refresh token, rotated elsewhere: a replay, which revokes the
+    // grant's access token too.
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let (status, _, first) = h.token(exchange(&code, &verifier)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let refresh_token = first["refresh_token"].as_str().unwrap();
+    let stored = elsewhere
+        .token_by_hash(&hash(refresh_token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        elsewhere
+            .rotate_refresh_token(&stored.id, now, None, &[])
+            .await
+            .unwrap()
+    );
+    let hits = grant_hits();
+    refused(
+        h.token(TokenBody::Json(json!({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": app.client_id})))
+            .await,
+    );
+    assert_eq!(
+        grant_hits(),
+        hits + 1,
+        "the refresh token was this replica's copy"
+    );
+    assert_refused(
+        h.authenticate(first["access_token"].as_str().unwrap(), "", &[])
+            .await,
+        Code::Unauthenticated,
+        "CREDENTIAL_REVOKED",
+    );
+
+    // Unspent, the copy serves the next refresh, and the chain goes on.
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let (_, _, tokens) = h.token(exchange(&code, &verifier)).await;
+    let mut refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let hits = grant_hits();
+        let (status, _, next) = h
+            .token(TokenBody::Json(json!({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": app.client_id})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        assert_eq!(grant_hits(), hits + 1);
+        refresh_token = next["refresh_token"].as_str().unwrap().to_owned();
+    }
+    h.stop().await;
+}
+
 for_each_backend!(
     browser_flow_then_refresh_rotation_and_replay,
     consent_errors_follow_rfc6749_4_1_2_1,
@@ -1232,4 +1320,5 @@ for_each_backend!(
     revocation_and_introspection,
     oauth2_crate_drives_the_flow,
     app_secret_rotation_and_deletion,
+    grants_spent_elsewhere_are_replays_here,
 );

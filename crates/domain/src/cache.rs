@@ -16,7 +16,9 @@ use moka::sync::Cache;
 use crate::credential::{CredentialKind, SecretHash};
 use crate::directory::{Membership, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
-use crate::oauth::{ClientId, OAuthApp};
+use crate::oauth::{
+    ACCESS_TOKEN_SECS, AuthorizationCode, CODE_SECS, ClientId, OAuthApp, OAuthToken,
+};
 use crate::resolve::{MembershipKey, VerifiedCredential};
 use crate::session::SessionClaims;
 use crate::stats::{CacheKind, Stats};
@@ -34,7 +36,13 @@ pub struct CacheConfig {
     /// Storage lookups per second allowed for tokens the filter has not
     /// seen (tokens minted on another replica a moment ago).
     pub unknown_token_lookups_per_sec: u64,
+    /// Codes, and refresh tokens, kept as issued until used (each kind).
+    pub max_issued_grants: u64,
 }
+
+/// Issued refresh tokens are kept this long past their access token's
+/// lifetime, for clients that refresh a little after it expired.
+const ISSUED_REFRESH_SLACK_SECS: u64 = 300;
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -44,6 +52,7 @@ impl Default for CacheConfig {
             max_memberships: 200_000,
             filter_bits: 32 * 1024 * 1024,
             unknown_token_lookups_per_sec: 500,
+            max_issued_grants: 10_000,
         }
     }
 }
@@ -60,6 +69,11 @@ pub(crate) struct VerificationCache {
     sessions: Cache<SecretHash, Arc<SessionClaims>>,
     /// Registered apps by client id, read by every grant and introspection.
     apps: Cache<ClientId, OAuthApp>,
+    /// Codes and refresh tokens as this replica issued them, so that their
+    /// use (the code exchanged seconds after consent, the refresh token at
+    /// the next refresh) needs no read first: see [`Self::take_issued_code`].
+    issued_codes: Cache<SecretHash, AuthorizationCode>,
+    issued_refresh_tokens: Cache<SecretHash, OAuthToken>,
     /// Bumped by every app invalidation: a lookup that began before one
     /// does not cache what it read ([`Self::app_generation`]).
     app_generation: AtomicU64,
@@ -101,6 +115,17 @@ impl VerificationCache {
             apps: Cache::builder()
                 .max_capacity(config.max_memberships)
                 .time_to_live(config.ttl)
+                .build(),
+            issued_codes: Cache::builder()
+                .max_capacity(config.max_issued_grants)
+                .time_to_live(Duration::from_secs(CODE_SECS.unsigned_abs()))
+                .build(),
+            // A client typically refreshes when its access token expires.
+            issued_refresh_tokens: Cache::builder()
+                .max_capacity(config.max_issued_grants)
+                .time_to_live(Duration::from_secs(
+                    ACCESS_TOKEN_SECS.unsigned_abs() + ISSUED_REFRESH_SLACK_SECS,
+                ))
                 .build(),
             app_generation: AtomicU64::new(0),
             known,
@@ -163,6 +188,33 @@ impl VerificationCache {
         self.counted(CacheKind::App, self.apps.get(client_id))
     }
 
+    /// A code this replica issued, as it was stored, taken out (a code is
+    /// used once; a second attempt reads storage).
+    ///
+    /// What storage holds may have moved on since (spent, or its app gone,
+    /// by another replica): the answer is only what the checks before the
+    /// claim read. The claim itself is the conditional update in storage,
+    /// which refuses a spent or vanished code whatever was read here, and a
+    /// refused claim is answered as the replay it is.
+    pub fn take_issued_code(&self, hash: &SecretHash) -> Option<AuthorizationCode> {
+        self.counted(CacheKind::Grant, self.issued_codes.remove(hash))
+    }
+
+    pub fn put_issued_code(&self, code: AuthorizationCode) {
+        self.issued_codes.insert(code.hash, code);
+    }
+
+    /// A refresh token this replica issued, taken out: as for codes
+    /// ([`Self::take_issued_code`]), the rotation's conditional update in
+    /// storage decides, and revocations drop these (`apply`).
+    pub fn take_issued_refresh_token(&self, hash: &SecretHash) -> Option<OAuthToken> {
+        self.counted(CacheKind::Grant, self.issued_refresh_tokens.remove(hash))
+    }
+
+    pub fn put_issued_refresh_token(&self, token: OAuthToken) {
+        self.issued_refresh_tokens.insert(token.hash, token);
+    }
+
     /// Read before looking an app up in storage, and handed back to
     /// [`Self::put_app`] with what was found.
     pub fn app_generation(&self) -> u64 {
@@ -208,10 +260,17 @@ impl VerificationCache {
                     .memberships
                     .invalidate_entries_if(move |key, _| key.user() == &user);
             }
-            Invalidation::AccessTokens => self.tokens.invalidate_all(),
+            Invalidation::AccessTokens => {
+                self.tokens.invalidate_all();
+                // A revoked grant's refresh token then reads as revoked.
+                self.issued_refresh_tokens.invalidate_all();
+            }
             Invalidation::App(client_id) => {
                 self.app_generation.fetch_add(1, Ordering::AcqRel);
                 self.apps.invalidate(client_id);
+                // A deleted app's codes and tokens went with it.
+                self.issued_codes.invalidate_all();
+                self.issued_refresh_tokens.invalidate_all();
             }
         }
     }
@@ -224,6 +283,8 @@ impl VerificationCache {
         self.workspaces.invalidate_all();
         self.app_generation.fetch_add(1, Ordering::AcqRel);
         self.apps.invalidate_all();
+        self.issued_codes.invalidate_all();
+        self.issued_refresh_tokens.invalidate_all();
     }
 }
 

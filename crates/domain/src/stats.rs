@@ -124,16 +124,19 @@ pub enum CacheKind {
     Workspace,
     Session,
     App,
+    /// Codes and refresh tokens this replica issued, awaiting their use.
+    Grant,
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 6] = [
+    pub const ALL: [CacheKind; 7] = [
         CacheKind::Key,
         CacheKind::AccessToken,
         CacheKind::Membership,
         CacheKind::Workspace,
         CacheKind::Session,
         CacheKind::App,
+        CacheKind::Grant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +147,7 @@ impl CacheKind {
             CacheKind::Workspace => "workspace",
             CacheKind::Session => "session",
             CacheKind::App => "app",
+            CacheKind::Grant => "grant",
         }
     }
 }

@@ -20,8 +20,6 @@ pub(crate) struct Insert<DB: Database> {
     arguments: DB::Arguments,
     /// The first value that could not be encoded.
     error: Option<BoxDynError>,
-    /// An `ON CONFLICT …` clause, when a conflict is not an error.
-    on_conflict: Option<&'static str>,
 }
 
 impl<DB: Database> Insert<DB> {
@@ -34,14 +32,7 @@ impl<DB: Database> Insert<DB> {
             filled: 0,
             arguments: DB::Arguments::default(),
             error: None,
-            on_conflict: None,
         }
-    }
-
-    /// Appends `ON CONFLICT <clause>` (an upsert, or DO NOTHING).
-    pub(crate) fn on_conflict(mut self, clause: &'static str) -> Self {
-        self.on_conflict = Some(clause);
-        self
     }
 
     /// Adds `column`, bound to `value`.
@@ -92,16 +83,12 @@ impl<DB: Database> Insert<DB> {
         if let Some(err) = self.error {
             return Err(sqlx::Error::Encode(err));
         }
-        let mut sql = format!(
+        let sql = format!(
             "INSERT INTO {} ({}) VALUES {}",
             self.table,
             self.columns.join(", "),
             self.done
         );
-        if let Some(clause) = self.on_conflict {
-            sql.push_str(" ON CONFLICT ");
-            sql.push_str(clause);
-        }
         Ok(sqlx::query_with(sqlx::AssertSqlSafe(sql), self.arguments))
     }
 }
@@ -133,13 +120,6 @@ mod tests {
             .value("a", 1_i64)
             .value("b", "two");
         assert_eq!(sql(insert), "INSERT INTO t (a, b) VALUES (?, ?)");
-        let insert = Insert::<sqlx::Sqlite>::into("t")
-            .value("a", 1_i64)
-            .on_conflict("(a) DO NOTHING");
-        assert_eq!(
-            sql(insert),
-            "INSERT INTO t (a) VALUES (?) ON CONFLICT (a) DO NOTHING"
-        );
     }
 
     #[test]

@@ -97,15 +97,17 @@ impl<DB: sqlx::Database> SqlStore<DB> {
         self.writer.as_ref().is_none_or(Writer::is_running)
     }
 
-    /// Runs `op`, a single statement: through the writer when there is one,
-    /// else on a pooled connection on its own.
+    /// Runs `op`, which succeeds whole or leaves nothing behind: a single
+    /// statement, or (SQLite) several inside a savepoint `op` opens and, on
+    /// failure, rolls back itself. Through the writer when there is one,
+    /// with no savepoint of its own, else on a pooled connection on its own.
     pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         match &self.writer {
-            Some(writer) => writer.submit(op).await,
+            Some(writer) => writer.submit_contained(op).await,
             None => {
                 let classify = |e| error::classify(e, what);
                 let mut conn = self.pool.acquire().await.map_err(classify)?;
@@ -148,6 +150,16 @@ trait Backend: sqlx::Database {
     /// Runs in the transaction that has just appended to the invalidation
     /// log, before it commits.
     async fn after_invalidation_logged(conn: &mut Self::Connection) -> Result<(), sqlx::Error>;
+
+    /// One statement, as this backend can write it, that runs `claim` (a
+    /// conditional UPDATE) and, only if it changed a row, each of `then`
+    /// (`INSERT … SELECT …` and what follows its condition, such as an `ON
+    /// CONFLICT` clause), in order; it returns a row if and only if the
+    /// claim changed one. Either all of it happens or none of it does.
+    fn claim_then(claim: &str, then: &[(String, String)]) -> String;
+
+    /// Undoes what is left of a failed [`Backend::claim_then`] statement.
+    async fn after_failed_claim(conn: &mut Self::Connection);
 }
 
 /// The SQLite file used when no `DATABASE_URL` is given.

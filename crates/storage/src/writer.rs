@@ -13,6 +13,13 @@
 //!
 //! - An operation's error rolls back its savepoint alone and is answered to
 //!   its caller alone; the batch goes on.
+//! - A *contained* operation ([`Writer::submit_contained`]: one statement,
+//!   or several that open and close a savepoint of their own) needs no
+//!   savepoint from the writer, so a run of them costs no control step
+//!   between them: one round trip each. On SQLite a failed statement undoes
+//!   itself and leaves the transaction open; should it not (an I/O error
+//!   that rolled the transaction back), the control step that follows every
+//!   failure finds the savepoint gone and fails the whole batch.
 //! - Operations run one after another in one transaction, so each sees what
 //!   the ones before it wrote: of two claims of the same code in a batch,
 //!   the second's conditional UPDATE finds the first's, exactly as if they
@@ -117,13 +124,26 @@ impl<DB: Database> Writer<DB> {
         }
     }
 
-    /// Runs `op` in the next batch; answers once that batch has committed.
+    /// Runs `op` in the next batch, in a savepoint of its own; answers once
+    /// that batch has committed.
     pub(crate) async fn submit<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        submit(&self.queue, op).await
+        submit(&self.queue, op, false).await
+    }
+
+    /// Runs `op`, which either succeeds whole or leaves nothing behind (a
+    /// single statement, or statements inside a savepoint `op` opens and,
+    /// on failure, rolls back itself), in the next batch without a
+    /// savepoint of the writer's: no round trip besides its own.
+    pub(crate) async fn submit_contained<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        submit(&self.queue, op, true).await
     }
 
     /// Holds the writer inside a transaction until the returned guard is
@@ -135,14 +155,18 @@ impl<DB: Database> Writer<DB> {
         // On its own task, so the guard does not borrow the store.
         let queue = self.queue.clone();
         let done = tokio::spawn(async move {
-            submit(&queue, move |_: &mut DB::Connection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let _ = started.send(());
-                    // Released, or the guard dropped: either way, go on.
-                    let _ = released.await;
-                    Ok(())
-                })
-            })
+            submit(
+                &queue,
+                move |_: &mut DB::Connection| -> BoxFuture<'_, _> {
+                    Box::pin(async move {
+                        let _ = started.send(());
+                        // Released, or the guard dropped: either way, go on.
+                        let _ = released.await;
+                        Ok(())
+                    })
+                },
+                false,
+            )
             .await
         });
         let _ = running.await;
@@ -179,7 +203,11 @@ impl<DB: Database> Writer<DB> {
     }
 }
 
-async fn submit<DB, T, F>(queue: &mpsc::Sender<Box<dyn Job<DB>>>, op: F) -> StoreResult<T>
+async fn submit<DB, T, F>(
+    queue: &mpsc::Sender<Box<dyn Job<DB>>>,
+    op: F,
+    contained: bool,
+) -> StoreResult<T>
 where
     DB: Database,
     T: Send + 'static,
@@ -188,6 +216,7 @@ where
     let (reply, answer) = oneshot::channel();
     let job: Box<dyn Job<DB>> = Box::new(Pending {
         op: Some(op),
+        contained,
         outcome: None,
         reply,
     });
@@ -221,6 +250,8 @@ fn closed() -> StoreError {
 /// One queued operation with its caller's answer, type-erased so one queue
 /// carries operations of every result type.
 trait Job<DB: Database>: Send {
+    /// Whether the operation needs no savepoint of the writer's.
+    fn contained(&self) -> bool;
     /// Runs the operation; `true` if it succeeded (its savepoint is kept).
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool>;
     /// Answers the caller: the operation's own outcome if its batch
@@ -230,6 +261,7 @@ trait Job<DB: Database>: Send {
 
 struct Pending<T, F> {
     op: Option<F>,
+    contained: bool,
     outcome: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
@@ -240,6 +272,10 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
 {
+    fn contained(&self) -> bool {
+        self.contained
+    }
+
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let outcome = match self.op.take() {
@@ -351,12 +387,16 @@ where
 // the connection's thread and back): the savepoint of one operation is
 // released in the same call that opens the next one's, and the last one's
 // goes with the COMMIT. sqlx's own `Transaction` would take a round trip
-// for each.
-const OPEN: &str = "SAVEPOINT op";
-const NEXT: &str = "RELEASE op; SAVEPOINT op";
-const UNDO_NEXT: &str = "ROLLBACK TO op; RELEASE op; SAVEPOINT op";
+// for each. Contained operations run between them with no step at all,
+// except after a failure, when the step proves the transaction still holds.
+const SAVEPOINT: &str = "SAVEPOINT op";
+/// The whole batch's savepoint, opened with the transaction: releasing and
+/// reopening it fails if the transaction is gone, and only then.
+const OPEN_BATCH: &str = "SAVEPOINT batch";
+const CHECK_BATCH: &str = "RELEASE batch; SAVEPOINT batch";
+const RELEASE: &str = "RELEASE op";
+const UNDO: &str = "ROLLBACK TO op; RELEASE op";
 const COMMIT: &str = "COMMIT";
-const UNDO_COMMIT: &str = "ROLLBACK TO op; COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
 
 /// Runs one transaction-control step, unprepared (several statements).
@@ -370,10 +410,36 @@ where
         .map(|_| ())
 }
 
-/// Opens the transaction with `begin`, runs each operation of `batch` in
-/// its own savepoint, draining the queue into `batch` as it goes, up to
-/// [`MAX_BATCH`], and commits. An operation's failure undoes its savepoint
-/// only; any failed step leaves the transaction for the caller to roll back.
+/// The control step between one operation and the next: ends the first's
+/// savepoint (if it had one: kept when it succeeded, undone when it
+/// failed), opens the next's (if it needs one), or commits after the last.
+/// After a failed contained operation, which has no savepoint to end, the
+/// batch's savepoint is released and reopened, so a transaction SQLite
+/// rolled back on its own is found out before anything else could run
+/// outside it (a bare `SAVEPOINT` would quietly start a new one). `None`:
+/// no step needed.
+fn step(ended: Option<(bool, bool)>, next: Option<bool>) -> Option<String> {
+    let mut sql: Vec<&str> = Vec::new();
+    match ended {
+        // (contained, succeeded)
+        Some((false, true)) => sql.push(RELEASE),
+        Some((false, false)) => sql.push(UNDO),
+        Some((true, false)) => sql.push(CHECK_BATCH),
+        Some((true, true)) | None => {}
+    }
+    match next {
+        Some(false) => sql.push(SAVEPOINT),
+        Some(true) => {}
+        None => sql.push(COMMIT),
+    }
+    (!sql.is_empty()).then(|| sql.join("; "))
+}
+
+/// Opens the transaction with `begin`, runs each operation of `batch` (in
+/// its own savepoint unless contained), draining the queue into `batch` as
+/// it goes, up to [`MAX_BATCH`], and commits. An operation's failure undoes
+/// its own changes only; any failed step leaves the transaction for the
+/// caller to roll back.
 async fn run_all<DB: Database>(
     conn: &mut DB::Connection,
     begin: &str,
@@ -383,10 +449,15 @@ async fn run_all<DB: Database>(
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    control::<DB>(conn, &format!("{begin}; {OPEN}")).await?;
+    let open = match step(None, Some(batch[0].contained())) {
+        Some(first) => format!("{begin}; {OPEN_BATCH}; {first}"),
+        None => format!("{begin}; {OPEN_BATCH}"),
+    };
+    control::<DB>(conn, &open).await?;
     let mut next = 0;
     loop {
         let ok = batch[next].run(conn).await;
+        let contained = batch[next].contained();
         next += 1;
         if next == batch.len()
             && batch.len() < MAX_BATCH
@@ -394,15 +465,11 @@ where
         {
             batch.push(job);
         }
-        let last = next == batch.len();
-        let step = match (ok, last) {
-            (true, false) => NEXT,
-            (false, false) => UNDO_NEXT,
-            (true, true) => COMMIT,
-            (false, true) => UNDO_COMMIT,
-        };
-        control::<DB>(conn, step).await?;
-        if last {
+        let following = batch.get(next).map(|job| job.contained());
+        if let Some(sql) = step(Some((contained, ok)), following) {
+            control::<DB>(conn, &sql).await?;
+        }
+        if following.is_none() {
             return Ok(());
         }
     }

@@ -23,10 +23,27 @@ pub const INVALIDATION_CHANNEL: &str = "velocity_invalidations";
 
 pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
+/// Pooled connections idle longer than this are pinged before use.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl PostgresStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            // Testing every connection as it leaves the pool is a round
+            // trip before each query. A connection in use moments ago is
+            // alive; one idle for a while (through a server restart,
+            // perhaps) is tested first, so a dead one is replaced rather
+            // than failing a request.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < IDLE_BEFORE_PING {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .acquire_timeout(options.acquire_timeout)
             .connect(url)
             .await
@@ -85,4 +102,21 @@ impl Backend for sqlx::Postgres {
             .await
             .map(|_| ())
     }
+
+    /// Data-modifying CTEs: one statement, one round trip, atomic on its
+    /// own (PostgreSQL runs it in a transaction of its own), every part
+    /// seeing the same snapshot, each insert conditioned on the claim.
+    fn claim_then(claim: &str, then: &[(String, String)]) -> String {
+        let mut sql = format!("WITH claimed AS ({claim} RETURNING 1)");
+        for (i, (insert, tail)) in then.iter().enumerate() {
+            sql.push_str(&format!(
+                ", then_{i} AS ({insert} WHERE EXISTS (SELECT 1 FROM claimed){tail})"
+            ));
+        }
+        sql.push_str(" SELECT 1 FROM claimed");
+        sql
+    }
+
+    /// One statement: nothing of it stayed.
+    async fn after_failed_claim(_: &mut PgConnection) {}
 }

@@ -11,8 +11,10 @@
 //! Here the domain's traits are implemented by forwarding each call to the
 //! file of its concern, where the SQL is. Reads run on the pool; writes are
 //! functions of one connection, handed to [`SqlStore::write`] (one
-//! statement) or [`SqlStore::write_atomic`] (several, as one) with owned
-//! copies of their arguments, since on SQLite they run on the writer's task.
+//! statement, or a grant's claim, which contains itself: see
+//! `crate::Backend::claim_then`) or [`SqlStore::write_atomic`] (several, as
+//! one) with owned copies of their arguments, since on SQLite they run on
+//! the writer's task.
 
 mod directory;
 mod invalidations;
@@ -249,7 +251,7 @@ impl OAuthStore for SqlStore<Db> {
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
         let (hash, tokens) = (*hash, tokens.to_vec());
-        self.write_atomic("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+        self.write("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
             Box::pin(async move { oauth::redeem_code(conn, &hash, at, &tokens).await })
         })
         .await
@@ -267,7 +269,7 @@ impl OAuthStore for SqlStore<Db> {
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
         let (id, tokens) = (id.clone(), tokens.to_vec());
-        self.write_atomic("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+        self.write("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
             Box::pin(async move {
                 oauth::rotate_refresh_token(conn, &id, at, reuse_since, &tokens).await
             })
@@ -306,7 +308,7 @@ impl OAuthStore for SqlStore<Db> {
 
     async fn shared_secret(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
         let (name, candidate) = (name.to_owned(), *candidate);
-        self.write("secret", move |conn: &mut Conn| -> BoxFuture<'_, _> {
+        self.write_atomic("secret", move |conn: &mut Conn| -> BoxFuture<'_, _> {
             Box::pin(async move { oauth::shared_secret(conn, &name, &candidate).await })
         })
         .await

@@ -1,8 +1,7 @@
 //! OAuth apps, authorization codes, token families and the secrets the
 //! replicas share.
 
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Database, Pool};
+use sqlx::{AssertSqlSafe, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
@@ -196,11 +195,13 @@ pub(super) async fn redeem_code(
     at: Timestamp,
     tokens: &[OAuthToken],
 ) -> StoreResult<bool> {
-    let claim =
-        sqlx::query("UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
-            .bind(hash.as_bytes().as_slice())
-            .bind(at.0);
-    claim_then_insert(conn, claim, tokens, "code").await
+    let mut statement = ClaimStatement::default();
+    let claim = format!(
+        "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL",
+        hash = statement.bind(hash.as_bytes().to_vec()),
+        at = statement.bind(at.0),
+    );
+    statement.run(conn, &claim, tokens, "code").await
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -232,18 +233,19 @@ pub(super) async fn rotate_refresh_token(
     reuse_since: Option<Timestamp>,
     tokens: &[OAuthToken],
 ) -> StoreResult<bool> {
-    let claim = sqlx::query(
-        "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, $2) \
-         WHERE id = $1 AND kind = 'refresh' AND revoked_at IS NULL \
-         AND (rotated_at IS NULL OR (rotated_at >= $3 AND NOT EXISTS ( \
+    let mut statement = ClaimStatement::default();
+    let claim = format!(
+        "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, {at}) \
+         WHERE id = {id} AND kind = 'refresh' AND revoked_at IS NULL \
+         AND (rotated_at IS NULL OR (rotated_at >= {since} AND NOT EXISTS ( \
              SELECT 1 FROM oauth_tokens AS later \
              WHERE later.family_id = oauth_tokens.family_id \
              AND later.rotated_at > oauth_tokens.rotated_at)))",
-    )
-    .bind(id.as_str())
-    .bind(at.0)
-    .bind(reuse_since.map(|t| t.0));
-    claim_then_insert(conn, claim, tokens, "token").await
+        id = statement.bind(id.as_str().to_owned()),
+        at = statement.bind(at.0),
+        since = statement.bind(reuse_since.map(|t| t.0)),
+    );
+    statement.run(conn, &claim, tokens, "token").await
 }
 
 /// Logs [`Invalidation::AccessTokens`] if the token was active.
@@ -360,81 +362,118 @@ pub(super) async fn shared_secret(
         .map_err(|_| StoreError::Other(format!("server secret {name} is not 32 bytes")))
 }
 
-/// Runs `claim` (a conditional UPDATE) and, if it changed exactly one row,
-/// stores `tokens` with it, in the caller's transaction: of any number of
-/// concurrent attempts, one wins. `false` when this one lost.
-async fn claim_then_insert(
-    conn: &mut Conn,
-    claim: Query<'_, Db, <Db as Database>::Arguments>,
-    tokens: &[OAuthToken],
-    what: &'static str,
-) -> StoreResult<bool> {
-    let classify = |e| crate::error::classify(e, what);
-    let won = claim
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?
-        .rows_affected()
-        == 1;
-    if !won {
-        return Ok(false);
-    }
-    insert_tokens(conn, tokens).await.map_err(classify)?;
-    record_grant(conn, tokens).await.map_err(classify)?;
-    Ok(true)
+/// A claim (a conditional UPDATE that spends a code or a refresh token)
+/// and the tokens it issues, as one statement of the backend's making
+/// ([`crate::Backend::claim_then`]): the tokens and their grant are stored
+/// only if the claim changed a row, so of any number of concurrent
+/// attempts one wins, and a grant costs one round trip. Placeholders are
+/// numbered (`$n`, which both backends read), since the parts share one
+/// list of arguments.
+#[derive(Default)]
+struct ClaimStatement {
+    arguments: <Db as sqlx::Database>::Arguments,
+    count: usize,
 }
 
-/// The grant the tokens belong to, from their refresh token: made by the
-/// code's redemption, and each refresh records a use (its scopes, which a
-/// refresh may narrow, and its new expiry). Its creation time stays.
-async fn record_grant(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
-    let Some(refresh) = tokens.iter().find(|t| t.kind == TokenKind::Refresh) else {
-        return Ok(());
-    };
-    Insert::into("oauth_grants")
-        .value("id", refresh.family_id.as_str())
-        .value("client_id", refresh.client_id.as_str())
-        .value("user_id", refresh.user_id.as_str())
-        .value("workspace_id", refresh.workspace_id.as_str())
-        .value("scopes", i64::from(refresh.scopes.bits()))
-        .value("created_at", refresh.created_at.0)
-        .value("last_used_at", refresh.created_at.0)
-        .value("expires_at", refresh.expires_at.0)
-        .on_conflict(
-            "(id) DO UPDATE SET scopes = excluded.scopes, \
-             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at",
-        )
-        .query()?
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// One statement for all of them: on SQLite each statement is a round trip
-/// to the writer's connection.
-async fn insert_tokens(conn: &mut Conn, tokens: &[OAuthToken]) -> Result<(), sqlx::Error> {
-    if tokens.is_empty() {
-        return Ok(());
+impl ClaimStatement {
+    /// Adds `value` to the arguments; its placeholder.
+    fn bind<T>(&mut self, value: T) -> String
+    where
+        T: for<'q> sqlx::Encode<'q, Db> + sqlx::Type<Db> + Send + 'static,
+    {
+        use sqlx::Arguments as _;
+        // Encoding our own columns' types (text, i64, bytes) cannot fail;
+        // should it, the statement fails on its missing argument.
+        let _ = self.arguments.add(value);
+        self.count += 1;
+        format!("${}", self.count)
     }
-    let mut insert = Insert::into("oauth_tokens");
-    for (i, token) in tokens.iter().enumerate() {
-        if i > 0 {
-            insert = insert.row();
+
+    /// Runs `claim` and, if it won, stores `tokens` and records their grant.
+    /// `false` when this attempt lost.
+    async fn run(
+        mut self,
+        conn: &mut Conn,
+        claim: &str,
+        tokens: &[OAuthToken],
+        what: &'static str,
+    ) -> StoreResult<bool> {
+        let classify = |e| crate::error::classify(e, what);
+        let mut then = Vec::new();
+        if !tokens.is_empty() {
+            then.push((self.tokens(tokens), String::new()));
         }
-        insert = insert
-            .value("id", token.id.as_str())
-            .value("token_hash", token.hash.as_bytes().as_slice())
-            .value("kind", token.kind.as_str())
-            .value("family_id", token.family_id.as_str())
-            .value("client_id", token.client_id.as_str())
-            .value("user_id", token.user_id.as_str())
-            .value("workspace_id", token.workspace_id.as_str())
-            .value("scopes", i64::from(token.scopes.bits()))
-            .value("created_at", token.created_at.0)
-            .value("expires_at", token.expires_at.0)
-            .value("revoked_at", rows::ms(token.revoked_at))
-            .value("rotated_at", rows::ms(token.rotated_at));
+        if let Some(grant) = self.grant(tokens) {
+            then.push(grant);
+        }
+        let sql = <Db as crate::Backend>::claim_then(claim, &then);
+        let won = sqlx::query_with(AssertSqlSafe(sql), self.arguments)
+            .fetch_all(&mut *conn)
+            .await;
+        match won {
+            Ok(rows) => Ok(!rows.is_empty()),
+            Err(err) => {
+                <Db as crate::Backend>::after_failed_claim(conn).await;
+                Err(classify(err))
+            }
+        }
     }
-    insert.query()?.execute(&mut *conn).await?;
-    Ok(())
+
+    /// `INSERT … SELECT` of the tokens, one row each.
+    fn tokens(&mut self, tokens: &[OAuthToken]) -> String {
+        let rows: Vec<String> = tokens
+            .iter()
+            .map(|token| {
+                let values = [
+                    self.bind(token.id.as_str().to_owned()),
+                    self.bind(token.hash.as_bytes().to_vec()),
+                    self.bind(token.kind.as_str()),
+                    self.bind(token.family_id.as_str().to_owned()),
+                    self.bind(token.client_id.as_str().to_owned()),
+                    self.bind(token.user_id.as_str().to_owned()),
+                    self.bind(token.workspace_id.as_str().to_owned()),
+                    self.bind(i64::from(token.scopes.bits())),
+                    self.bind(token.created_at.0),
+                    self.bind(token.expires_at.0),
+                    self.bind(rows::ms(token.revoked_at)),
+                    self.bind(rows::ms(token.rotated_at)),
+                ];
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
+             workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at) \
+             SELECT * FROM (VALUES {}) AS issued",
+            rows.join(", ")
+        )
+    }
+
+    /// The grant the tokens belong to, from their refresh token: made by the
+    /// code's redemption, and each refresh records a use (its scopes, which
+    /// a refresh may narrow, and its new expiry). Its creation time stays.
+    /// `(INSERT … SELECT, ON CONFLICT …)`, or `None` without a refresh token.
+    fn grant(&mut self, tokens: &[OAuthToken]) -> Option<(String, String)> {
+        let refresh = tokens.iter().find(|t| t.kind == TokenKind::Refresh)?;
+        let values = [
+            self.bind(refresh.family_id.as_str().to_owned()),
+            self.bind(refresh.client_id.as_str().to_owned()),
+            self.bind(refresh.user_id.as_str().to_owned()),
+            self.bind(refresh.workspace_id.as_str().to_owned()),
+            self.bind(i64::from(refresh.scopes.bits())),
+            self.bind(refresh.created_at.0),
+            self.bind(refresh.created_at.0),
+            self.bind(refresh.expires_at.0),
+        ];
+        Some((
+            format!(
+                "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                 created_at, last_used_at, expires_at) SELECT {}",
+                values.join(", ")
+            ),
+            " ON CONFLICT (id) DO UPDATE SET scopes = excluded.scopes, \
+             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at"
+                .to_owned(),
+        ))
+    }
 }

@@ -70,6 +70,10 @@ impl SqliteStore {
         // only read, and say so, so a bug cannot make one write.
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.clamp(1, 32))
+            // A reader is a thread of this process on a local file: there
+            // is no link to test, and the test (a ping) is a round trip to
+            // that thread and back, doubling what a read costs.
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(common.read_only(true))
             .await;
@@ -94,5 +98,29 @@ impl Backend for sqlx::Sqlite {
     /// find new entries by polling the log.
     async fn after_invalidation_logged(_: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         Ok(())
+    }
+
+    /// SQLite has no data-modifying CTEs, but runs several statements in
+    /// one call to the connection's thread: the claim, then each insert on
+    /// the condition that the statement before it changed rows (`changes()`
+    /// is the count of the last completed INSERT, UPDATE or DELETE), inside
+    /// a savepoint of their own, so the whole is contained
+    /// (`crate::writer`).
+    fn claim_then(claim: &str, then: &[(String, String)]) -> String {
+        let mut sql = format!("SAVEPOINT claim; {claim} RETURNING 1; ");
+        for (insert, tail) in then {
+            sql.push_str(&format!("{insert} WHERE changes() > 0{tail}; "));
+        }
+        sql.push_str("RELEASE claim");
+        sql
+    }
+
+    /// A statement of the savepoint failed and the rest did not run: undo
+    /// the ones before it. If even that fails, the transaction is gone, and
+    /// the writer's next step says so.
+    async fn after_failed_claim(conn: &mut SqliteConnection) {
+        let _ = sqlx::raw_sql("ROLLBACK TO claim; RELEASE claim")
+            .execute(conn)
+            .await;
     }
 }

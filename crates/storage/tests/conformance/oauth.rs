@@ -522,6 +522,16 @@ pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<Sqlit
     let grant = code(&web, &ada, &acme, 1);
     let orphan = code(&app("nope", ClientType::Public, 11), &ada, &acme, 2);
     let cli = app("cli", ClientType::Public, 12);
+    // A claim that wins, then fails on its tokens (they name no user): the
+    // claim must be undone with them, the code left unspent.
+    let spent_in_vain = code(&web, &ada, &acme, 3);
+    store.insert_code(&spent_in_vain).await.unwrap();
+    let mut dangling = pair(&spent_in_vain, 30);
+    for token in &mut dangling {
+        token.user_id = velocity_domain::UserId("nobody".into());
+    }
+    let redeemable = code(&web, &ada, &acme, 4);
+    store.insert_code(&redeemable).await.unwrap();
 
     let held = sqlite.hold_writes().await.unwrap();
     let before = sqlite.writer_stats().unwrap().batches();
@@ -545,13 +555,34 @@ pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<Sqlit
             let (store, cli) = (store.clone(), cli.clone());
             async move { store.insert_app(&cli).await }
         })),
+        spawn_write(Box::pin({
+            let (store, hash) = (store.clone(), spent_in_vain.hash);
+            async move {
+                let won = store.redeem_code(&hash, Timestamp(150), &dangling).await?;
+                Ok(assert!(won, "a failed claim answers with its error"))
+            }
+        })),
+        spawn_write(Box::pin({
+            let (store, hash, tokens) = (store.clone(), redeemable.hash, pair(&redeemable, 40));
+            async move {
+                let won = store.redeem_code(&hash, Timestamp(150), &tokens).await?;
+                Ok(assert!(won, "the claim after a failed one wins"))
+            }
+        })),
     ];
     while sqlite.queued_writes() < writes.len() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     held.release().await.unwrap();
     assert_eq!(sqlite.writer_stats().unwrap().batches(), before + 1);
-    let [code_write, duplicate, missing, cli_write] = writes;
+    let [
+        code_write,
+        duplicate,
+        missing,
+        cli_write,
+        failed_claim,
+        claim,
+    ] = writes;
     code_write.await.unwrap().unwrap();
     assert!(matches!(
         duplicate.await.unwrap(),
@@ -562,6 +593,25 @@ pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<Sqlit
         Err(StoreError::MissingReference("code"))
     ));
     cli_write.await.unwrap().unwrap();
+    assert!(matches!(
+        failed_claim.await.unwrap(),
+        Err(StoreError::MissingReference("code"))
+    ));
+    claim.await.unwrap().unwrap();
+    let unspent = store.code_by_hash(&spent_in_vain.hash).await.unwrap();
+    assert_eq!(
+        unspent.and_then(|c| c.used_at),
+        None,
+        "the claim was undone"
+    );
+    for token in pair(&spent_in_vain, 30) {
+        assert_eq!(store.token_by_hash(&token.hash).await.unwrap(), None);
+    }
+    let spent = store.code_by_hash(&redeemable.hash).await.unwrap();
+    assert_eq!(spent.and_then(|c| c.used_at), Some(Timestamp(150)));
+    for token in pair(&redeemable, 40) {
+        assert!(store.token_by_hash(&token.hash).await.unwrap().is_some());
+    }
     assert_eq!(store.code_by_hash(&grant.hash).await.unwrap(), Some(grant));
     assert_eq!(store.code_by_hash(&orphan.hash).await.unwrap(), None);
     assert_eq!(store.app(&cli.client_id).await.unwrap(), Some(cli));

@@ -96,21 +96,21 @@ impl Service {
         }
         let now = self.clock.now();
         let code = Secret::generate(CredentialKind::AuthorizationCode);
-        self.store
-            .insert_code(&AuthorizationCode {
-                hash: code.hash(),
-                client_id: request.app.client_id.clone(),
-                redirect_uri: request.redirect_uri.clone(),
-                user_id: user.clone(),
-                workspace_id: membership.workspace.id.clone(),
-                scopes: granted,
-                code_challenge: request.code_challenge.clone(),
-                family_id: FamilyId::generate(),
-                created_at: now,
-                expires_at: now.plus_secs(CODE_SECS),
-                used_at: None,
-            })
-            .await?;
+        let stored = AuthorizationCode {
+            hash: code.hash(),
+            client_id: request.app.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            user_id: user.clone(),
+            workspace_id: membership.workspace.id.clone(),
+            scopes: granted,
+            code_challenge: request.code_challenge.clone(),
+            family_id: FamilyId::generate(),
+            created_at: now,
+            expires_at: now.plus_secs(CODE_SECS),
+            used_at: None,
+        };
+        self.store.insert_code(&stored).await?;
+        self.cache.put_issued_code(stored);
         let mut params = vec![("code", code.expose())];
         if let Some(state) = &request.state {
             params.push(("state", state));

@@ -105,11 +105,14 @@ impl Service {
             .into());
         }
         let hash = presented(code, "code", CredentialKind::AuthorizationCode)?;
-        let stored = self
-            .store
-            .code_by_hash(&hash)
-            .await?
-            .ok_or_else(|| invalid_grant("the code is unknown"))?;
+        let stored = match self.cache.take_issued_code(&hash) {
+            Some(issued) => issued,
+            None => self
+                .store
+                .code_by_hash(&hash)
+                .await?
+                .ok_or_else(|| invalid_grant("the code is unknown"))?,
+        };
         let now = self.clock.now();
         let grant = Redeemable {
             what: "the code",
@@ -162,12 +165,12 @@ impl Service {
     ) -> Result<IssuedTokens, Refusal> {
         let app = self.authenticate_client(client).await?;
         let hash = presented(refresh_token, "refresh_token", CredentialKind::RefreshToken)?;
-        let token = self
-            .store
-            .token_by_hash(&hash)
-            .await?
-            .filter(|t| t.kind == TokenKind::Refresh)
-            .ok_or_else(|| invalid_grant("the refresh token is unknown"))?;
+        let token = match self.cache.take_issued_refresh_token(&hash) {
+            Some(issued) => Some(issued),
+            None => self.store.token_by_hash(&hash).await?,
+        }
+        .filter(|t| t.kind == TokenKind::Refresh)
+        .ok_or_else(|| invalid_grant("the refresh token is unknown"))?;
         let now = self.clock.now();
         let grant = Redeemable {
             what: "the refresh token",
@@ -272,6 +275,9 @@ impl Service {
         };
         if !won {
             return Err(self.replayed(&grant, now).await);
+        }
+        if let Some(refresh) = tokens.into_iter().find(|t| t.kind == TokenKind::Refresh) {
+            self.cache.put_issued_refresh_token(refresh);
         }
         self.cache.known().insert(&issued.access_token.hash());
         self.stats.filter.inserted.add(1);
