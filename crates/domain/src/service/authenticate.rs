@@ -232,6 +232,15 @@ impl Service {
         let Some(key) = verified.membership_needed(slug) else {
             return Ok(None);
         };
+        self.cached_membership(key).await
+    }
+
+    /// A membership through the cache (dropped from it by the invalidation
+    /// log on every change, like everything Authenticate reads).
+    pub(super) async fn cached_membership(
+        &self,
+        key: MembershipKey,
+    ) -> Result<Option<Membership>, Error> {
         if let Some(hit) = self.cache.membership(&key) {
             return Ok(hit);
         }

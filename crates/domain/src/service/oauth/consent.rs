@@ -13,6 +13,7 @@ use crate::oauth::request::{
 };
 use crate::oauth::{AuthorizationCode, CODE_SECS, ClientId, FamilyId, OAuthApp};
 use crate::page::{MAX_PAGE_SIZE, PageRequest};
+use crate::resolve::MembershipKey;
 use crate::scope::ScopeSet;
 use crate::service::Service;
 
@@ -74,9 +75,13 @@ impl Service {
         request: &ValidatedAuthorization,
         workspace_slug: &str,
     ) -> Result<String, Error> {
+        // Through the cache Authenticate reads: the tokens this code buys
+        // follow the same membership there.
         let membership = self
-            .store
-            .membership_by_slug(user, workspace_slug)
+            .cached_membership(MembershipKey::BySlug(
+                user.clone(),
+                workspace_slug.to_owned(),
+            ))
             .await?
             .ok_or(Error::PermissionDenied(Reason::NotAMember))?;
         let allowed = ScopeSet::of_role(membership.role)
