@@ -84,7 +84,7 @@ impl SqliteStore {
                 return Err(StorageError::Connect(err));
             }
         };
-        let writer = Writer::spawn(writer, write, BEGIN);
+        let writer = Writer::spawn(writer, write, BEGIN, true);
         Ok(SqlStore {
             pool,
             writer: Some(writer),
