@@ -345,7 +345,7 @@ impl Collector for Sources {
         let mut f = family(
             e,
             "velocity_storage_pool_connections",
-            "Pooled storage connections by state (the readers; the one write connection apart).",
+            "Pooled storage connections by state (on SQLite the read pool; its one writer apart).",
             MetricType::Gauge,
         )?;
         f.gauge(&[("state", "idle")], i64::from(pool.idle))?;
@@ -363,7 +363,7 @@ impl Collector for Sources {
         let mut f = family(
             e,
             "velocity_storage_queued_writes",
-            "Writes waiting for the group-commit writer.",
+            "Writes waiting for SQLite's group-commit writer (0 on PostgreSQL).",
             MetricType::Gauge,
         )?;
         f.gauge(&[], i64::try_from(queued).unwrap_or(i64::MAX))?;

@@ -81,7 +81,7 @@ impl<DB: sqlx::Database> SqlStore<DB> {
         self.writer.as_ref().map_or(0, Writer::queued)
     }
 
-    /// Keeps the writer inside one transaction until the guard is
+    /// Keeps the writer (SQLite) inside one transaction until the guard is
     /// released, so the writes submitted meanwhile run in that transaction
     /// together: how tests put racing claims in one batch. `None` without a
     /// writer.
@@ -167,7 +167,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://velocity-auth.db";
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// Pooled connections: the readers (the one write connection apart).
+    /// Pooled connections: on SQLite the readers (its one writer apart).
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
     /// SQLite: how long a connection waits for a lock another *process*
@@ -241,33 +241,12 @@ impl Database {
         }
     }
 
-    /// The readers' pool's use (the one write connection apart) and writes
-    /// queued for the group-commit writer.
+    /// The connection pool's use (on SQLite, the readers' pool; its one
+    /// writer apart) and writes queued for the SQLite writer.
     pub fn pool_stats(&self) -> (PoolStats, usize) {
         match self {
             Database::Sqlite(store) => (store.pool_stats(), store.queued_writes()),
-            Database::Postgres(store) => (store.pool_stats(), store.queued_writes()),
-        }
-    }
-
-    /// [`SqlStore::hold_writes`] of either backend.
-    pub async fn hold_writes(&self) -> Option<WritesHeld> {
-        match self {
-            Database::Sqlite(store) => store.hold_writes().await,
-            Database::Postgres(store) => store.hold_writes().await,
-        }
-    }
-
-    /// Writes queued for the writer and not yet taken into a batch.
-    pub fn queued_writes(&self) -> usize {
-        self.pool_stats().1
-    }
-
-    /// What the writer knows of the batches it ran.
-    pub fn writer_stats(&self) -> Option<&WriterStats> {
-        match self {
-            Database::Sqlite(store) => store.writer_stats(),
-            Database::Postgres(store) => store.writer_stats(),
+            Database::Postgres(store) => (store.pool_stats(), 0),
         }
     }
 

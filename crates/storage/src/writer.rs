@@ -89,10 +89,6 @@ impl WriterStats {
 /// The handle the store keeps: a queue into the writer's task.
 pub(crate) struct Writer<DB: Database> {
     queue: mpsc::Sender<Box<dyn Job<DB>>>,
-    /// Whether a failed statement leaves the transaction usable (SQLite),
-    /// so contained operations may run without a savepoint; on PostgreSQL
-    /// it aborts the whole transaction, and every operation gets one.
-    failure_is_local: bool,
     stats: Arc<WriterStats>,
     /// Tells the task to finish what is queued and close its connection.
     stop: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
@@ -101,13 +97,11 @@ pub(crate) struct Writer<DB: Database> {
 impl<DB: Database> Writer<DB> {
     /// Starts the writer's task on `conn`. `begin` opens each batch's
     /// transaction; `connect` replaces the connection should a failed batch
-    /// leave it in a state sqlx no longer tracks. `failure_is_local`: a
-    /// failed statement undoes itself and leaves the transaction open.
+    /// leave it in a state sqlx no longer tracks.
     pub(crate) fn spawn(
         conn: DB::Connection,
         connect: <DB::Connection as Connection>::Options,
         begin: &'static str,
-        failure_is_local: bool,
     ) -> Self
     where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -125,7 +119,6 @@ impl<DB: Database> Writer<DB> {
         let handle = tokio::spawn(task.run(stopped));
         Writer {
             queue,
-            failure_is_local,
             stats,
             stop: std::sync::Mutex::new(Some((stop, handle))),
         }
@@ -144,14 +137,13 @@ impl<DB: Database> Writer<DB> {
     /// Runs `op`, which either succeeds whole or leaves nothing behind (a
     /// single statement, or statements inside a savepoint `op` opens and,
     /// on failure, rolls back itself), in the next batch without a
-    /// savepoint of the writer's where the backend allows it: no round trip
-    /// besides its own.
+    /// savepoint of the writer's: no round trip besides its own.
     pub(crate) async fn submit_contained<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        submit(&self.queue, op, self.failure_is_local).await
+        submit(&self.queue, op, true).await
     }
 
     /// Holds the writer inside a transaction until the returned guard is
@@ -509,7 +501,7 @@ mod tests {
         .await
         .unwrap();
         (
-            Writer::spawn(conn, options.clone(), "BEGIN IMMEDIATE", true),
+            Writer::spawn(conn, options.clone(), "BEGIN IMMEDIATE"),
             options,
         )
     }

@@ -1,14 +1,11 @@
 //! PostgreSQL: production, and the shared state of several replicas.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
 use crate::error::StorageError;
-use crate::writer::Writer;
 use crate::{Backend, SqlStore, StorageOptions};
 
 /// The backend the shared SQL of `src/sql/` is compiled for here.
@@ -55,21 +52,11 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(StorageError::Migrate)?;
-        // Writes go through one connection, many to a transaction, as on
-        // SQLite: each commit waits for a WAL flush, and sixteen grants in
-        // flight made sixteen flushes where one does (a batch's round trips
-        // are cheaper than its fsyncs). Reads keep the pool.
-        let connect = PgConnectOptions::from_str(url).map_err(StorageError::Connect)?;
-        let writer = match connect.connect().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                pool.close().await;
-                return Err(StorageError::Connect(err));
-            }
-        };
+        // Writes take pooled connections: PostgreSQL has no single-writer
+        // lock, and commits of concurrent transactions share fsyncs there.
         Ok(SqlStore {
             pool,
-            writer: Some(Writer::spawn(writer, connect, "BEGIN", false)),
+            writer: None,
             checkpointer: None,
         })
     }
@@ -117,8 +104,8 @@ impl Backend for sqlx::Postgres {
     }
 
     /// Data-modifying CTEs: one statement, one round trip, atomic on its
-    /// own, every part seeing the same snapshot, each insert conditioned on
-    /// the claim.
+    /// own (PostgreSQL runs it in a transaction of its own), every part
+    /// seeing the same snapshot, each insert conditioned on the claim.
     fn claim_then(claim: &str, then: &[(String, String)]) -> String {
         let mut sql = format!("WITH claimed AS ({claim} RETURNING 1)");
         for (i, (insert, tail)) in then.iter().enumerate() {

@@ -84,7 +84,7 @@ impl SqliteStore {
                 return Err(StorageError::Connect(err));
             }
         };
-        let writer = Writer::spawn(writer, write, BEGIN, true);
+        let writer = Writer::spawn(writer, write, BEGIN);
         Ok(SqlStore {
             pool,
             writer: Some(writer),

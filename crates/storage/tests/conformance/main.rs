@@ -13,7 +13,7 @@ mod oauth;
 use std::sync::Arc;
 
 use velocity_domain::Store;
-use velocity_storage::{Database, StorageOptions};
+use velocity_storage::{Database, SqliteStore, StorageOptions};
 use velocity_testkit::TestDatabase;
 
 #[derive(Clone, Copy, Debug)]
@@ -49,10 +49,13 @@ async fn run(backend: Backend, story: impl AsyncFnOnce(Arc<dyn Store>)) {
     db.close().await;
 }
 
-/// Runs a `story` that also drives the group-commit writer.
-async fn run_batched(backend: Backend, story: impl AsyncFnOnce(Arc<dyn Store>, Database)) {
-    let (_guard, db) = open(backend).await;
-    story(db.store(), db.clone()).await;
+/// Runs a SQLite-only `story` that also drives the group-commit writer.
+async fn run_sqlite(story: impl AsyncFnOnce(Arc<dyn Store>, Arc<SqliteStore>)) {
+    let (_guard, db) = open(Backend::Sqlite).await;
+    let Database::Sqlite(sqlite) = &db else {
+        panic!("a SQLite database opened as {}", db.backend());
+    };
+    story(db.store(), sqlite.clone()).await;
     db.close().await;
 }
 
@@ -121,22 +124,22 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redeems_in_one_batch_have_one_winner() {
-        run_batched(BACKEND, oauth::redeem_in_one_batch_story).await;
+        run_sqlite(oauth::redeem_in_one_batch_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn rotations_in_one_batch_have_one_winner() {
-        run_batched(BACKEND, oauth::rotation_in_one_batch_story).await;
+        run_sqlite(oauth::rotation_in_one_batch_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn refreshes_in_the_reuse_interval_in_one_batch_all_win() {
-        run_batched(BACKEND, oauth::reuse_in_one_batch_story).await;
+        run_sqlite(oauth::reuse_in_one_batch_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_failed_write_in_a_batch_fails_alone() {
-        run_batched(BACKEND, oauth::failure_in_one_batch_story).await;
+        run_sqlite(oauth::failure_in_one_batch_story).await;
     }
 
     #[tokio::test]
@@ -159,26 +162,6 @@ mod postgres {
     use super::*;
 
     const BACKEND: Backend = Backend::Postgres;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn redeems_in_one_batch_have_one_winner() {
-        run_batched(BACKEND, oauth::redeem_in_one_batch_story).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn rotations_in_one_batch_have_one_winner() {
-        run_batched(BACKEND, oauth::rotation_in_one_batch_story).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn refreshes_in_the_reuse_interval_in_one_batch_all_win() {
-        run_batched(BACKEND, oauth::reuse_in_one_batch_story).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_failed_write_in_a_batch_fails_alone() {
-        run_batched(BACKEND, oauth::failure_in_one_batch_story).await;
-    }
 
     #[tokio::test]
     async fn directory() {

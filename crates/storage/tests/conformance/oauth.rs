@@ -7,7 +7,7 @@ use velocity_domain::oauth::{ClientId, ClientType, TokenId, TokenKind};
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, Store, StoreError, Timestamp};
-use velocity_storage::Database;
+use velocity_storage::SqliteStore;
 
 use crate::fixtures::{ada_in_acme, app, code, pair, token};
 
@@ -287,29 +287,29 @@ pub async fn refresh_reuse_story(store: Arc<dyn Store>) {
 const RACERS: u8 = 50;
 
 /// Starts `RACERS` attempts, `attempt(i)` each, and returns their results
-/// in order. With `one_batch`, the writer is held inside a transaction
-/// until every attempt has queued, so all of them run in that one
-/// transaction, one after another.
+/// in order. With `one_batch` (SQLite), the writer is held inside a
+/// transaction until every attempt has queued, so all of them run in that
+/// one transaction, one after another.
 async fn race<Fut>(
-    one_batch: Option<&Database>,
+    one_batch: Option<&SqliteStore>,
     attempt: impl Fn(u8) -> Fut,
 ) -> Vec<StoreResult<bool>>
 where
     Fut: Future<Output = StoreResult<bool>> + Send + 'static,
 {
     let held = match one_batch {
-        Some(db) => Some(db.hold_writes().await.expect("every backend has a writer")),
+        Some(sqlite) => Some(sqlite.hold_writes().await.expect("SQLite has a writer")),
         None => None,
     };
     let attempts: Vec<_> = (0..RACERS).map(|i| tokio::spawn(attempt(i))).collect();
-    if let (Some(held), Some(db)) = (held, one_batch) {
+    if let (Some(held), Some(sqlite)) = (held, one_batch) {
         // Waiting for a state, not for time: every attempt is queued.
-        while db.queued_writes() < usize::from(RACERS) {
+        while sqlite.queued_writes() < usize::from(RACERS) {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        let before = db.writer_stats().unwrap().batches();
+        let before = sqlite.writer_stats().unwrap().batches();
         held.release().await.unwrap();
-        let stats = db.writer_stats().unwrap();
+        let stats = sqlite.writer_stats().unwrap();
         assert!(
             stats.largest_batch() > usize::from(RACERS),
             "the hold and every attempt ran in one transaction (largest batch {})",
@@ -336,13 +336,13 @@ pub async fn concurrent_redeem_story(store: Arc<dyn Store>) {
     redeem_race(store, None).await;
 }
 
-/// Every redeem of the code in one transaction; the first claims
+/// SQLite: every redeem of the code in one transaction; the first claims
 /// it, and the others' conditional updates see that claim.
-pub async fn redeem_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
-    redeem_race(store, Some(&db)).await;
+pub async fn redeem_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    redeem_race(store, Some(&sqlite)).await;
 }
 
-async fn redeem_race(store: Arc<dyn Store>, one_batch: Option<&Database>) {
+async fn redeem_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -372,12 +372,12 @@ pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
     rotation_race(store, None).await;
 }
 
-/// Every rotation of the token in one transaction.
-pub async fn rotation_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
-    rotation_race(store, Some(&db)).await;
+/// SQLite: every rotation of the token in one transaction.
+pub async fn rotation_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    rotation_race(store, Some(&sqlite)).await;
 }
 
-async fn rotation_race(store: Arc<dyn Store>, one_batch: Option<&Database>) {
+async fn rotation_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -418,12 +418,12 @@ pub async fn concurrent_reuse_story(store: Arc<dyn Store>) {
     reuse_race(store, None).await;
 }
 
-/// The same, every refresh in one transaction.
-pub async fn reuse_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
-    reuse_race(store, Some(&db)).await;
+/// SQLite: the same, every refresh in one transaction.
+pub async fn reuse_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    reuse_race(store, Some(&sqlite)).await;
 }
 
-async fn reuse_race(store: Arc<dyn Store>, one_batch: Option<&Database>) {
+async fn reuse_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -513,9 +513,9 @@ async fn stored_racer_tokens(
     found
 }
 
-/// Writes that fail in a batch roll back alone and are answered
+/// SQLite: writes that fail in a batch roll back alone and are answered
 /// alone; the rest of the batch commits.
-pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
+pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
     let (ada, acme) = ada_in_acme(&*store).await;
     let web = app("web", ClientType::Confidential, 10);
     store.insert_app(&web).await.unwrap();
@@ -533,8 +533,8 @@ pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
     let redeemable = code(&web, &ada, &acme, 4);
     store.insert_code(&redeemable).await.unwrap();
 
-    let held = db.hold_writes().await.unwrap();
-    let before = db.writer_stats().unwrap().batches();
+    let held = sqlite.hold_writes().await.unwrap();
+    let before = sqlite.writer_stats().unwrap().batches();
     let spawn_write = |write: std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>| {
         tokio::spawn(write)
     };
@@ -570,11 +570,11 @@ pub async fn failure_in_one_batch_story(store: Arc<dyn Store>, db: Database) {
             }
         })),
     ];
-    while db.queued_writes() < writes.len() {
+    while sqlite.queued_writes() < writes.len() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     held.release().await.unwrap();
-    assert_eq!(db.writer_stats().unwrap().batches(), before + 1);
+    assert_eq!(sqlite.writer_stats().unwrap().batches(), before + 1);
     let [
         code_write,
         duplicate,
