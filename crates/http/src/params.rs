@@ -6,13 +6,31 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, header};
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::ClientId;
 use velocity_domain::service::ClientAuth;
 
 use crate::authorization::AuthorizationHeader;
+
+/// The request's `Content-Type` alone: what the token endpoints need of
+/// the headers, without the copy of them all that `HeaderMap` extracts.
+pub struct ContentType(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ContentType {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ContentType(
+            parts.headers.get(header::CONTENT_TYPE).cloned(),
+        ))
+    }
+}
 
 /// Borrowed from the body or query where no decoding was needed (what
 /// generated tokens and ids are), so parsing a request copies nothing.
@@ -58,9 +76,10 @@ impl<'a> Params<'a> {
     /// Picks the parser from `Content-Type`.
     /// Picks the parser from `Content-Type` (its type compared without
     /// regard to case, as media types are).
-    pub fn from_body(headers: &HeaderMap, body: &'a [u8]) -> Result<Params<'a>, Error> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
+    pub fn from_body(content_type: &ContentType, body: &'a [u8]) -> Result<Params<'a>, Error> {
+        let content_type = content_type
+            .0
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .split(';')
@@ -137,7 +156,7 @@ impl<'a> Params<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::HeaderMap;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 

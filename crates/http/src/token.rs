@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -16,7 +16,7 @@ use velocity_domain::service::Introspection;
 use velocity_domain::{Authorization, Error};
 
 use crate::authorization::{AuthorizationHeader, client_credentials_of};
-use crate::params::Params;
+use crate::params::{ContentType, Params};
 use crate::peer::PeerAddress;
 use crate::{HttpError, Shared};
 
@@ -24,10 +24,10 @@ pub async fn token(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(&content_type, &body)?;
     let client = params.client_auth(&authorization, address)?;
     // Per address and per client_id (docs/limits.md), before any secret
     // is checked or storage reached.
@@ -93,10 +93,10 @@ pub async fn revoke(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(&content_type, &body)?;
     let client = params.client_auth(&authorization, address)?;
     let token = params
         .get("token")
@@ -113,10 +113,10 @@ pub async fn introspect(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(&content_type, &body)?;
     // Parsed (base64 and form decoding) once, for the bearer token and
     // else the client's credentials.
     let parsed = authorization.parsed();
