@@ -67,8 +67,10 @@ pub(crate) struct VerificationCache {
     /// Workspaces by id: a cold key then costs one storage round trip, not two.
     workspaces: Cache<WorkspaceId, Workspace>,
     sessions: Cache<SecretHash, Arc<SessionClaims>>,
-    /// Registered apps by client id, read by every grant and introspection.
-    apps: Cache<ClientId, OAuthApp>,
+    /// Registered apps by client id, read by every grant and introspection;
+    /// shared, so a hit costs a reference count, not a copy of the app's
+    /// strings and redirect URIs.
+    apps: Cache<ClientId, Arc<OAuthApp>>,
     /// Codes and refresh tokens as this replica issued them, so that their
     /// use (the code exchanged seconds after consent, the refresh token at
     /// the next refresh) needs no read first: see [`Self::take_issued_code`].
@@ -184,7 +186,7 @@ impl VerificationCache {
         self.sessions.insert(token_hash, claims);
     }
 
-    pub fn app(&self, client_id: &ClientId) -> Option<OAuthApp> {
+    pub fn app(&self, client_id: &ClientId) -> Option<Arc<OAuthApp>> {
         self.counted(CacheKind::App, self.apps.get(client_id))
     }
 
@@ -223,7 +225,7 @@ impl VerificationCache {
 
     /// Caches `app` unless an app invalidation came after `generation` was
     /// read: what storage answered may predate it.
-    pub fn put_app(&self, app: OAuthApp, generation: u64) {
+    pub fn put_app(&self, app: Arc<OAuthApp>, generation: u64) {
         if self.app_generation() != generation {
             return;
         }

@@ -33,7 +33,15 @@ impl RequestId {
     }
 
     pub fn generate() -> RequestId {
-        RequestId(uuid::Uuid::now_v7().to_string())
+        // Encoded into a buffer and copied once, rather than through
+        // `Display` and the formatting machinery: one per request.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        RequestId(
+            uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut buffer)
+                .to_owned(),
+        )
     }
 
     pub fn as_str(&self) -> &str {

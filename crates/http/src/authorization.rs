@@ -45,21 +45,30 @@ impl AuthorizationHeader {
     /// the header or with a bearer token, which is not client
     /// authentication. Any other header fails client authentication.
     pub fn client_credentials(&self) -> Result<Option<(String, String)>, Error> {
-        match self.parsed() {
-            None | Some(Ok(Authorization::Bearer(_))) => Ok(None),
-            Some(Ok(Authorization::Basic { user, password })) => Ok(Some((user, password))),
-            Some(Err(err)) => {
-                let message = match err.reason() {
-                    Reason::CredentialKindNotAccepted => {
-                        "authenticate the client by HTTP Basic or in the body"
-                    }
-                    _ => "malformed Basic credentials",
-                };
-                Err(Error::OAuth(
-                    OAuthErrorCode::InvalidClient,
-                    message.to_owned(),
-                ))
-            }
+        client_credentials_of(self.parsed())
+    }
+}
+
+/// [`AuthorizationHeader::client_credentials`] of a header already parsed,
+/// for handlers that look at the parse for a bearer token first: the
+/// header is decoded (base64, form-decoding) once per request.
+pub fn client_credentials_of(
+    parsed: Option<Result<Authorization<'_>, Error>>,
+) -> Result<Option<(String, String)>, Error> {
+    match parsed {
+        None | Some(Ok(Authorization::Bearer(_))) => Ok(None),
+        Some(Ok(Authorization::Basic { user, password })) => Ok(Some((user, password))),
+        Some(Err(err)) => {
+            let message = match err.reason() {
+                Reason::CredentialKindNotAccepted => {
+                    "authenticate the client by HTTP Basic or in the body"
+                }
+                _ => "malformed Basic credentials",
+            };
+            Err(Error::OAuth(
+                OAuthErrorCode::InvalidClient,
+                message.to_owned(),
+            ))
         }
     }
 }

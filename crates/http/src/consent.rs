@@ -105,7 +105,7 @@ struct Consent {
 impl Consent {
     async fn begin(
         state: &AppState,
-        params: &Params,
+        params: &Params<'_>,
         authorization: &AuthorizationHeader,
         headers: &HeaderMap,
         back: Option<&str>,
@@ -139,7 +139,10 @@ fn repeated(message: &str) -> Response {
 }
 
 /// Validates the request; errors become our page or a redirect to the client.
-async fn checked(state: &AppState, params: &Params) -> Result<ValidatedAuthorization, Response> {
+async fn checked(
+    state: &AppState,
+    params: &Params<'_>,
+) -> Result<ValidatedAuthorization, Response> {
     let field = |name: &str| params.get(name).map(str::to_owned);
     let request = AuthorizationRequest {
         client_id: field("client_id"),

@@ -24,15 +24,19 @@ mod token;
 mod verify;
 mod web_session;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::extract::connect_info::Connected;
+use axum::response::Response;
 use axum::serve::{IncomingStream, Listener};
+use axum::{Router, ServiceExt};
 use tokio::sync::watch;
+use tower::Service as TowerService;
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
 use velocity_domain::routes::RouteScopes;
@@ -132,20 +136,36 @@ fn router(state: AppState) -> Router {
         .merge(gateway)
         .fallback(not_found);
     if let Some(stats) = metrics {
-        // Inside the request-id span, outside every route's own layers.
-        // It wraps only what is routed above: every route is in the table.
+        // Inside the request-id span (`serve_http`), outside every route's
+        // own layers: it labels by the matched route, so it is a route
+        // layer. It wraps only what is routed above: every route is in the
+        // table.
         routes = routes.layer(axum::middleware::from_fn_with_state(
             stats,
             metrics::observe,
         ));
     }
-    routes
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Errors the framework makes (405, 413, rejections) in our shape.
-        .layer(axum::middleware::map_response(error::framework_errors))
-        // Outermost, so the framework's own errors carry the id too.
+    routes.with_state(state)
+}
+
+/// The router inside the layers that need no route: around it once,
+/// rather than with `Router::layer`, which wraps every route apart and
+/// then costs a boxed clone and a boxed future per layer on every request.
+/// The order is unchanged: the request id outermost, so the framework's
+/// own errors carry it too; then those errors (405, 413, rejections) in our
+/// shape; then the body limit.
+fn app(
+    state: AppState,
+) -> impl TowerService<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::request_id))
-        .with_state(state)
+        .layer(axum::middleware::map_response(error::framework_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .service(router(state))
 }
 
 async fn not_found() -> HttpError {
@@ -164,7 +184,7 @@ where
     PeerSocket: for<'a> Connected<IncomingStream<'a, L>>,
 {
     // Connect info: the peer address the token endpoint throttles by.
-    let app = router(state).into_make_service_with_connect_info::<PeerSocket>();
+    let app = app(state).into_make_service_with_connect_info::<PeerSocket>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

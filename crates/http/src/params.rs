@@ -2,10 +2,15 @@
 //! token endpoint), each at most once, client credentials by body or HTTP
 //! Basic but not both.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, header};
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::ClientId;
@@ -13,19 +18,35 @@ use velocity_domain::service::ClientAuth;
 
 use crate::authorization::AuthorizationHeader;
 
+/// The request's `Content-Type` alone: what the token endpoints need of
+/// the headers, without the copy of them all that `HeaderMap` extracts.
+pub struct ContentType(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ContentType {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ContentType(
+            parts.headers.get(header::CONTENT_TYPE).cloned(),
+        ))
+    }
+}
+
+/// Borrowed from the body or query where no decoding was needed (what
+/// generated tokens and ids are), so parsing a request copies nothing.
 #[derive(Debug, Default)]
-pub struct Params(HashMap<String, String>);
+pub struct Params<'a>(HashMap<Cow<'a, str>, Cow<'a, str>>);
 
 fn invalid_request(message: &str) -> Error {
     Error::OAuth(OAuthErrorCode::InvalidRequest, message.to_owned())
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// `application/x-www-form-urlencoded` pairs; a repeated name is refused.
-    pub fn from_form(body: &[u8]) -> Result<Params, Error> {
+    pub fn from_form(body: &'a [u8]) -> Result<Params<'a>, Error> {
         let mut map = HashMap::new();
         for (name, value) in url::form_urlencoded::parse(body) {
-            if map.insert(name.into_owned(), value.into_owned()).is_some() {
+            if map.insert(name, value).is_some() {
                 return Err(invalid_request("a parameter was repeated"));
             }
         }
@@ -33,7 +54,7 @@ impl Params {
     }
 
     /// A flat JSON object of strings (numbers are taken as their text).
-    pub fn from_json(body: &[u8]) -> Result<Params, Error> {
+    pub fn from_json(body: &[u8]) -> Result<Params<'a>, Error> {
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|_| invalid_request("the body is not valid JSON"))?;
         let object = value
@@ -47,37 +68,41 @@ impl Params {
                 serde_json::Value::Null => continue,
                 _ => return Err(invalid_request("parameters must be strings")),
             };
-            map.insert(name.clone(), text);
+            map.insert(Cow::Owned(name.clone()), Cow::Owned(text));
         }
         Ok(Params(map))
     }
 
     /// Picks the parser from `Content-Type`.
-    pub fn from_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, Error> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
+    /// Picks the parser from `Content-Type` (its type compared without
+    /// regard to case, as media types are).
+    pub fn from_body(content_type: &ContentType, body: &'a [u8]) -> Result<Params<'a>, Error> {
+        let content_type = content_type
+            .0
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .split(';')
             .next()
             .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match content_type.as_str() {
-            "application/json" => Self::from_json(body),
-            "application/x-www-form-urlencoded" => Self::from_form(body),
-            _ => Err(invalid_request(
+            .trim();
+        if content_type.eq_ignore_ascii_case("application/json") {
+            Self::from_json(body)
+        } else if content_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Self::from_form(body)
+        } else {
+            Err(invalid_request(
                 "send application/x-www-form-urlencoded or application/json",
-            )),
+            ))
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name).map(|value| &**value)
     }
 
     pub fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
+        self.0.remove(name).map(Cow::into_owned)
     }
 
     /// Client credentials from HTTP Basic or the body, never both, from
@@ -87,9 +112,19 @@ impl Params {
         header: &AuthorizationHeader,
         address: Option<IpAddr>,
     ) -> Result<ClientAuth, Error> {
+        self.client_auth_with(header.client_credentials()?, address)
+    }
+
+    /// As [`Self::client_auth`], with the Basic credentials already taken
+    /// from the header ([`crate::authorization::client_credentials_of`]).
+    pub fn client_auth_with(
+        &mut self,
+        basic: Option<(String, String)>,
+        address: Option<IpAddr>,
+    ) -> Result<ClientAuth, Error> {
         let body_id = self.take("client_id");
         let body_secret = self.take("client_secret");
-        match header.client_credentials()? {
+        match basic {
             Some((id, secret)) => {
                 if body_secret.is_some() {
                     return Err(invalid_request(
@@ -121,7 +156,7 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::HeaderMap;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 

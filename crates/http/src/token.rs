@@ -6,15 +6,17 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
-use velocity_domain::Error;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::TokenKind;
+use velocity_domain::service::Introspection;
+use velocity_domain::{Authorization, Error};
 
-use crate::authorization::AuthorizationHeader;
-use crate::params::Params;
+use crate::authorization::{AuthorizationHeader, client_credentials_of};
+use crate::params::{ContentType, Params};
 use crate::peer::PeerAddress;
 use crate::{HttpError, Shared};
 
@@ -22,10 +24,10 @@ pub async fn token(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(&content_type, &body)?;
     let client = params.client_auth(&authorization, address)?;
     // Per address and per client_id (docs/limits.md), before any secret
     // is checked or storage reached.
@@ -91,10 +93,10 @@ pub async fn revoke(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(&content_type, &body)?;
     let client = params.client_auth(&authorization, address)?;
     let token = params
         .get("token")
@@ -111,21 +113,24 @@ pub async fn introspect(
     State(state): State<Shared>,
     PeerAddress(address): PeerAddress,
     authorization: AuthorizationHeader,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let mut params = Params::from_body(&headers, &body)?;
-    let caller = match authorization.bearer() {
-        Some(token) => {
+    let mut params = Params::from_body(&content_type, &body)?;
+    // Parsed (base64 and form decoding) once, for the bearer token and
+    // else the client's credentials.
+    let parsed = authorization.parsed();
+    let caller = match parsed {
+        Some(Ok(Authorization::Bearer(token))) => {
             if state.admin.check(token).is_err() {
                 return Err(oauth(OAuthErrorCode::InvalidClient, "unknown bearer token"));
             }
             None
         }
-        None => {
+        parsed => {
             // PKCE alone proves nothing here: introspection needs the
             // client's secret, whatever its type.
-            let client = params.client_auth(&authorization, address)?;
+            let client = params.client_auth_with(client_credentials_of(parsed)?, address)?;
             if client.client_secret.as_deref().is_none_or(str::is_empty) {
                 return Err(oauth(
                     OAuthErrorCode::InvalidClient,
@@ -139,21 +144,51 @@ pub async fn introspect(
         .get("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| oauth(OAuthErrorCode::InvalidRequest, "token is required"))?;
-    let answer = state.service.introspect(caller.as_ref(), token).await?;
-    let body = match answer.token {
-        Some(t) if answer.active => json!({
-            "active": true,
-            "scope": t.scopes.to_space_separated(),
-            "client_id": t.client_id.0,
-            "sub": t.user_id.0,
-            "token_type": match t.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
-            "exp": t.expires_at.as_secs(),
-            "iat": t.created_at.as_secs(),
-            "workspace_id": t.workspace_id.0,
-        }),
-        _ => json!({ "active": false }),
-    };
-    Ok(Json(body).into_response())
+    let answer = state.service.introspect(caller.as_deref(), token).await?;
+    Ok(Json(IntrospectionBody::of(&answer)).into_response())
+}
+
+/// RFC 7662 §2.2's answer, serialized straight from the domain's (no
+/// intermediate JSON tree). Fields in alphabetical order, as the answer
+/// has always had them; an inactive token is `{"active":false}` alone.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum IntrospectionBody<'a> {
+    Active(ActiveToken<'a>),
+    Inactive { active: bool },
+}
+
+#[derive(Serialize)]
+struct ActiveToken<'a> {
+    active: bool,
+    client_id: &'a str,
+    exp: i64,
+    iat: i64,
+    scope: String,
+    sub: &'a str,
+    token_type: &'static str,
+    workspace_id: &'a str,
+}
+
+impl<'a> IntrospectionBody<'a> {
+    fn of(answer: &'a Introspection) -> Self {
+        match &answer.token {
+            Some(t) if answer.active => IntrospectionBody::Active(ActiveToken {
+                active: true,
+                client_id: &t.client_id.0,
+                exp: t.expires_at.as_secs(),
+                iat: t.created_at.as_secs(),
+                scope: t.scopes.to_space_separated(),
+                sub: &t.user_id.0,
+                token_type: match t.kind {
+                    TokenKind::Access => "Bearer",
+                    TokenKind::Refresh => "refresh_token",
+                },
+                workspace_id: &t.workspace_id.0,
+            }),
+            _ => IntrospectionBody::Inactive { active: false },
+        }
+    }
 }
 
 fn oauth(code: OAuthErrorCode, message: &str) -> HttpError {

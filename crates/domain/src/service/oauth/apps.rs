@@ -4,6 +4,7 @@
 //! §2.3), with its brake on failures (`crate::throttle`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tracing::instrument;
 
@@ -299,7 +300,7 @@ impl Service {
     }
 
     /// An app by client id; ids no app could have are not looked up.
-    pub(super) async fn app(&self, client_id: &ClientId) -> Result<Option<OAuthApp>, Error> {
+    pub(super) async fn app(&self, client_id: &ClientId) -> Result<Option<Arc<OAuthApp>>, Error> {
         if client_id.0.is_empty() || client_id.0.len() > limits::MAX_ID_LEN {
             return Ok(None);
         }
@@ -310,7 +311,7 @@ impl Service {
     /// secret, public clients by client_id alone. A caller blocked for
     /// failing too often is refused before anything is checked; a failure
     /// that finds its budget empty is answered as too many attempts.
-    pub async fn authenticate_client(&self, client: &ClientAuth) -> Result<OAuthApp, Error> {
+    pub async fn authenticate_client(&self, client: &ClientAuth) -> Result<Arc<OAuthApp>, Error> {
         let throttle = &self.client_auth_throttle;
         let client_id = client.client_id.as_str();
         throttle
@@ -339,7 +340,7 @@ impl Service {
         result
     }
 
-    async fn check_client(&self, client: &ClientAuth) -> Result<OAuthApp, Error> {
+    async fn check_client(&self, client: &ClientAuth) -> Result<Arc<OAuthApp>, Error> {
         let app = self
             .app(&client.client_id)
             .await?

@@ -29,7 +29,7 @@ impl Service {
             None => None,
         };
         Ok(
-            validate_authorization(request, app.as_ref()).map_err(|err| match err {
+            validate_authorization(request, app.as_deref()).map_err(|err| match err {
                 AuthorizeError::Redirect(redirect) => AuthorizeError::Redirect(RedirectError {
                     issuer: Some(self.config.issuer.clone()),
                     ..redirect
