@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
@@ -15,6 +16,8 @@ use velocity_domain::{CredentialKind, Secret};
 use velocity_proto::pb;
 use velocity_proto::pb::auth_service_client::AuthServiceClient;
 
+use crate::grant_fixtures::GrantFixtures;
+use crate::http_grants;
 use crate::scenarios::Scenario;
 use crate::seed::{Fixtures, SessionMinter};
 
@@ -28,8 +31,12 @@ pub struct Caller {
     /// would send; minted once because real tokens live for an hour.
     session: String,
     rng: StdRng,
-    /// Keep-alive HTTP/1.1 connections to the token endpoint.
+    /// This stream's keep-alive HTTP/1.1 connection, for the HTTP scenarios.
     http: reqwest::Client,
+    /// `refresh_chain`: the refresh token this stream holds, replaced by
+    /// the one each grant returns. The stream's own: no other stream ever
+    /// sends it, so rotation is never a race between streams.
+    refresh_chain: Option<String>,
     /// Never-stored keys, made before the run so the client's CSPRNG calls
     /// are not measured as server time (the server keeps no negative cache,
     /// so a repeat is as unknown as a new one).
@@ -49,6 +56,14 @@ impl Caller {
             Scenario::SessionEs256 => minter.es256(&fixtures.user_id),
             _ => String::new(),
         };
+        let refresh_chain = match (scenario, &fixtures.grants) {
+            (Scenario::RefreshChain, Some(grants)) => Some(
+                grants
+                    .take_chain_head()
+                    .context("fewer refresh-token chains seeded than streams")?,
+            ),
+            _ => None,
+        };
         Ok(Caller {
             scenario,
             auth: AuthServiceClient::new(channel.clone()),
@@ -56,7 +71,8 @@ impl Caller {
             fixtures,
             session,
             rng: StdRng::from_os_rng(),
-            http: reqwest::Client::new(),
+            http: http_grants::client()?,
+            refresh_chain,
             unknown: if scenario == Scenario::UnknownKey {
                 (0..4096)
                     .map(|_| {
@@ -145,65 +161,20 @@ impl Caller {
                     "issues:write",
                 )
             }
-            Scenario::TokenEndpoint => self.token_endpoint(&fx).await,
+            Scenario::TokenEndpoint => {
+                let oauth = fx.oauth.as_ref().ok_or("no OAuth fixtures")?;
+                http_grants::token_endpoint(&self.http, oauth).await
+            }
+            Scenario::Introspection => http_grants::introspection(&self.http, grants(&fx)?).await,
+            Scenario::RefreshChain => {
+                let chain = self.refresh_chain.as_mut().ok_or("no refresh chain")?;
+                http_grants::refresh_chain(&self.http, grants(&fx)?, chain).await
+            }
+            Scenario::ConsentApprove => {
+                http_grants::consent_approve(&self.http, grants(&fx)?).await
+            }
+            Scenario::CodeExchange => http_grants::code_exchange(&self.http, grants(&fx)?).await,
         }
-    }
-
-    async fn token_endpoint(&self, fx: &Fixtures) -> Result<(), String> {
-        let oauth = fx.oauth.as_ref().ok_or("no OAuth fixtures")?;
-        let (code, verifier) = oauth
-            .take_code()
-            .ok_or("code pool exhausted (raise --codes)")?;
-        let url = format!("{}/api/oauth/token", oauth.http_url);
-        let exchange = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", crate::oauth::REDIRECT),
-            ("client_id", oauth.client_id.as_str()),
-            ("code_verifier", verifier.as_str()),
-        ];
-        let tokens = self.post_token(&url, &exchange).await?;
-        let refresh_token = tokens["refresh_token"]
-            .as_str()
-            .ok_or("no refresh_token")?
-            .to_owned();
-        let refresh = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.as_str()),
-            ("client_id", oauth.client_id.as_str()),
-        ];
-        let rotated = self.post_token(&url, &refresh).await?;
-        if rotated["refresh_token"].as_str() == Some(refresh_token.as_str()) {
-            return Err("refresh token was not rotated".into());
-        }
-        Ok(())
-    }
-
-    async fn post_token(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-    ) -> Result<serde_json::Value, String> {
-        let response = self
-            .http
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.map_err(|e| format!("body: {e}"))?;
-        if status != reqwest::StatusCode::OK {
-            return Err(format!("token endpoint {status}: {}", body["error"]));
-        }
-        let access = body["access_token"].as_str().unwrap_or_default();
-        if !access.starts_with("velo_")
-            || body["token_type"] != "Bearer"
-            || body["expires_in"] != 3600
-        {
-            return Err(format!("malformed token response {body}"));
-        }
-        Ok(body)
     }
 
     async fn check_health(&mut self) -> Result<(), String> {
@@ -241,6 +212,12 @@ impl Caller {
             .principal
             .ok_or_else(|| AuthError::Wrong("reply without a principal".into()))
     }
+}
+
+fn grants(fx: &Fixtures) -> Result<&GrantFixtures, String> {
+    fx.grants
+        .as_ref()
+        .ok_or_else(|| "no HTTP grant fixtures".into())
 }
 
 /// A refusal (kept whole, so `unknown_key` can inspect it) or a reply that

@@ -66,7 +66,8 @@ pub struct Cli {
     pub seed_concurrency: usize,
 
     /// Authorization codes minted ahead for `token_endpoint` (each call
-    /// exchanges one, then refreshes the tokens it got).
+    /// exchanges one, then refreshes the tokens it got), and for
+    /// `code_exchange` unless `consent_approve` runs before it to mint them.
     #[arg(long, default_value_t = 30_000)]
     pub codes: usize,
 

@@ -6,6 +6,8 @@
 mod caller;
 mod cli;
 mod drive;
+mod grant_fixtures;
+mod http_grants;
 mod oauth;
 mod report;
 mod scenarios;
@@ -25,6 +27,7 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::drive::Load;
+use crate::grant_fixtures::{GrantPlan, Grantor};
 use crate::report::{Report, ScenarioResult};
 use crate::scenarios::Scenario;
 use crate::seed::{Fixtures, SessionMinter};
@@ -148,9 +151,33 @@ async fn bench(
         }
         _ => None,
     };
+    let grants = match (
+        &target.service,
+        GrantPlan::for_run(order, cli.concurrency, cli.codes),
+    ) {
+        (Some((service, http_url)), Some(plan)) => {
+            eprintln!(
+                "seeding a confidential app, its consent form, {} refresh-token chains and {} codes ...",
+                plan.chains, plan.codes_ahead
+            );
+            let grantor = Grantor {
+                service,
+                http_url,
+                user_id: &directory.user_id,
+                slug: &directory.slug,
+            };
+            Some(grant_fixtures::seed(&grantor, minter, &plan, cli.seed_concurrency).await?)
+        }
+        (None, Some(_)) => {
+            eprintln!("HTTP grant scenarios need the in-process server (no --target)");
+            None
+        }
+        (_, None) => None,
+    };
     let seed_secs = seeding.elapsed().as_secs_f64();
     let fixtures = Arc::new(Fixtures {
         oauth,
+        grants,
         cold_slug,
         user_id: directory.user_id,
         slug: directory.slug,

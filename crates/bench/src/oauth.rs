@@ -52,7 +52,8 @@ async fn mint_code(
     Ok((code, verifier))
 }
 
-fn url_code(location: &str) -> Option<String> {
+/// The `code` of an approval's redirect.
+pub fn url_code(location: &str) -> Option<String> {
     location
         .split(['?', '&'])
         .find_map(|pair| pair.strip_prefix("code="))

@@ -29,11 +29,22 @@ pub enum Scenario {
     /// Over HTTP: exchange a fresh code at `/api/oauth/token`, then refresh
     /// the refresh token it returned. One call is both requests.
     TokenEndpoint,
+    /// Over HTTP, as the peer bench's wrk scripts (this and the next three):
+    /// RFC 7662 introspection of one access token, client_secret_basic.
+    Introspection,
+    /// One rotating refresh-token chain per stream, client_secret_basic.
+    RefreshChain,
+    /// The owner approving the consent form (session cookie, CSRF token):
+    /// 303 with a code, which goes to `code_exchange`'s pool.
+    ConsentApprove,
+    /// authorization_code + PKCE S256 + client_secret_basic, exchanging the
+    /// codes `consent_approve` minted, or codes minted ahead.
+    CodeExchange,
 }
 
 impl Scenario {
     /// The scenarios a default run measures, ceiling first.
-    pub const WIRED: [Scenario; 9] = [
+    pub const WIRED: [Scenario; 13] = [
         Scenario::Health,
         Scenario::WorkspaceKey,
         Scenario::PersonalKeySlug,
@@ -43,6 +54,11 @@ impl Scenario {
         Scenario::ColdKeys,
         Scenario::OauthAccessToken,
         Scenario::TokenEndpoint,
+        Scenario::Introspection,
+        Scenario::RefreshChain,
+        // Before the exchanges, whose codes it mints.
+        Scenario::ConsentApprove,
+        Scenario::CodeExchange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,7 +72,22 @@ impl Scenario {
             Scenario::ColdKeys => "cold_keys",
             Scenario::OauthAccessToken => "oauth_access_token",
             Scenario::TokenEndpoint => "token_endpoint",
+            Scenario::Introspection => "introspection",
+            Scenario::RefreshChain => "refresh_chain",
+            Scenario::ConsentApprove => "consent_approve",
+            Scenario::CodeExchange => "code_exchange",
         }
+    }
+
+    /// The scenarios seeded by `grant_fixtures` (a confidential app).
+    pub fn is_http_grant(self) -> bool {
+        matches!(
+            self,
+            Scenario::Introspection
+                | Scenario::RefreshChain
+                | Scenario::ConsentApprove
+                | Scenario::CodeExchange
+        )
     }
 
     /// Why the scenario cannot run with what was seeded, if it cannot.
@@ -67,6 +98,9 @@ impl Scenario {
             }
             Scenario::OauthAccessToken | Scenario::TokenEndpoint if fixtures.oauth.is_none() => {
                 Some("OAuth fixtures need the in-process server".into())
+            }
+            s if s.is_http_grant() && fixtures.grants.is_none() => {
+                Some("HTTP grant fixtures need the in-process server".into())
             }
             _ => None,
         }

@@ -33,6 +33,8 @@ pub struct Fixtures {
     pub cold_slug: String,
     /// Present when an OAuth scenario was asked for (in-process runs only).
     pub oauth: Option<crate::oauth::OAuthFixtures>,
+    /// Present when an HTTP grant scenario was asked for (in-process only).
+    pub grants: Option<crate::grant_fixtures::GrantFixtures>,
 }
 
 /// Mints Supabase-style session tokens, as Supabase Auth would issue them:
