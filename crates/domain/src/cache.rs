@@ -36,8 +36,12 @@ pub struct CacheConfig {
     /// Storage lookups per second allowed for tokens the filter has not
     /// seen (tokens minted on another replica a moment ago).
     pub unknown_token_lookups_per_sec: u64,
-    /// Codes, and refresh tokens, kept as issued until used (each kind).
-    pub max_issued_grants: u64,
+    /// Codes kept as issued until exchanged. A code lives ten minutes, so
+    /// this many only under a burst of that many consents in ten minutes
+    /// (about 0.5 KiB each); past it, exchanges read storage.
+    pub max_issued_codes: u64,
+    /// Refresh tokens kept as issued until their next use.
+    pub max_issued_refresh_tokens: u64,
 }
 
 /// Issued refresh tokens are kept this long past their access token's
@@ -52,7 +56,8 @@ impl Default for CacheConfig {
             max_memberships: 200_000,
             filter_bits: 32 * 1024 * 1024,
             unknown_token_lookups_per_sec: 500,
-            max_issued_grants: 10_000,
+            max_issued_codes: 100_000,
+            max_issued_refresh_tokens: 10_000,
         }
     }
 }
@@ -119,12 +124,12 @@ impl VerificationCache {
                 .time_to_live(config.ttl)
                 .build(),
             issued_codes: Cache::builder()
-                .max_capacity(config.max_issued_grants)
+                .max_capacity(config.max_issued_codes)
                 .time_to_live(Duration::from_secs(CODE_SECS.unsigned_abs()))
                 .build(),
             // A client typically refreshes when its access token expires.
             issued_refresh_tokens: Cache::builder()
-                .max_capacity(config.max_issued_grants)
+                .max_capacity(config.max_issued_refresh_tokens)
                 .time_to_live(Duration::from_secs(
                     ACCESS_TOKEN_SECS.unsigned_abs() + ISSUED_REFRESH_SLACK_SECS,
                 ))
