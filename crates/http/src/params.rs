@@ -4,9 +4,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
-
 use std::convert::Infallible;
+use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -73,7 +72,6 @@ impl<'a> Params<'a> {
         Ok(Params(map))
     }
 
-    /// Picks the parser from `Content-Type`.
     /// Picks the parser from `Content-Type` (its type compared without
     /// regard to case, as media types are).
     pub fn from_body(content_type: &ContentType, body: &'a [u8]) -> Result<Params<'a>, Error> {
