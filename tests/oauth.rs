@@ -1293,6 +1293,34 @@ async fn grants_spent_elsewhere_are_replays_here(backend: Backend) {
         "CREDENTIAL_REVOKED",
     );
 
+    // Revoked here, the grant's latest refresh token reads as revoked at
+    // once, not as this replica's unspent copy.
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let (_, _, first) = h.token(exchange(&code, &verifier)).await;
+    let refresh = |token: &serde_json::Value| {
+        TokenBody::Json(
+            json!({"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": app.client_id}),
+        )
+    };
+    let (status, _, latest) = h.token(refresh(&first)).await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    let revoked = http()
+        .post(format!("{}/api/oauth/revoke", h.http))
+        .form(&[
+            ("token", first["refresh_token"].as_str().unwrap()),
+            ("client_id", app.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let (status, _, body) = h.token(refresh(&latest)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["error_description"], "the refresh token has been revoked",
+        "{body}"
+    );
+
     // Unspent, the copy serves the next refresh, and the chain goes on.
     let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
     let (_, _, tokens) = h.token(exchange(&code, &verifier)).await;

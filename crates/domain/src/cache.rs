@@ -204,7 +204,7 @@ impl VerificationCache {
     /// which refuses a spent or vanished code whatever was read here, and a
     /// refused claim is answered as the replay it is.
     pub fn take_issued_code(&self, hash: &SecretHash) -> Option<AuthorizationCode> {
-        self.counted(CacheKind::Grant, self.issued_codes.remove(hash))
+        self.counted(CacheKind::Grant, take(&self.issued_codes, hash))
     }
 
     pub fn put_issued_code(&self, code: AuthorizationCode) {
@@ -215,7 +215,7 @@ impl VerificationCache {
     /// ([`Self::take_issued_code`]), the rotation's conditional update in
     /// storage decides, and revocations drop these (`apply`).
     pub fn take_issued_refresh_token(&self, hash: &SecretHash) -> Option<OAuthToken> {
-        self.counted(CacheKind::Grant, self.issued_refresh_tokens.remove(hash))
+        self.counted(CacheKind::Grant, take(&self.issued_refresh_tokens, hash))
     }
 
     pub fn put_issued_refresh_token(&self, token: OAuthToken) {
@@ -293,6 +293,19 @@ impl VerificationCache {
         self.issued_codes.invalidate_all();
         self.issued_refresh_tokens.invalidate_all();
     }
+}
+
+/// The entry for `key`, dropped from `cache`. Through `get`: moka's
+/// `remove` hands back entries that `invalidate_all` or their time to live
+/// have already ended (it drops those lazily), and a revocation must end
+/// them at once.
+fn take<V: Clone + Send + Sync + 'static>(
+    cache: &Cache<SecretHash, V>,
+    key: &SecretHash,
+) -> Option<V> {
+    let found = cache.get(key)?;
+    cache.invalidate(key);
+    Some(found)
 }
 
 /// A fixed-size Bloom filter of every stored API key and token hash. "Not
