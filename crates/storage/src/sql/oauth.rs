@@ -373,6 +373,9 @@ pub(super) async fn shared_secret(
 struct ClaimStatement {
     arguments: <Db as sqlx::Database>::Arguments,
     count: usize,
+    /// The first value that could not be encoded: the statement is not run
+    /// (SQLite would read a missing argument as NULL).
+    error: Option<sqlx::error::BoxDynError>,
 }
 
 impl ClaimStatement {
@@ -382,9 +385,9 @@ impl ClaimStatement {
         T: for<'q> sqlx::Encode<'q, Db> + sqlx::Type<Db> + Send + 'static,
     {
         use sqlx::Arguments as _;
-        // Encoding our own columns' types (text, i64, bytes) cannot fail;
-        // should it, the statement fails on its missing argument.
-        let _ = self.arguments.add(value);
+        if let Err(err) = self.arguments.add(value) {
+            self.error.get_or_insert(err);
+        }
         self.count += 1;
         format!("${}", self.count)
     }
@@ -405,6 +408,9 @@ impl ClaimStatement {
         }
         if let Some(grant) = self.grant(tokens) {
             then.push(grant);
+        }
+        if let Some(err) = self.error {
+            return Err(classify(sqlx::Error::Encode(err)));
         }
         let sql = <Db as crate::Backend>::claim_then(claim, &then);
         let won = sqlx::query_with(AssertSqlSafe(sql), self.arguments)
