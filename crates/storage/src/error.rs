@@ -11,11 +11,13 @@ pub enum StorageError {
     Connect(#[source] sqlx::Error),
     #[error("cannot apply migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot open the SQLite grants' connection: {0}")]
+    Native(#[source] velocity_domain::StoreError),
 }
 
 /// Storage errors by class since the process started, for the metrics:
-/// `classify` is the one door every sqlx error goes through, so it counts
-/// there. Process-wide (a process serves one database), not per store.
+/// `classify` (and rusqlite's, `crate::sqlite::native::classify`) is the
+/// one door every database error goes through, so it counts there. Process-wide (a process serves one database), not per store.
 static ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// The classes [`error_counts`] reports, as metric labels.
@@ -30,14 +32,19 @@ pub fn error_counts() -> [u64; 4] {
 /// or foreign-key violation is about, as the caller will see it.
 pub(crate) fn classify(err: sqlx::Error, what: &'static str) -> StoreError {
     let classified = classify_uncounted(err, what);
-    let class = match &classified {
+    count(&classified);
+    classified
+}
+
+/// Counts `classified` under its class, for [`error_counts`].
+pub(crate) fn count(classified: &StoreError) {
+    let class = match classified {
         StoreError::Unavailable(_) => 0,
         StoreError::Conflict(_) => 1,
         StoreError::MissingReference(_) => 2,
         StoreError::Other(_) => 3,
     };
     ERRORS[class].fetch_add(1, Ordering::Relaxed);
-    classified
 }
 
 fn classify_uncounted(err: sqlx::Error, what: &'static str) -> StoreError {

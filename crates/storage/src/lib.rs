@@ -8,12 +8,15 @@
 //! trait, announcing a new invalidation to other replicas.
 //!
 //! Writes are functions of one connection that never open a transaction
-//! themselves; [`SqlStore::write`] decides where they run. On SQLite every
-//! write goes to one task that owns the only write connection and commits
-//! many at once (`writer`); reads use a pool of read-only connections, so
-//! nothing ever waits for SQLite's write lock. On PostgreSQL a write takes
-//! a pooled connection (and a transaction when it has several statements).
+//! themselves; each backend's `write` and `write_atomic` decide where they
+//! run. On SQLite every write goes to one task that owns the only write
+//! connection and commits many at once (`writer`); reads use a pool of
+//! read-only connections, so nothing ever waits for SQLite's write lock.
+//! On PostgreSQL a write takes a pooled connection (and a transaction when
+//! it has several statements). A grant's write is data (`claim`), which
+//! each backend runs its fastest way.
 
+mod claim;
 mod error;
 mod insert;
 mod postgres;
@@ -30,7 +33,8 @@ use velocity_domain::Store;
 use velocity_domain::store::StoreResult;
 pub use writer::{WriterStats, WritesHeld};
 
-use crate::writer::{BoxFuture, Writer};
+use crate::claim::Claim;
+use crate::writer::Writer;
 
 /// The domain's store over sqlx for backend `DB` ([`SqliteStore`] or
 /// [`PostgresStore`]).
@@ -39,7 +43,7 @@ pub struct SqlStore<DB: sqlx::Database> {
     /// read-only.
     pool: sqlx::Pool<DB>,
     /// SQLite: the one connection every write goes through, group-committed.
-    writer: Option<Writer<DB>>,
+    writer: Option<Writer>,
     /// SQLite: copies the WAL into the file off the writer's commit path.
     checkpointer: Option<sqlite::Checkpointer>,
 }
@@ -96,45 +100,6 @@ impl<DB: sqlx::Database> SqlStore<DB> {
     fn accepts_writes(&self) -> bool {
         self.writer.as_ref().is_none_or(Writer::is_running)
     }
-
-    /// Runs `op`, which succeeds whole or leaves nothing behind: a single
-    /// statement, or (SQLite) several inside a savepoint `op` opens and, on
-    /// failure, rolls back itself. Through the writer when there is one,
-    /// with no savepoint of its own, else on a pooled connection on its own.
-    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-    {
-        match &self.writer {
-            Some(writer) => writer.submit_contained(op).await,
-            None => {
-                let classify = |e| error::classify(e, what);
-                let mut conn = self.pool.acquire().await.map_err(classify)?;
-                op(&mut *conn).await
-            }
-        }
-    }
-
-    /// Runs `op`, several statements, atomically: through the writer when
-    /// there is one (in a savepoint of its batch), else in a transaction of
-    /// its own on a pooled connection, rolled back if `op` fails.
-    pub(crate) async fn write_atomic<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-    {
-        match &self.writer {
-            Some(writer) => writer.submit(op).await,
-            None => {
-                let classify = |e| error::classify(e, what);
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let value = op(&mut *tx).await?;
-                tx.commit().await.map_err(classify)?;
-                Ok(value)
-            }
-        }
-    }
 }
 
 /// A pool's connections at one moment.
@@ -151,15 +116,9 @@ trait Backend: sqlx::Database {
     /// log, before it commits.
     async fn after_invalidation_logged(conn: &mut Self::Connection) -> Result<(), sqlx::Error>;
 
-    /// One statement, as this backend can write it, that runs `claim` (a
-    /// conditional UPDATE) and, only if it changed a row, each of `then`
-    /// (`INSERT … SELECT …` and what follows its condition, such as an `ON
-    /// CONFLICT` clause), in order; it returns a row if and only if the
-    /// claim changed one. Either all of it happens or none of it does.
-    fn claim_then(claim: &str, then: &[(String, String)]) -> String;
-
-    /// Undoes what is left of a failed [`Backend::claim_then`] statement.
-    async fn after_failed_claim(conn: &mut Self::Connection);
+    /// Runs `claim` and, only if it changed a row, what it issues; whether
+    /// it did. Either all of it happens or none of it does.
+    async fn claim(store: &SqlStore<Self>, claim: Claim) -> StoreResult<bool>;
 }
 
 /// The SQLite file used when no `DATABASE_URL` is given.

@@ -29,6 +29,12 @@
 //!   COMMIT fails, every caller of the batch gets the error: none was
 //!   answered yet, and none of the batch is kept.
 //!
+//! - A *native* operation ([`Writer::submit_native`]: the grants' claims)
+//!   runs on the connection's handle through rusqlite, with no hop to
+//!   sqlx's connection thread (`crate::sqlite::native`), in a savepoint of
+//!   its own that costs no round trip either. A run of them shares one lock
+//!   of the handle; they share the transaction with everything else.
+//!
 //! Operations are closures over the connection, so the SQL in `sql/` runs
 //! here as written; they own what they use (they cross to the writer's
 //! task) and are never cancelled half-way by a caller that goes away.
@@ -38,14 +44,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlx::{ConnectOptions, Connection, Database, Executor};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use velocity_domain::StoreError;
 use velocity_domain::store::StoreResult;
 
+use crate::sqlite::native::{self, NativeConnection};
+
 /// A boxed, sendable future, as operations return.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The connection statement operations run on.
+type Conn = SqliteConnection;
 
 /// Most operations in one transaction: enough to absorb every connection of
 /// a loaded server in one fsync, few enough that the first of them is not
@@ -87,30 +99,30 @@ impl WriterStats {
 }
 
 /// The handle the store keeps: a queue into the writer's task.
-pub(crate) struct Writer<DB: Database> {
-    queue: mpsc::Sender<Box<dyn Job<DB>>>,
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Box<dyn Job>>,
     stats: Arc<WriterStats>,
     /// Tells the task to finish what is queued and close its connection.
     stop: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
-impl<DB: Database> Writer<DB> {
+impl Writer {
     /// Starts the writer's task on `conn`. `begin` opens each batch's
     /// transaction; `connect` replaces the connection should a failed batch
     /// leave it in a state sqlx no longer tracks.
     pub(crate) fn spawn(
-        conn: DB::Connection,
-        connect: <DB::Connection as Connection>::Options,
+        conn: SqliteConnection,
+        native: NativeConnection,
+        connect: SqliteConnectOptions,
         begin: &'static str,
-    ) -> Self
-    where
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    {
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (stop, stopped) = oneshot::channel();
         let stats = Arc::new(WriterStats::default());
         let task = Task {
             conn: Some(conn),
+            native,
+            stash: None,
             connect,
             begin,
             jobs,
@@ -129,9 +141,9 @@ impl<DB: Database> Writer<DB> {
     pub(crate) async fn submit<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        submit(&self.queue, op, false).await
+        submit(&self.queue, |reply| Statement::boxed(op, false, reply)).await
     }
 
     /// Runs `op`, which either succeeds whole or leaves nothing behind (a
@@ -141,9 +153,27 @@ impl<DB: Database> Writer<DB> {
     pub(crate) async fn submit_contained<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        submit(&self.queue, op, true).await
+        submit(&self.queue, |reply| Statement::boxed(op, true, reply)).await
+    }
+
+    /// Runs `op` on the native connection (`crate::sqlite::native`) in the
+    /// next batch of native operations, in a savepoint of its own; answers
+    /// once that batch has committed. `op` runs on that connection's thread
+    /// among the others of its batch: statements only, nothing that waits.
+    pub(crate) async fn submit_native<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        submit(&self.queue, |reply| {
+            Box::new(Native {
+                op: Some(op),
+                reply: Reply::new(reply),
+            })
+        })
+        .await
     }
 
     /// Holds the writer inside a transaction until the returned guard is
@@ -155,18 +185,20 @@ impl<DB: Database> Writer<DB> {
         // On its own task, so the guard does not borrow the store.
         let queue = self.queue.clone();
         let done = tokio::spawn(async move {
-            submit(
-                &queue,
-                move |_: &mut DB::Connection| -> BoxFuture<'_, _> {
-                    Box::pin(async move {
-                        let _ = started.send(());
-                        // Released, or the guard dropped: either way, go on.
-                        let _ = released.await;
-                        Ok(())
-                    })
-                },
-                false,
-            )
+            submit(&queue, |reply| {
+                Statement::boxed(
+                    move |_: &mut Conn| -> BoxFuture<'_, _> {
+                        Box::pin(async move {
+                            let _ = started.send(());
+                            // Released, or the guard dropped: either way, go on.
+                            let _ = released.await;
+                            Ok(())
+                        })
+                    },
+                    false,
+                    reply,
+                )
+            })
             .await
         });
         let _ = running.await;
@@ -203,24 +235,13 @@ impl<DB: Database> Writer<DB> {
     }
 }
 
-async fn submit<DB, T, F>(
-    queue: &mpsc::Sender<Box<dyn Job<DB>>>,
-    op: F,
-    contained: bool,
-) -> StoreResult<T>
-where
-    DB: Database,
-    T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-{
+/// Queues the job `make` makes around its reply, and waits for the answer.
+async fn submit<T>(
+    queue: &mpsc::Sender<Box<dyn Job>>,
+    make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Box<dyn Job>,
+) -> StoreResult<T> {
     let (reply, answer) = oneshot::channel();
-    let job: Box<dyn Job<DB>> = Box::new(Pending {
-        op: Some(op),
-        contained,
-        outcome: None,
-        reply,
-    });
-    queue.send(job).await.map_err(|_| closed())?;
+    queue.send(make(reply)).await.map_err(|_| closed())?;
     answer.await.map_err(|_| closed())?
 }
 
@@ -247,48 +268,62 @@ fn closed() -> StoreError {
     StoreError::Unavailable("storage is closed".to_owned())
 }
 
+/// How an operation runs. A batch holds operations of one lane: the two
+/// run on different connections, and only one may be in a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Through sqlx; `contained`: needs no savepoint of the writer's.
+    Statement { contained: bool },
+    /// On the native connection, through rusqlite.
+    Native,
+}
+
+impl Lane {
+    fn is_native(self) -> bool {
+        self == Lane::Native
+    }
+
+    /// Whether a statement operation needs no savepoint of the writer's.
+    fn contained(self) -> bool {
+        self == Lane::Statement { contained: true }
+    }
+}
+
 /// One queued operation with its caller's answer, type-erased so one queue
 /// carries operations of every result type.
-trait Job<DB: Database>: Send {
-    /// Whether the operation needs no savepoint of the writer's.
-    fn contained(&self) -> bool;
-    /// Runs the operation; `true` if it succeeded (its savepoint is kept).
-    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool>;
+trait Job: Send {
+    fn lane(&self) -> Lane;
+    /// Runs a statement operation; `true` if it succeeded.
+    fn run<'c>(&'c mut self, conn: &'c mut Conn) -> BoxFuture<'c, bool>;
+    /// Runs a native operation; `true` if it succeeded.
+    fn run_native(&mut self, conn: &rusqlite::Connection) -> bool;
     /// Answers the caller: the operation's own outcome if its batch
     /// committed, the batch's error otherwise.
     fn answer(self: Box<Self>, batch: Result<(), &StoreError>);
 }
 
-struct Pending<T, F> {
-    op: Option<F>,
-    contained: bool,
+/// A job's side of its caller's answer.
+struct Reply<T> {
     outcome: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
-impl<DB, T, F> Job<DB> for Pending<T, F>
-where
-    DB: Database,
-    T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-{
-    fn contained(&self) -> bool {
-        self.contained
+impl<T> Reply<T> {
+    fn new(reply: oneshot::Sender<StoreResult<T>>) -> Self {
+        Reply {
+            outcome: None,
+            reply,
+        }
     }
 
-    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool> {
-        Box::pin(async move {
-            let outcome = match self.op.take() {
-                Some(op) => op(conn).await,
-                None => Err(StoreError::Other("a write ran twice".to_owned())),
-            };
-            let ok = outcome.is_ok();
-            self.outcome = Some(outcome);
-            ok
-        })
+    /// Keeps `outcome`; whether it is a success.
+    fn keep(&mut self, outcome: StoreResult<T>) -> bool {
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
     }
 
-    fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
+    fn send(self, batch: Result<(), &StoreError>) {
         let answer = match (batch, self.outcome) {
             (Err(err), _) => Err(copy(err)),
             (Ok(()), Some(outcome)) => outcome,
@@ -296,6 +331,94 @@ where
         };
         // The caller may have gone (a dropped request); its write stands.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// What a job of the wrong lane answers, should the writer ever run one so.
+fn wrong_lane() -> StoreError {
+    StoreError::Other("a write ran in the wrong lane".to_owned())
+}
+
+/// An operation through sqlx.
+struct Statement<T, F> {
+    op: Option<F>,
+    contained: bool,
+    reply: Reply<T>,
+}
+
+impl<T, F> Statement<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+{
+    fn boxed(op: F, contained: bool, reply: oneshot::Sender<StoreResult<T>>) -> Box<dyn Job> {
+        Box::new(Statement {
+            op: Some(op),
+            contained,
+            reply: Reply::new(reply),
+        })
+    }
+}
+
+impl<T, F> Job for Statement<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+{
+    fn lane(&self) -> Lane {
+        Lane::Statement {
+            contained: self.contained,
+        }
+    }
+
+    fn run<'c>(&'c mut self, conn: &'c mut Conn) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let outcome = match self.op.take() {
+                Some(op) => op(conn).await,
+                None => Err(StoreError::Other("a write ran twice".to_owned())),
+            };
+            self.reply.keep(outcome)
+        })
+    }
+
+    fn run_native(&mut self, _: &rusqlite::Connection) -> bool {
+        self.reply.keep(Err(wrong_lane()))
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
+        self.reply.send(batch);
+    }
+}
+
+/// An operation on the native connection.
+struct Native<T, F> {
+    op: Option<F>,
+    reply: Reply<T>,
+}
+
+impl<T, F> Job for Native<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn lane(&self) -> Lane {
+        Lane::Native
+    }
+
+    fn run<'c>(&'c mut self, _: &'c mut Conn) -> BoxFuture<'c, bool> {
+        Box::pin(async move { self.reply.keep(Err(wrong_lane())) })
+    }
+
+    fn run_native(&mut self, conn: &rusqlite::Connection) -> bool {
+        let outcome = match self.op.take() {
+            Some(op) => op(conn),
+            None => Err(StoreError::Other("a write ran twice".to_owned())),
+        };
+        self.reply.keep(outcome)
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
+        self.reply.send(batch);
     }
 }
 
@@ -310,23 +433,28 @@ fn copy(err: &StoreError) -> StoreError {
 }
 
 /// The writer's own state, moved into its task.
-struct Task<DB: Database> {
+struct Task {
     /// `None` after a failed reconnect: the next batch tries again.
-    conn: Option<DB::Connection>,
-    connect: <DB::Connection as Connection>::Options,
+    conn: Option<Conn>,
+    /// The grants' connection, for native operations.
+    native: NativeConnection,
+    /// A job taken while draining that belongs to the other lane: the
+    /// first of the next batch.
+    stash: Option<Box<dyn Job>>,
+    connect: SqliteConnectOptions,
     begin: &'static str,
-    jobs: mpsc::Receiver<Box<dyn Job<DB>>>,
+    jobs: mpsc::Receiver<Box<dyn Job>>,
     stats: Arc<WriterStats>,
 }
 
-impl<DB: Database> Task<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
+impl Task {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut stopping = false;
         loop {
-            let first = tokio::select! {
+            let first = if let Some(job) = self.stash.take() {
+                job
+            } else {
+                tokio::select! {
                 job = self.jobs.recv() => match job {
                     Some(job) => job,
                     None => break,
@@ -336,6 +464,7 @@ where
                     self.jobs.close();
                     stopping = true;
                     continue;
+                }
                 }
             };
             let mut batch = vec![first];
@@ -348,17 +477,21 @@ where
                 job.answer(outcome.as_ref().map(|_| ()));
             }
         }
-        if let Some(conn) = self.conn.take()
-            && let Err(err) = conn.close().await
-        {
-            tracing::warn!(error = %err, "closing the write connection failed");
+        self.native.close().await;
+        if let Some(conn) = self.conn.take() {
+            if let Err(err) = conn.close().await {
+                tracing::warn!(error = %err, "closing the write connection failed");
+            }
         }
     }
 
     /// Runs `batch` (one operation so far, more as they are drained) in one
     /// transaction and commits it. On failure the transaction is rolled
     /// back, and the connection replaced if even that fails.
-    async fn batch(&mut self, batch: &mut Vec<Box<dyn Job<DB>>>) -> Result<(), StoreError> {
+    async fn batch(&mut self, batch: &mut Vec<Box<dyn Job>>) -> Result<(), StoreError> {
+        if batch[0].lane().is_native() {
+            return self.native_batch(batch).await;
+        }
         let classify = |e| crate::error::classify(e, "write");
         if self.conn.is_none() {
             self.conn = Some(self.connect.connect().await.map_err(classify)?);
@@ -366,11 +499,15 @@ where
         let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Unavailable("no write connection".to_owned()));
         };
-        let ran = run_all(conn, self.begin, batch, &mut self.jobs).await;
+        let mut queue = Queue {
+            jobs: &mut self.jobs,
+            stash: &mut self.stash,
+        };
+        let ran = run_all(conn, self.begin, batch, &mut queue).await;
         let Err(err) = ran else {
             return Ok(());
         };
-        if control::<DB>(conn, ROLLBACK).await.is_err() {
+        if control(conn, ROLLBACK).await.is_err() {
             // Rolled back already (SQLite does so itself after some I/O
             // errors), or the connection is broken: either way, start afresh.
             if let Some(conn) = self.conn.take() {
@@ -378,8 +515,82 @@ where
             }
             self.conn = self.connect.connect().await.ok();
         }
-        Err(classify(err))
+        Err(err)
     }
+
+    /// Runs `batch` (one native operation so far, and what else of its lane
+    /// is queued) on the native connection's thread, in one transaction:
+    /// one visit there and back for the whole batch.
+    async fn native_batch(&mut self, batch: &mut Vec<Box<dyn Job>>) -> Result<(), StoreError> {
+        let mut queue = Queue {
+            jobs: &mut self.jobs,
+            stash: &mut self.stash,
+        };
+        while batch.len() < MAX_BATCH && queue.take_into(batch, Lane::Native) {}
+        let jobs = std::mem::take(batch);
+        let begin = self.begin;
+        let (jobs, outcome) = self
+            .native
+            .run(move |conn| {
+                let mut jobs = jobs;
+                let outcome = run_native_batch(conn, begin, &mut jobs);
+                (jobs, outcome)
+            })
+            .await?;
+        *batch = jobs;
+        outcome
+    }
+}
+
+/// The queue, as a batch drains it: a job of the other lane is kept back
+/// for the next batch.
+struct Queue<'a> {
+    jobs: &'a mut mpsc::Receiver<Box<dyn Job>>,
+    stash: &'a mut Option<Box<dyn Job>>,
+}
+
+impl Queue<'_> {
+    /// Takes one queued job of `lane`'s kind into `batch`; `false` when
+    /// there is none (the queue is empty, or the next job is of the other
+    /// lane and now kept back).
+    fn take_into(&mut self, batch: &mut Vec<Box<dyn Job>>, lane: Lane) -> bool {
+        if self.stash.is_some() {
+            return false;
+        }
+        match self.jobs.try_recv() {
+            Ok(job) if job.lane().is_native() == lane.is_native() => {
+                batch.push(job);
+                true
+            }
+            Ok(job) => {
+                *self.stash = Some(job);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// One transaction on the native connection: `begin`, each job in a
+/// savepoint of its own (kept if it succeeded, undone if not), COMMIT. A
+/// failed step (not a job's own failure) rolls everything back.
+fn run_native_batch(
+    conn: &rusqlite::Connection,
+    begin: &str,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<(), StoreError> {
+    let ran = native::control(conn, begin).and_then(|()| {
+        for job in jobs.iter_mut() {
+            native::control(conn, SAVEPOINT)?;
+            let end = if job.run_native(conn) { RELEASE } else { UNDO };
+            native::control(conn, end)?;
+        }
+        native::control(conn, COMMIT)
+    });
+    if ran.is_err() && !conn.is_autocommit() {
+        let _ = native::control(conn, ROLLBACK);
+    }
+    ran
 }
 
 // The transaction is driven by these statements, each step one round trip
@@ -387,8 +598,9 @@ where
 // the connection's thread and back): the savepoint of one operation is
 // released in the same call that opens the next one's, and the last one's
 // goes with the COMMIT. sqlx's own `Transaction` would take a round trip
-// for each. Contained operations run between them with no step at all,
-// except after a failure, when the step proves the transaction still holds.
+// for each. Contained and native operations run between them with no step
+// at all, except after a failed contained one, when the step proves the
+// transaction still holds.
 const SAVEPOINT: &str = "SAVEPOINT op";
 /// The whole batch's savepoint, opened with the transaction: releasing and
 /// reopening it fails if the transaction is gone, and only then.
@@ -400,10 +612,7 @@ const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
 
 /// Runs one transaction-control step, unprepared (several statements).
-async fn control<DB: Database>(conn: &mut DB::Connection, sql: &str) -> Result<(), sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
+async fn control(conn: &mut Conn, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut *conn)
         .await
@@ -437,37 +646,33 @@ fn step(ended: Option<(bool, bool)>, next: Option<bool>) -> Option<String> {
 
 /// Opens the transaction with `begin`, runs each operation of `batch` (in
 /// its own savepoint unless contained), draining the queue into `batch` as
-/// it goes, up to [`MAX_BATCH`], and commits. An operation's failure undoes
-/// its own changes only; any failed step leaves the transaction for the
-/// caller to roll back.
-async fn run_all<DB: Database>(
-    conn: &mut DB::Connection,
+/// it goes, up to [`MAX_BATCH`] and while the queue holds statement
+/// operations, and commits. An operation's failure undoes its own changes
+/// only; any failed step leaves the transaction for the caller to roll
+/// back.
+async fn run_all(
+    conn: &mut Conn,
     begin: &str,
-    batch: &mut Vec<Box<dyn Job<DB>>>,
-    jobs: &mut mpsc::Receiver<Box<dyn Job<DB>>>,
-) -> Result<(), sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let open = match step(None, Some(batch[0].contained())) {
+    batch: &mut Vec<Box<dyn Job>>,
+    queue: &mut Queue<'_>,
+) -> Result<(), StoreError> {
+    let classify = |e| crate::error::classify(e, "write");
+    let open = match step(None, Some(batch[0].lane().contained())) {
         Some(first) => format!("{begin}; {OPEN_BATCH}; {first}"),
         None => format!("{begin}; {OPEN_BATCH}"),
     };
-    control::<DB>(conn, &open).await?;
+    control(conn, &open).await.map_err(classify)?;
     let mut next = 0;
     loop {
         let ok = batch[next].run(conn).await;
-        let contained = batch[next].contained();
+        let contained = batch[next].lane().contained();
         next += 1;
-        if next == batch.len()
-            && batch.len() < MAX_BATCH
-            && let Ok(job) = jobs.try_recv()
-        {
-            batch.push(job);
+        if next == batch.len() && batch.len() < MAX_BATCH {
+            queue.take_into(batch, Lane::Statement { contained: false });
         }
-        let following = batch.get(next).map(|job| job.contained());
+        let following = batch.get(next).map(|job| job.lane().contained());
         if let Some(sql) = step(Some((contained, ok)), following) {
-            control::<DB>(conn, &sql).await?;
+            control(conn, &sql).await.map_err(classify)?;
         }
         if following.is_none() {
             return Ok(());
@@ -483,7 +688,7 @@ mod tests {
     use super::*;
 
     /// A writer over a fresh file with a parent and a child table.
-    async fn writer(name: &str) -> (Writer<sqlx::Sqlite>, SqliteConnectOptions) {
+    async fn writer(name: &str) -> (Writer, SqliteConnectOptions) {
         let path =
             std::env::temp_dir().join(format!("velocity-writer-{name}-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -500,14 +705,17 @@ mod tests {
         .execute(&mut conn)
         .await
         .unwrap();
+        let native =
+            NativeConnection::open(&path, std::time::Duration::ZERO, "PRAGMA foreign_keys = ON;")
+                .unwrap();
         (
-            Writer::spawn(conn, options.clone(), "BEGIN IMMEDIATE"),
+            Writer::spawn(conn, native, options.clone(), "BEGIN IMMEDIATE"),
             options,
         )
     }
 
     /// Runs `sql` on the writer, in the next batch.
-    async fn run(writer: &Writer<sqlx::Sqlite>, sql: &'static str) -> StoreResult<u64> {
+    async fn run(writer: &Writer, sql: &'static str) -> StoreResult<u64> {
         writer
             .submit(
                 move |conn: &mut sqlx::SqliteConnection| -> BoxFuture<'_, _> {

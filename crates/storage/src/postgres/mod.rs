@@ -5,7 +5,11 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
-use crate::error::StorageError;
+use velocity_domain::store::StoreResult;
+
+use crate::claim::Claim;
+use crate::error::{StorageError, classify};
+use crate::writer::BoxFuture;
 use crate::{Backend, SqlStore, StorageOptions};
 
 /// The backend the shared SQL of `src/sql/` is compiled for here.
@@ -92,6 +96,33 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Runs `op`, which succeeds whole or leaves nothing behind (a single
+    /// statement), on a pooled connection.
+    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        let mut conn = self.pool.acquire().await.map_err(|e| classify(e, what))?;
+        op(&mut conn).await
+    }
+
+    /// Runs `op`, several statements, in a transaction of its own on a
+    /// pooled connection, rolled back if `op` fails.
+    pub(crate) async fn write_atomic<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        let classify = |e| classify(e, what);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let value = op(&mut tx).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(value)
+    }
+}
+
 impl Backend for sqlx::Postgres {
     /// Wakes every replica listening on [`INVALIDATION_CHANNEL`]; PostgreSQL
     /// delivers it only if the transaction commits.
@@ -106,17 +137,22 @@ impl Backend for sqlx::Postgres {
     /// Data-modifying CTEs: one statement, one round trip, atomic on its
     /// own (PostgreSQL runs it in a transaction of its own), every part
     /// seeing the same snapshot, each insert conditioned on the claim.
-    fn claim_then(claim: &str, then: &[(String, String)]) -> String {
-        let mut sql = format!("WITH claimed AS ({claim} RETURNING 1)");
-        for (i, (insert, tail)) in then.iter().enumerate() {
+    async fn claim(store: &PostgresStore, claim: Claim) -> StoreResult<bool> {
+        let classify = |e| classify(e, claim.what);
+        let arguments = claim
+            .arguments::<sqlx::Postgres>()
+            .map_err(|e| classify(sqlx::Error::Encode(e)))?;
+        let mut sql = format!("WITH claimed AS ({} RETURNING 1)", claim.claim);
+        for (i, (insert, tail)) in claim.then.iter().enumerate() {
             sql.push_str(&format!(
                 ", then_{i} AS ({insert} WHERE EXISTS (SELECT 1 FROM claimed){tail})"
             ));
         }
         sql.push_str(" SELECT 1 FROM claimed");
-        sql
+        let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
+            .fetch_all(&store.pool)
+            .await
+            .map_err(classify)?;
+        Ok(!rows.is_empty())
     }
-
-    /// One statement: nothing of it stayed.
-    async fn after_failed_claim(_: &mut PgConnection) {}
 }

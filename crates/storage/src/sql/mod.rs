@@ -10,11 +10,11 @@
 //!
 //! Here the domain's traits are implemented by forwarding each call to the
 //! file of its concern, where the SQL is. Reads run on the pool; writes are
-//! functions of one connection, handed to [`SqlStore::write`] (one
-//! statement, or a grant's claim, which contains itself: see
-//! `crate::Backend::claim_then`) or [`SqlStore::write_atomic`] (several, as
-//! one) with owned copies of their arguments, since on SQLite they run on
-//! the writer's task.
+//! functions of one connection, handed to the backend's `write` (one
+//! statement) or `write_atomic` (several, as one) with owned copies of
+//! their arguments, since on SQLite they run on the writer's task. A
+//! grant's write (a code stored or spent, a refresh token rotated) is a
+//! `crate::claim::Claim`, which the backend runs (`crate::Backend::claim`).
 
 mod directory;
 mod invalidations;
@@ -36,7 +36,8 @@ use velocity_domain::{
 };
 
 use super::Db;
-use crate::SqlStore;
+use crate::claim::Claim;
+use crate::{Backend, SqlStore};
 use crate::insert::Insert;
 use crate::writer::BoxFuture;
 
@@ -233,11 +234,9 @@ impl OAuthStore for SqlStore<Db> {
     }
 
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
-        let code = code.clone();
-        self.write("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
-            Box::pin(async move { oauth::insert_code(conn, &code).await })
-        })
-        .await
+        <Db as Backend>::claim(self, Claim::new_code(code))
+            .await
+            .map(|_| ())
     }
 
     async fn code_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<AuthorizationCode>> {
@@ -250,11 +249,7 @@ impl OAuthStore for SqlStore<Db> {
         at: Timestamp,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
-        let (hash, tokens) = (*hash, tokens.to_vec());
-        self.write("code", move |conn: &mut Conn| -> BoxFuture<'_, _> {
-            Box::pin(async move { oauth::redeem_code(conn, &hash, at, &tokens).await })
-        })
-        .await
+        <Db as Backend>::claim(self, oauth::redeem_code(hash, at, tokens)).await
     }
 
     async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>> {
@@ -268,13 +263,8 @@ impl OAuthStore for SqlStore<Db> {
         reuse_since: Option<Timestamp>,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool> {
-        let (id, tokens) = (id.clone(), tokens.to_vec());
-        self.write("token", move |conn: &mut Conn| -> BoxFuture<'_, _> {
-            Box::pin(async move {
-                oauth::rotate_refresh_token(conn, &id, at, reuse_since, &tokens).await
-            })
-        })
-        .await
+        let claim = oauth::rotate_refresh_token(id, at, reuse_since, tokens);
+        <Db as Backend>::claim(self, claim).await
     }
 
     async fn revoke_token(&self, id: &TokenId, at: Timestamp) -> StoreResult<bool> {

@@ -6,7 +6,7 @@ use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
     AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
-    TokenId, TokenKind,
+    TokenId,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
@@ -14,9 +14,10 @@ use velocity_domain::{SecretHash, StoreError, Timestamp, WorkspaceId};
 
 use super::invalidations::{execute_logged, log_invalidation};
 use super::{Conn, Db};
+use crate::claim::Claim;
 use crate::insert::Insert;
 use crate::rows::{
-    self, APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow,
+    APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow,
     TOKEN_COLUMNS, TokenRow,
 };
 
@@ -156,23 +157,6 @@ pub(super) async fn delete_app(conn: &mut Conn, client_id: &ClientId) -> StoreRe
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn insert_code(conn: &mut Conn, code: &AuthorizationCode) -> StoreResult<()> {
-    let row = Insert::into("oauth_codes")
-        .value("code_hash", code.hash.as_bytes().as_slice())
-        .value("client_id", code.client_id.as_str())
-        .value("redirect_uri", &code.redirect_uri)
-        .value("user_id", code.user_id.as_str())
-        .value("workspace_id", code.workspace_id.as_str())
-        .value("scopes", i64::from(code.scopes.bits()))
-        .value("code_challenge", &code.code_challenge)
-        .value("family_id", code.family_id.as_str())
-        .value("created_at", code.created_at.0)
-        .value("expires_at", code.expires_at.0)
-        .value("used_at", rows::ms(code.used_at));
-    super::insert_row(conn, row, "code").await
-}
-
-#[instrument(level = "debug", skip_all, err(level = "debug"))]
 pub(super) async fn code_by_hash(
     pool: &Pool<Db>,
     hash: &SecretHash,
@@ -188,20 +172,15 @@ pub(super) async fn code_by_hash(
         .transpose()
 }
 
-#[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn redeem_code(
-    conn: &mut Conn,
-    hash: &SecretHash,
-    at: Timestamp,
-    tokens: &[OAuthToken],
-) -> StoreResult<bool> {
-    let mut statement = ClaimStatement::default();
-    let claim = format!(
+/// Spends the code, if unspent, and issues `tokens`.
+pub(super) fn redeem_code(hash: &SecretHash, at: Timestamp, tokens: &[OAuthToken]) -> Claim {
+    let mut claim = Claim::new("code");
+    let sql = format!(
         "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL",
-        hash = statement.bind(hash.as_bytes().to_vec()),
-        at = statement.bind(at.0),
+        hash = claim.bind(hash.as_bytes().as_slice()),
+        at = claim.bind(at.0),
     );
-    statement.run(conn, &claim, tokens, "code").await
+    claim.issuing(sql, tokens)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -225,27 +204,25 @@ pub(super) async fn token_by_hash(
 /// latest of its family (a token further back in the chain is not); a NULL
 /// `$3` compares as unknown, so without it no rotated token qualifies.
 /// `COALESCE` keeps the first rotation time: a reuse never moves the window.
-#[instrument(level = "debug", skip_all, err(level = "debug"))]
-pub(super) async fn rotate_refresh_token(
-    conn: &mut Conn,
+pub(super) fn rotate_refresh_token(
     id: &TokenId,
     at: Timestamp,
     reuse_since: Option<Timestamp>,
     tokens: &[OAuthToken],
-) -> StoreResult<bool> {
-    let mut statement = ClaimStatement::default();
-    let claim = format!(
+) -> Claim {
+    let mut claim = Claim::new("token");
+    let sql = format!(
         "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, {at}) \
          WHERE id = {id} AND kind = 'refresh' AND revoked_at IS NULL \
          AND (rotated_at IS NULL OR (rotated_at >= {since} AND NOT EXISTS ( \
              SELECT 1 FROM oauth_tokens AS later \
              WHERE later.family_id = oauth_tokens.family_id \
              AND later.rotated_at > oauth_tokens.rotated_at)))",
-        id = statement.bind(id.as_str().to_owned()),
-        at = statement.bind(at.0),
-        since = statement.bind(reuse_since.map(|t| t.0)),
+        id = claim.bind(id.as_str()),
+        at = claim.bind(at.0),
+        since = claim.bind(reuse_since.map(|t| t.0)),
     );
-    statement.run(conn, &claim, tokens, "token").await
+    claim.issuing(sql, tokens)
 }
 
 /// Logs [`Invalidation::AccessTokens`] if the token was active.
@@ -360,126 +337,4 @@ pub(super) async fn shared_secret(
         .map_err(classify)?;
     <[u8; 32]>::try_from(value.as_slice())
         .map_err(|_| StoreError::Other(format!("server secret {name} is not 32 bytes")))
-}
-
-/// A claim (a conditional UPDATE that spends a code or a refresh token)
-/// and the tokens it issues, as one statement of the backend's making
-/// ([`crate::Backend::claim_then`]): the tokens and their grant are stored
-/// only if the claim changed a row, so of any number of concurrent
-/// attempts one wins, and a grant costs one round trip. Placeholders are
-/// numbered (`$n`, which both backends read), since the parts share one
-/// list of arguments.
-#[derive(Default)]
-struct ClaimStatement {
-    arguments: <Db as sqlx::Database>::Arguments,
-    count: usize,
-    /// The first value that could not be encoded: the statement is not run
-    /// (SQLite would read a missing argument as NULL).
-    error: Option<sqlx::error::BoxDynError>,
-}
-
-impl ClaimStatement {
-    /// Adds `value` to the arguments; its placeholder.
-    fn bind<T>(&mut self, value: T) -> String
-    where
-        T: for<'q> sqlx::Encode<'q, Db> + sqlx::Type<Db> + Send + 'static,
-    {
-        use sqlx::Arguments as _;
-        if let Err(err) = self.arguments.add(value) {
-            self.error.get_or_insert(err);
-        }
-        self.count += 1;
-        format!("${}", self.count)
-    }
-
-    /// Runs `claim` and, if it won, stores `tokens` and records their grant.
-    /// `false` when this attempt lost.
-    async fn run(
-        mut self,
-        conn: &mut Conn,
-        claim: &str,
-        tokens: &[OAuthToken],
-        what: &'static str,
-    ) -> StoreResult<bool> {
-        let classify = |e| crate::error::classify(e, what);
-        let mut then = Vec::new();
-        if !tokens.is_empty() {
-            then.push((self.tokens(tokens), String::new()));
-        }
-        if let Some(grant) = self.grant(tokens) {
-            then.push(grant);
-        }
-        if let Some(err) = self.error {
-            return Err(classify(sqlx::Error::Encode(err)));
-        }
-        let sql = <Db as crate::Backend>::claim_then(claim, &then);
-        let won = sqlx::query_with(AssertSqlSafe(sql), self.arguments)
-            .fetch_all(&mut *conn)
-            .await;
-        match won {
-            Ok(rows) => Ok(!rows.is_empty()),
-            Err(err) => {
-                <Db as crate::Backend>::after_failed_claim(conn).await;
-                Err(classify(err))
-            }
-        }
-    }
-
-    /// `INSERT … SELECT` of the tokens, one row each.
-    fn tokens(&mut self, tokens: &[OAuthToken]) -> String {
-        let rows: Vec<String> = tokens
-            .iter()
-            .map(|token| {
-                let values = [
-                    self.bind(token.id.as_str().to_owned()),
-                    self.bind(token.hash.as_bytes().to_vec()),
-                    self.bind(token.kind.as_str()),
-                    self.bind(token.family_id.as_str().to_owned()),
-                    self.bind(token.client_id.as_str().to_owned()),
-                    self.bind(token.user_id.as_str().to_owned()),
-                    self.bind(token.workspace_id.as_str().to_owned()),
-                    self.bind(i64::from(token.scopes.bits())),
-                    self.bind(token.created_at.0),
-                    self.bind(token.expires_at.0),
-                    self.bind(rows::ms(token.revoked_at)),
-                    self.bind(rows::ms(token.rotated_at)),
-                ];
-                format!("({})", values.join(", "))
-            })
-            .collect();
-        format!(
-            "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
-             workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at) \
-             SELECT * FROM (VALUES {}) AS issued",
-            rows.join(", ")
-        )
-    }
-
-    /// The grant the tokens belong to, from their refresh token: made by the
-    /// code's redemption, and each refresh records a use (its scopes, which
-    /// a refresh may narrow, and its new expiry). Its creation time stays.
-    /// `(INSERT … SELECT, ON CONFLICT …)`, or `None` without a refresh token.
-    fn grant(&mut self, tokens: &[OAuthToken]) -> Option<(String, String)> {
-        let refresh = tokens.iter().find(|t| t.kind == TokenKind::Refresh)?;
-        let values = [
-            self.bind(refresh.family_id.as_str().to_owned()),
-            self.bind(refresh.client_id.as_str().to_owned()),
-            self.bind(refresh.user_id.as_str().to_owned()),
-            self.bind(refresh.workspace_id.as_str().to_owned()),
-            self.bind(i64::from(refresh.scopes.bits())),
-            self.bind(refresh.created_at.0),
-            self.bind(refresh.created_at.0),
-            self.bind(refresh.expires_at.0),
-        ];
-        Some((
-            format!(
-                "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
-                 created_at, last_used_at, expires_at) SELECT {}",
-                values.join(", ")
-            ),
-            " ON CONFLICT (id) DO UPDATE SET scopes = excluded.scopes, \
-             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at"
-                .to_owned(),
-        ))
-    }
 }

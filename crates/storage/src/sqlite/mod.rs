@@ -1,7 +1,9 @@
 //! SQLite: the embedded default. One file, WAL mode, migrated at open.
 //!
-//! One connection writes, owned by the group-commit writer (`crate::writer`);
-//! a pool of read-only connections reads. In WAL mode readers never wait for
+//! The group-commit writer (`crate::writer`) owns the two connections that
+//! write: one through sqlx, and one through rusqlite for the grants
+//! (`native`), never both in a transaction at once. A pool of read-only
+//! connections reads. In WAL mode readers never wait for
 //! the writer nor it for them, and with a single writer nothing waits for
 //! the write lock either.
 
@@ -12,11 +14,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
+use velocity_domain::StoreError;
+use velocity_domain::store::StoreResult;
+
+use crate::claim::Claim;
 use crate::error::StorageError;
-use crate::writer::Writer;
+use crate::writer::{BoxFuture, Writer};
+use native::NativeConnection;
 use crate::{Backend, SqlStore, StorageOptions};
 
 mod checkpoint;
+pub(crate) mod native;
 
 pub(crate) use checkpoint::Checkpointer;
 
@@ -40,6 +48,12 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 /// How much of the file may be memory-mapped (address space, not memory).
 const MMAP_BYTES: &str = "268435456";
 
+/// A WAL emptied by a checkpoint is cut back to this when reused.
+const WAL_LIMIT: &str = "67108864";
+
+/// The checkpointer checkpoints; a writer only should it stop.
+const WAL_AUTOCHECKPOINT: &str = "20000";
+
 impl SqliteStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
         let common = SqliteConnectOptions::from_str(url)
@@ -50,16 +64,14 @@ impl SqliteStore {
             // syscall each: a reader's page cache starts empty after every
             // commit, so this is most of what a read costs.
             .pragma("mmap_size", MMAP_BYTES)
-            // A WAL emptied by a checkpoint is cut back to this when reused.
-            .pragma("journal_size_limit", "67108864");
+            .pragma("journal_size_limit", WAL_LIMIT);
         let write = common
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed token or revocation survives power loss too.
             .synchronous(SqliteSynchronous::Full)
-            // The checkpointer does this; the writer only should it stop.
-            .pragma("wal_autocheckpoint", "20000");
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT);
         let checkpoint = common.clone();
         let mut writer = write.connect().await.map_err(StorageError::Connect)?;
         sqlx::migrate!("../../migrations/sqlite")
@@ -84,12 +96,62 @@ impl SqliteStore {
                 return Err(StorageError::Connect(err));
             }
         };
-        let writer = Writer::spawn(writer, write, BEGIN);
+        // After the migrations, which made the file and put it in WAL mode.
+        let native = NativeConnection::open(
+            write.get_filename(),
+            options.sqlite_busy_timeout,
+            &format!(
+                "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
+                 PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA journal_size_limit = {WAL_LIMIT}; \
+                 PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};"
+            ),
+        );
+        let native = match native {
+            Ok(native) => native,
+            Err(err) => {
+                let _ = writer.close().await;
+                pool.close().await;
+                return Err(StorageError::Native(err));
+            }
+        };
+        let writer = Writer::spawn(writer, native, write, BEGIN);
         Ok(SqlStore {
             pool,
             writer: Some(writer),
             checkpointer: Some(Checkpointer::spawn(checkpoint)),
         })
+    }
+}
+
+impl SqliteStore {
+    fn writer(&self) -> StoreResult<&Writer> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("SQLite has no writer".to_owned()))
+    }
+
+    /// Runs `op`, which succeeds whole or leaves nothing behind (a single
+    /// statement), on the writer with no savepoint of its own.
+    pub(crate) async fn write<T, F>(&self, _what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        self.writer()?.submit_contained(op).await
+    }
+
+    /// Runs `op`, several statements, atomically: on the writer, in a
+    /// savepoint of its batch.
+    pub(crate) async fn write_atomic<T, F>(&self, _what: &'static str, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        self.writer()?.submit(op).await
     }
 }
 
@@ -100,27 +162,12 @@ impl Backend for sqlx::Sqlite {
         Ok(())
     }
 
-    /// SQLite has no data-modifying CTEs, but runs several statements in
-    /// one call to the connection's thread: the claim, then each insert on
-    /// the condition that the statement before it changed rows (`changes()`
-    /// is the count of the last completed INSERT, UPDATE or DELETE), inside
-    /// a savepoint of their own, so the whole is contained
-    /// (`crate::writer`).
-    fn claim_then(claim: &str, then: &[(String, String)]) -> String {
-        let mut sql = format!("SAVEPOINT claim; {claim} RETURNING 1; ");
-        for (insert, tail) in then {
-            sql.push_str(&format!("{insert} WHERE changes() > 0{tail}; "));
-        }
-        sql.push_str("RELEASE claim");
-        sql
-    }
-
-    /// A statement of the savepoint failed and the rest did not run: undo
-    /// the ones before it. If even that fails, the transaction is gone, and
-    /// the writer's next step says so.
-    async fn after_failed_claim(conn: &mut SqliteConnection) {
-        let _ = sqlx::raw_sql("ROLLBACK TO claim; RELEASE claim")
-            .execute(conn)
-            .await;
+    /// On the writer's locked handle, statement by statement
+    /// (`native::run_claim`): no hop to sqlx's thread at all.
+    async fn claim(store: &SqliteStore, claim: Claim) -> StoreResult<bool> {
+        store
+            .writer()?
+            .submit_native(move |conn| native::run_claim(conn, &claim))
+            .await
     }
 }

@@ -1,0 +1,221 @@
+//! A grant's write, as data: a claim (a conditional statement that spends a
+//! code or a refresh token, or stores a new code) and what follows it only
+//! if the claim changed a row (the tokens it issues, their grant). Built
+//! once, from the domain's values, and run by each backend its own way:
+//! PostgreSQL as one statement of data-modifying CTEs, SQLite statement by
+//! statement inside the writer's batch, on the connection's own thread.
+//!
+//! Placeholders are numbered (`$n`, which both backends read), since the
+//! parts share one list of arguments; the values are plain (integers,
+//! text, bytes), so both sqlx and rusqlite bind them.
+
+use velocity_domain::oauth::{AuthorizationCode, OAuthToken, TokenKind};
+
+use crate::rows;
+
+/// One argument of a [`Claim`]. Integers may be NULL (a time not yet set);
+/// nothing else in our schema is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    Integer(Option<i64>),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Integer(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Self {
+        Value::Integer(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::Text(value.to_owned())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(value: &[u8]) -> Self {
+        Value::Bytes(value.to_vec())
+    }
+}
+
+/// A claim and what it issues: see the module's documentation.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    /// Names the row in conflict and reference errors.
+    pub(crate) what: &'static str,
+    /// The conditional statement, without `RETURNING`.
+    pub(crate) claim: String,
+    /// `(INSERT … SELECT …, what follows its condition)`: run in order, each
+    /// only if the claim changed a row; the tail is an `ON CONFLICT` clause
+    /// or empty.
+    pub(crate) then: Vec<(String, String)>,
+    /// `$1`, `$2`, …, in order.
+    pub(crate) values: Vec<Value>,
+}
+
+impl Claim {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Claim {
+            what,
+            claim: String::new(),
+            then: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds `value` to the arguments; its placeholder.
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        format!("${}", self.values.len())
+    }
+
+    /// Sets the claim and, if it wins, stores `tokens` and records their
+    /// grant.
+    pub(crate) fn issuing(mut self, claim: String, tokens: &[OAuthToken]) -> Self {
+        self.claim = claim;
+        if !tokens.is_empty() {
+            let insert = self.tokens(tokens);
+            self.then.push((insert, String::new()));
+        }
+        if let Some(grant) = self.grant(tokens) {
+            self.then.push(grant);
+        }
+        self
+    }
+
+    /// Stores a new code: a claim that always changes its row, unless the
+    /// code is already there (a conflict) or names no app or user.
+    pub(crate) fn new_code(code: &AuthorizationCode) -> Self {
+        let mut claim = Claim::new("code");
+        let values = [
+            claim.bind(code.hash.as_bytes().as_slice()),
+            claim.bind(code.client_id.as_str()),
+            claim.bind(code.redirect_uri.as_str()),
+            claim.bind(code.user_id.as_str()),
+            claim.bind(code.workspace_id.as_str()),
+            claim.bind(i64::from(code.scopes.bits())),
+            claim.bind(code.code_challenge.as_str()),
+            claim.bind(code.family_id.as_str()),
+            claim.bind(code.created_at.0),
+            claim.bind(code.expires_at.0),
+            claim.bind(rows::ms(code.used_at)),
+        ];
+        claim.claim = format!(
+            "INSERT INTO oauth_codes (code_hash, client_id, redirect_uri, user_id, \
+             workspace_id, scopes, code_challenge, family_id, created_at, expires_at, used_at) \
+             VALUES ({})",
+            values.join(", ")
+        );
+        claim
+    }
+
+    /// `INSERT … SELECT` of the tokens, one row each.
+    fn tokens(&mut self, tokens: &[OAuthToken]) -> String {
+        let rows: Vec<String> = tokens
+            .iter()
+            .map(|token| {
+                let values = [
+                    self.bind(token.id.as_str()),
+                    self.bind(token.hash.as_bytes().as_slice()),
+                    self.bind(token.kind.as_str()),
+                    self.bind(token.family_id.as_str()),
+                    self.bind(token.client_id.as_str()),
+                    self.bind(token.user_id.as_str()),
+                    self.bind(token.workspace_id.as_str()),
+                    self.bind(i64::from(token.scopes.bits())),
+                    self.bind(token.created_at.0),
+                    self.bind(token.expires_at.0),
+                    self.bind(rows::ms(token.revoked_at)),
+                    self.bind(rows::ms(token.rotated_at)),
+                ];
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
+             workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at) \
+             SELECT * FROM (VALUES {}) AS issued",
+            rows.join(", ")
+        )
+    }
+
+    /// The grant the tokens belong to, from their refresh token: made by the
+    /// code's redemption, and each refresh records a use (its scopes, which
+    /// a refresh may narrow, and its new expiry). Its creation time stays.
+    /// `None` without a refresh token.
+    fn grant(&mut self, tokens: &[OAuthToken]) -> Option<(String, String)> {
+        let refresh = tokens.iter().find(|t| t.kind == TokenKind::Refresh)?;
+        let values = [
+            self.bind(refresh.family_id.as_str()),
+            self.bind(refresh.client_id.as_str()),
+            self.bind(refresh.user_id.as_str()),
+            self.bind(refresh.workspace_id.as_str()),
+            self.bind(i64::from(refresh.scopes.bits())),
+            self.bind(refresh.created_at.0),
+            self.bind(refresh.created_at.0),
+            self.bind(refresh.expires_at.0),
+        ];
+        Some((
+            format!(
+                "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                 created_at, last_used_at, expires_at) SELECT {}",
+                values.join(", ")
+            ),
+            " ON CONFLICT (id) DO UPDATE SET scopes = excluded.scopes, \
+             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at"
+                .to_owned(),
+        ))
+    }
+
+    /// The values as sqlx arguments for `DB`; the first that fails to
+    /// encode is the error (the statement must then not run: SQLite would
+    /// read a missing argument as NULL).
+    pub(crate) fn arguments<DB>(&self) -> Result<DB::Arguments, sqlx::error::BoxDynError>
+    where
+        DB: sqlx::Database,
+        Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        use sqlx::Arguments as _;
+        let mut arguments = DB::Arguments::default();
+        for value in &self.values {
+            match value {
+                Value::Integer(v) => arguments.add(*v)?,
+                Value::Text(v) => arguments.add(v.clone())?,
+                Value::Bytes(v) => arguments.add(v.clone())?,
+            }
+        }
+        Ok(arguments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_count_in_binding_order() {
+        let mut claim = Claim::new("code");
+        let first = claim.bind(7_i64);
+        let second = claim.bind("x");
+        let third = claim.bind(None::<i64>);
+        assert_eq!((first.as_str(), second.as_str(), third.as_str()), ("$1", "$2", "$3"));
+        assert_eq!(
+            claim.values,
+            vec![
+                Value::Integer(Some(7)),
+                Value::Text("x".into()),
+                Value::Integer(None)
+            ]
+        );
+    }
+}
