@@ -367,6 +367,22 @@ impl Collector for Sources {
             MetricType::Gauge,
         )?;
         f.gauge(&[], i64::try_from(queued).unwrap_or(i64::MAX))?;
+        if let Some(writer) = self.database.writer_stats() {
+            let mut f = family(
+                e,
+                "velocity_storage_write_batches",
+                "Transactions SQLite's group-commit writer committed or attempted, one fsync each.",
+                MetricType::Counter,
+            )?;
+            f.counter(&[], u64::try_from(writer.batches()).unwrap_or(u64::MAX))?;
+            let mut f = family(
+                e,
+                "velocity_storage_batched_writes",
+                "Writes SQLite's group-commit writer ran, in all batches: divided by velocity_storage_write_batches, the writes one fsync carries.",
+                MetricType::Counter,
+            )?;
+            f.counter(&[], u64::try_from(writer.operations()).unwrap_or(u64::MAX))?;
+        }
         let mut f = family(
             e,
             "velocity_storage_errors",

@@ -345,6 +345,16 @@ async fn counts_match_a_known_mix_of_calls(backend: Backend) {
     assert!(m.get("velocity_storage_pool_max_connections", &[]) >= 1.0);
     assert!(m.has("velocity_storage_pool_connections"));
     assert!(m.has("velocity_storage_errors_total"));
+    // SQLite's writer: every write of the mix (keys, codes, grants) went
+    // through it, several at least, and a batch holds at least one.
+    if matches!(backend, Backend::Sqlite) {
+        let batches = m.get("velocity_storage_write_batches_total", &[]);
+        let writes = m.get("velocity_storage_batched_writes_total", &[]);
+        assert!(batches >= 3.0, "{batches} batches");
+        assert!(writes >= batches, "{writes} writes in {batches} batches");
+    } else {
+        assert!(!m.has("velocity_storage_write_batches_total"));
+    }
     assert_eq!(m.get("velocity_rate_limit_local_fallback", &[]), 0.0);
     let build = m
         .samples

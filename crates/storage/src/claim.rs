@@ -208,7 +208,10 @@ mod tests {
         let first = claim.bind(7_i64);
         let second = claim.bind("x");
         let third = claim.bind(None::<i64>);
-        assert_eq!((first.as_str(), second.as_str(), third.as_str()), ("$1", "$2", "$3"));
+        assert_eq!(
+            (first.as_str(), second.as_str(), third.as_str()),
+            ("$1", "$2", "$3")
+        );
         assert_eq!(
             claim.values,
             vec![

@@ -209,6 +209,14 @@ impl Database {
         }
     }
 
+    /// What SQLite's group-commit writer has done; `None` on PostgreSQL.
+    pub fn writer_stats(&self) -> Option<&WriterStats> {
+        match self {
+            Database::Sqlite(store) => store.writer_stats(),
+            Database::Postgres(_) => None,
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Database::Sqlite(store) => store.close().await,

@@ -705,9 +705,12 @@ mod tests {
         .execute(&mut conn)
         .await
         .unwrap();
-        let native =
-            NativeConnection::open(&path, std::time::Duration::ZERO, "PRAGMA foreign_keys = ON;")
-                .unwrap();
+        let native = NativeConnection::open(
+            &path,
+            std::time::Duration::ZERO,
+            "PRAGMA foreign_keys = ON;",
+        )
+        .unwrap();
         (
             Writer::spawn(conn, native, options.clone(), "BEGIN IMMEDIATE"),
             options,

@@ -37,9 +37,9 @@ use velocity_domain::{
 
 use super::Db;
 use crate::claim::Claim;
-use crate::{Backend, SqlStore};
 use crate::insert::Insert;
 use crate::writer::BoxFuture;
+use crate::{Backend, SqlStore};
 
 /// The connection a write runs on, inside the transaction its caller chose.
 type Conn = <Db as sqlx::Database>::Connection;

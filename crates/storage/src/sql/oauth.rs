@@ -17,8 +17,8 @@ use super::{Conn, Db};
 use crate::claim::Claim;
 use crate::insert::Insert;
 use crate::rows::{
-    APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow,
-    TOKEN_COLUMNS, TokenRow,
+    APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow, TOKEN_COLUMNS,
+    TokenRow,
 };
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]

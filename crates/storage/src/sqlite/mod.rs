@@ -20,8 +20,8 @@ use velocity_domain::store::StoreResult;
 use crate::claim::Claim;
 use crate::error::StorageError;
 use crate::writer::{BoxFuture, Writer};
-use native::NativeConnection;
 use crate::{Backend, SqlStore, StorageOptions};
+use native::NativeConnection;
 
 mod checkpoint;
 pub(crate) mod native;
@@ -97,13 +97,17 @@ impl SqliteStore {
             }
         };
         // After the migrations, which made the file and put it in WAL mode.
+        // Its statement journals (a claim's multi-row insert inside its
+        // savepoint) stay in memory: on disk each is a temporary file
+        // opened, unlinked and closed per batch.
         let native = NativeConnection::open(
             write.get_filename(),
             options.sqlite_busy_timeout,
             &format!(
                 "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
                  PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA journal_size_limit = {WAL_LIMIT}; \
-                 PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};"
+                 PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}; \
+                 PRAGMA temp_store = MEMORY;"
             ),
         );
         let native = match native {

@@ -36,7 +36,11 @@ impl NativeConnection {
     /// Opens a write connection to the (migrated, WAL) database at `path`
     /// with the writer's settings (`pragmas`: `PRAGMA …;` statements), and
     /// starts its thread.
-    pub(crate) fn open(path: &Path, busy_timeout: Duration, pragmas: &str) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        pragmas: &str,
+    ) -> Result<Self, StoreError> {
         let classify = |e| classify(e, "write");
         let conn = rusqlite::Connection::open_with_flags(
             path,
@@ -54,7 +58,9 @@ impl NativeConnection {
                     visit(&conn);
                 }
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the grants' thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the grants' thread: {e}"))
+            })?;
         Ok(NativeConnection {
             visits: Some(visits),
             thread: Some(thread),
