@@ -167,3 +167,96 @@ pub(crate) fn classify(err: rusqlite::Error, what: &'static str) -> StoreError {
     crate::error::count(&classified);
     classified
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn connection() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; \
+             CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, spent INTEGER); \
+             CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES parent (id), \
+                                 blob BLOB, at INTEGER);",
+        )
+        .unwrap();
+        conn
+    }
+
+    /// Placeholders bound by their number, wherever they first appear: a
+    /// claim's parts share one list, and each part names some of it.
+    #[test]
+    fn placeholders_bind_by_number_not_position() {
+        let conn = connection();
+        conn.execute("INSERT INTO parent (id, name) VALUES (1, 'a')", [])
+            .unwrap();
+        let mut claim = Claim::new("parent");
+        let id = claim.bind(1_i64);
+        let at = claim.bind(42_i64);
+        claim.claim = format!("UPDATE parent SET spent = {at} WHERE id = {id} AND spent IS NULL");
+        let blob = claim.bind(&b"\x00\x01"[..]);
+        let none = claim.bind(None::<i64>);
+        claim.then.push((
+            format!("INSERT INTO child (id, parent, blob, at) SELECT 7, {id}, {blob}, {none}"),
+            String::new(),
+        ));
+        assert!(run_claim(&conn, &claim).unwrap(), "the claim changed its row");
+        let row: (i64, Vec<u8>, Option<i64>) = conn
+            .query_row("SELECT parent, blob, at FROM child WHERE id = 7", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, (1, vec![0, 1], None));
+        let spent: i64 = conn
+            .query_row("SELECT spent FROM parent WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(spent, 42);
+
+        // Spent: the claim changes nothing, and nothing after it runs.
+        claim.then[0].0 = claim.then[0].0.replace("SELECT 7", "SELECT 8");
+        assert!(!run_claim(&conn, &claim).unwrap());
+        let children: i64 = conn
+            .query_row("SELECT COUNT(*) FROM child", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(children, 1);
+    }
+
+    #[test]
+    fn constraint_failures_are_classified() {
+        let conn = connection();
+        let insert = |sql: &str| {
+            let mut claim = Claim::new("thing");
+            claim.claim = sql.to_owned();
+            run_claim(&conn, &claim)
+        };
+        insert("INSERT INTO parent (id, name) VALUES (1, 'a')").unwrap();
+        assert!(matches!(
+            insert("INSERT INTO parent (id, name) VALUES (2, 'a')"),
+            Err(StoreError::Conflict("thing"))
+        ));
+        assert!(matches!(
+            insert("INSERT INTO child (id, parent) VALUES (1, 99)"),
+            Err(StoreError::MissingReference("thing"))
+        ));
+        assert!(matches!(
+            insert("INSERT INTO nowhere VALUES (1)"),
+            Err(StoreError::Other(_))
+        ));
+    }
+
+    /// A placeholder with no value is an error, never a NULL.
+    #[test]
+    fn a_missing_value_is_refused() {
+        let conn = connection();
+        let mut claim = Claim::new("parent");
+        claim.claim = "INSERT INTO parent (id, name) VALUES ($1, $2)".to_owned();
+        claim.bind(1_i64);
+        assert!(matches!(run_claim(&conn, &claim), Err(StoreError::Other(_))));
+        let parents: i64 = conn
+            .query_row("SELECT COUNT(*) FROM parent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(parents, 0);
+    }
+}
