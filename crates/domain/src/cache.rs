@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fastbloom::AtomicBloomFilter;
 use moka::sync::Cache;
 
-use crate::credential::{CredentialKind, SecretHash};
+use crate::credential::{CredentialKind, DigestHasherBuilder, SecretHash};
 use crate::directory::{Membership, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
 use crate::oauth::{
@@ -63,15 +63,15 @@ impl Default for CacheConfig {
 }
 
 pub(crate) struct VerificationCache {
-    credentials: Cache<SecretHash, Arc<VerifiedCredential>>,
+    credentials: Cache<SecretHash, Arc<VerifiedCredential>, DigestHasherBuilder>,
     /// Access tokens apart from keys: a burst of one-off key lookups must
     /// not cost the hot tokens their places, and token revocations can
     /// drop all tokens without touching keys.
-    tokens: Cache<SecretHash, Arc<VerifiedCredential>>,
+    tokens: Cache<SecretHash, Arc<VerifiedCredential>, DigestHasherBuilder>,
     memberships: Cache<MembershipKey, Option<Membership>>,
     /// Workspaces by id: a cold key then costs one storage round trip, not two.
     workspaces: Cache<WorkspaceId, Workspace>,
-    sessions: Cache<SecretHash, Arc<SessionClaims>>,
+    sessions: Cache<SecretHash, Arc<SessionClaims>, DigestHasherBuilder>,
     /// Registered apps by client id, read by every grant and introspection;
     /// shared, so a hit costs a reference count, not a copy of the app's
     /// strings and redirect URIs.
@@ -79,8 +79,8 @@ pub(crate) struct VerificationCache {
     /// Codes and refresh tokens as this replica issued them, so that their
     /// use (the code exchanged seconds after consent, the refresh token at
     /// the next refresh) needs no read first: see [`Self::take_issued_code`].
-    issued_codes: Cache<SecretHash, AuthorizationCode>,
-    issued_refresh_tokens: Cache<SecretHash, OAuthToken>,
+    issued_codes: Cache<SecretHash, AuthorizationCode, DigestHasherBuilder>,
+    issued_refresh_tokens: Cache<SecretHash, OAuthToken, DigestHasherBuilder>,
     /// Bumped by every app invalidation: a lookup that began before one
     /// does not cache what it read ([`Self::app_generation`]).
     app_generation: AtomicU64,
@@ -99,11 +99,11 @@ impl VerificationCache {
                 .max_capacity(config.max_credentials)
                 .time_to_live(config.ttl)
                 .support_invalidation_closures()
-                .build(),
+                .build_with_hasher(DigestHasherBuilder::default()),
             tokens: Cache::builder()
                 .max_capacity(config.max_credentials)
                 .time_to_live(config.ttl)
-                .build(),
+                .build_with_hasher(DigestHasherBuilder::default()),
             memberships: Cache::builder()
                 .max_capacity(config.max_memberships)
                 .time_to_live(config.ttl)
@@ -118,7 +118,7 @@ impl VerificationCache {
             sessions: Cache::builder()
                 .max_capacity(config.max_credentials)
                 .time_to_live(Duration::from_secs(300))
-                .build(),
+                .build_with_hasher(DigestHasherBuilder::default()),
             apps: Cache::builder()
                 .max_capacity(config.max_memberships)
                 .time_to_live(config.ttl)
@@ -126,14 +126,14 @@ impl VerificationCache {
             issued_codes: Cache::builder()
                 .max_capacity(config.max_issued_codes)
                 .time_to_live(Duration::from_secs(CODE_SECS.unsigned_abs()))
-                .build(),
+                .build_with_hasher(DigestHasherBuilder::default()),
             // A client typically refreshes when its access token expires.
             issued_refresh_tokens: Cache::builder()
                 .max_capacity(config.max_issued_refresh_tokens)
                 .time_to_live(Duration::from_secs(
                     ACCESS_TOKEN_SECS.unsigned_abs() + ISSUED_REFRESH_SLACK_SECS,
                 ))
-                .build(),
+                .build_with_hasher(DigestHasherBuilder::default()),
             app_generation: AtomicU64::new(0),
             known,
             token_budget: Budget::new(config.unknown_token_lookups_per_sec),
@@ -300,7 +300,7 @@ impl VerificationCache {
 /// have already ended (it drops those lazily), and a revocation must end
 /// them at once.
 fn take<V: Clone + Send + Sync + 'static>(
-    cache: &Cache<SecretHash, V>,
+    cache: &Cache<SecretHash, V, DigestHasherBuilder>,
     key: &SecretHash,
 ) -> Option<V> {
     let found = cache.get(key)?;
@@ -324,15 +324,8 @@ impl KnownCredentials {
         }
     }
 
-    // The hash is SHA-256 output: its first eight bytes are already uniform.
-    fn fingerprint(hash: &SecretHash) -> u64 {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash.as_bytes()[..8]);
-        u64::from_le_bytes(first)
-    }
-
     pub fn insert(&self, hash: &SecretHash) {
-        self.filter.insert_hash(Self::fingerprint(hash));
+        self.filter.insert_hash(hash.fingerprint());
     }
 
     /// `None` until the filter has been loaded from storage: until then it
@@ -340,7 +333,7 @@ impl KnownCredentials {
     pub fn may_contain(&self, hash: &SecretHash) -> Option<bool> {
         self.ready
             .load(Ordering::Acquire)
-            .then(|| self.filter.contains_hash(Self::fingerprint(hash)))
+            .then(|| self.filter.contains_hash(hash.fingerprint()))
     }
 
     pub fn mark_ready(&self) {

@@ -4,6 +4,7 @@
 //! touching storage, and lets secret scanners recognise ours.
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
@@ -111,7 +112,7 @@ impl Secret {
         }
         let kind = CredentialKind::of(text).ok_or(Reason::CredentialMalformed)?;
         let body = &text[kind.prefix().len()..];
-        if body.len() != RANDOM_LEN + CHECK_LEN || !body.bytes().all(is_base62) {
+        if body.len() != RANDOM_LEN + CHECK_LEN || !all_base62(body) {
             return Err(Reason::CredentialMalformed);
         }
         let (signed, check) = text.split_at(text.len() - CHECK_LEN);
@@ -164,6 +165,13 @@ fn is_base62(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
+/// Every byte base62. Without stopping at the first that is not, so the
+/// loop vectorises: every Authenticate checks its credential's 38 bytes,
+/// and a malformed one is refused either way.
+fn all_base62(text: &str) -> bool {
+    text.bytes().fold(true, |all, b| all & is_base62(b))
+}
+
 /// CRC32 of `signed`, as six zero-padded base62 digits.
 pub fn checksum(signed: &str) -> String {
     checksum_digits(signed).iter().map(|&b| b as char).collect()
@@ -180,10 +188,26 @@ fn checksum_digits(signed: &str) -> [u8; CHECK_LEN] {
 }
 
 /// SHA-256 of a secret: the only form in which secrets are stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SecretHash(pub [u8; 32]);
 
+/// By its [`fingerprint`](SecretHash::fingerprint) alone: equal digests
+/// have equal fingerprints, and the rest adds nothing to a uniform value.
+impl Hash for SecretHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint());
+    }
+}
+
 impl SecretHash {
+    /// The first eight bytes: SHA-256 output, so already uniform; what the
+    /// known-key filter and [`DigestHasher`] take as the digest's hash.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(first)
+    }
+
     pub fn of(secret: &str) -> SecretHash {
         SecretHash(Sha256::digest(secret.as_bytes()).into())
     }
@@ -208,10 +232,58 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// The hasher of maps keyed by [`SecretHash`] (the verification cache):
+/// the fingerprint as it is, where the default SipHash would spend more
+/// than the rest of a cached lookup on every Authenticate to scramble an
+/// already uniform value. Nobody can crowd such a map with chosen digests:
+/// its entries are only what storage knows or this replica issued (hashes
+/// of secrets we generated) and verified sessions. Other values are folded
+/// in by eight bytes, so it is a correct `Hasher` for any key.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DigestHasher(u64);
+
+pub(crate) type DigestHasherBuilder = BuildHasherDefault<DigestHasher>;
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    /// A lone write (a `SecretHash`) is kept as it is.
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn a_digest_hashes_to_its_fingerprint_and_other_keys_still_spread() {
+        let hash = Secret::generate(CredentialKind::WorkspaceKey).hash();
+        let builder = DigestHasherBuilder::default();
+        assert_eq!(builder.hash_one(hash), hash.fingerprint());
+        assert_eq!(
+            hash.fingerprint().to_le_bytes(),
+            hash.as_bytes()[..8],
+            "the digest's first bytes"
+        );
+        let strings: std::collections::HashSet<u64> = (0..100)
+            .map(|n| builder.hash_one(format!("a key of some length {n}")))
+            .collect();
+        assert_eq!(strings.len(), 100);
+    }
 
     #[test]
     fn generated_secrets_have_the_contract_shape() {

@@ -52,7 +52,12 @@ impl PresentedKind {
 
     /// From the prefix alone (and the JWT shape): no parsing, no storage.
     pub fn of(credential: &str) -> PresentedKind {
-        let credential = strip_bearer(credential);
+        Self::of_stripped(strip_bearer(credential))
+    }
+
+    /// As [`of`](Self::of), for a credential whose `Bearer` scheme has
+    /// already been taken off: Authenticate strips it once for both uses.
+    pub(crate) fn of_stripped(credential: &str) -> PresentedKind {
         match CredentialKind::of(credential) {
             Some(CredentialKind::WorkspaceKey) => PresentedKind::WorkspaceKey,
             Some(CredentialKind::PersonalKey) => PresentedKind::PersonalKey,

@@ -2,14 +2,15 @@
 //! flushed in batches by the server.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use crate::api_key::ApiKeyId;
 use crate::clock::Timestamp;
 
 /// Shards, so concurrent requests for different keys rarely share a lock.
+/// A power of two: [`shard_of`] takes the top bits of a product.
 const SHARDS: usize = 16;
+const _: () = assert!(SHARDS.is_power_of_two());
 
 /// Past this many distinct keys between flushes, further keys are dropped
 /// until the next flush: usage is advisory and memory must stay bounded.
@@ -18,13 +19,11 @@ const MAX_PENDING_PER_SHARD: usize = 100_000 / SHARDS;
 #[derive(Debug, Default)]
 pub struct UsageRecorder {
     shards: [Mutex<HashMap<ApiKeyId, Timestamp>>; SHARDS],
-    hasher: RandomState,
 }
 
 impl UsageRecorder {
     pub fn record(&self, key: &ApiKeyId, at: Timestamp) {
-        let shard = self.hasher.hash_one(key) as usize % SHARDS;
-        let Ok(mut pending) = self.shards[shard].lock() else {
+        let Ok(mut pending) = self.shards[shard_of(key)].lock() else {
             return;
         };
         if let Some(last) = pending.get_mut(key) {
@@ -53,6 +52,21 @@ impl UsageRecorder {
     }
 }
 
+/// A key's shard, from the last eight bytes of its id: every Authenticate
+/// with a key comes here, and hashing the whole id with the maps' (keyed)
+/// SipHash would hash it twice per call. Ids are ours, UUIDs whose tail is
+/// random, so no caller can crowd one shard; the maps keep SipHash.
+fn shard_of(key: &ApiKeyId) -> usize {
+    let id = key.as_str().as_bytes();
+    let tail = &id[id.len().saturating_sub(8)..];
+    let mut word = [0u8; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    // Fibonacci hashing: the multiplication carries every byte of the tail
+    // into the top bits, which pick the shard.
+    let mixed = u64::from_le_bytes(word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (u64::BITS - SHARDS.trailing_zeros())) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +90,17 @@ mod tests {
         assert!(recorder.drain().is_empty());
         recorder.restore(vec![(a.clone(), Timestamp(9))]);
         assert_eq!(recorder.drain(), vec![(a, Timestamp(9))]);
+    }
+
+    #[test]
+    fn generated_ids_use_every_shard_and_short_ids_have_one() {
+        let mut used = [0usize; SHARDS];
+        for _ in 0..SHARDS * 64 {
+            used[shard_of(&ApiKeyId::generate())] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 0), "{used:?}");
+        for id in ["", "k", "key_1"] {
+            assert!(shard_of(&ApiKeyId(id.into())) < SHARDS);
+        }
     }
 }

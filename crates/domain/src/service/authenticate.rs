@@ -26,14 +26,16 @@ impl Service {
         slug: Option<&str>,
         required_scopes: &[String],
     ) -> Result<Principal, Error> {
+        let credential = strip_bearer(credential);
         let result = self.resolve(credential, slug, required_scopes).await;
         self.stats.authenticate.record(
-            PresentedKind::of(credential),
+            PresentedKind::of_stripped(credential),
             result.as_ref().err().map(Error::reason),
         );
         result
     }
 
+    /// `credential` without its `Bearer` scheme.
     async fn resolve(
         &self,
         credential: &str,
@@ -76,9 +78,9 @@ impl Service {
 
     /// Checks the credential's form and signature or checksum, then what
     /// storage (or the cache in front of it) knows of it. Expiry and
-    /// revocation are the rules' business.
+    /// revocation are the rules' business. `credential` is without its
+    /// `Bearer` scheme.
     async fn verify_credential(&self, credential: &str) -> Result<Arc<VerifiedCredential>, Error> {
-        let credential = strip_bearer(credential);
         if credential.is_empty() {
             return Err(Error::Unauthenticated(Reason::CredentialMissing));
         }
