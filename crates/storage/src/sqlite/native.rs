@@ -202,7 +202,10 @@ mod tests {
             format!("INSERT INTO child (id, parent, blob, at) SELECT 7, {id}, {blob}, {none}"),
             String::new(),
         ));
-        assert!(run_claim(&conn, &claim).unwrap(), "the claim changed its row");
+        assert!(
+            run_claim(&conn, &claim).unwrap(),
+            "the claim changed its row"
+        );
         let row: (i64, Vec<u8>, Option<i64>) = conn
             .query_row("SELECT parent, blob, at FROM child WHERE id = 7", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -253,7 +256,10 @@ mod tests {
         let mut claim = Claim::new("parent");
         claim.claim = "INSERT INTO parent (id, name) VALUES ($1, $2)".to_owned();
         claim.bind(1_i64);
-        assert!(matches!(run_claim(&conn, &claim), Err(StoreError::Other(_))));
+        assert!(matches!(
+            run_claim(&conn, &claim),
+            Err(StoreError::Other(_))
+        ));
         let parents: i64 = conn
             .query_row("SELECT COUNT(*) FROM parent", [], |r| r.get(0))
             .unwrap();
