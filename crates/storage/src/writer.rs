@@ -478,10 +478,10 @@ impl Task {
             }
         }
         self.native.close().await;
-        if let Some(conn) = self.conn.take() {
-            if let Err(err) = conn.close().await {
-                tracing::warn!(error = %err, "closing the write connection failed");
-            }
+        if let Some(conn) = self.conn.take()
+            && let Err(err) = conn.close().await
+        {
+            tracing::warn!(error = %err, "closing the write connection failed");
         }
     }
 
