@@ -9,9 +9,10 @@
 //!
 //! Writes are functions of one connection that never open a transaction
 //! themselves; each backend's `write` and `write_atomic` decide where they
-//! run. On SQLite every write goes to one task that owns the only write
-//! connection and commits many at once (`writer`); reads use a pool of
-//! read-only connections, so nothing ever waits for SQLite's write lock.
+//! run. On SQLite every write goes to one task that owns the write
+//! connections (sqlx's, and rusqlite's for the grants) and commits many at
+//! once (`writer`); reads use a pool of read-only connections, so nothing
+//! ever waits for SQLite's write lock.
 //! On PostgreSQL a write takes a pooled connection (and a transaction when
 //! it has several statements). A grant's write is data (`claim`), which
 //! each backend runs its fastest way.

@@ -30,10 +30,12 @@
 //!   answered yet, and none of the batch is kept.
 //!
 //! - A *native* operation ([`Writer::submit_native`]: the grants' claims)
-//!   runs on the connection's handle through rusqlite, with no hop to
-//!   sqlx's connection thread (`crate::sqlite::native`), in a savepoint of
-//!   its own that costs no round trip either. A run of them shares one lock
-//!   of the handle; they share the transaction with everything else.
+//!   runs on the writer's second connection, through rusqlite, on that
+//!   connection's thread (`crate::sqlite::native`): a whole batch goes
+//!   there in one message, and each operation's savepoint is a function
+//!   call, not a round trip. A batch holds operations of one connection
+//!   only (a job of the other waits for the next batch), so the two never
+//!   hold a transaction at once and neither waits for the other's lock.
 //!
 //! Operations are closures over the connection, so the SQL in `sql/` runs
 //! here as written; they own what they use (they cross to the writer's
