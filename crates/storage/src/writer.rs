@@ -103,6 +103,8 @@ impl WriterStats {
 /// The handle the store keeps: a queue into the writer's task.
 pub(crate) struct Writer {
     queue: mpsc::Sender<Box<dyn Job>>,
+    /// Whether the grants' connection's thread still runs.
+    native_alive: Arc<std::sync::atomic::AtomicBool>,
     stats: Arc<WriterStats>,
     /// Tells the task to finish what is queued and close its connection.
     stop: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
@@ -121,6 +123,7 @@ impl Writer {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (stop, stopped) = oneshot::channel();
         let stats = Arc::new(WriterStats::default());
+        let native_alive = native.alive();
         let task = Task {
             conn: Some(conn),
             native,
@@ -133,6 +136,7 @@ impl Writer {
         let handle = tokio::spawn(task.run(stopped));
         Writer {
             queue,
+            native_alive,
             stats,
             stop: std::sync::Mutex::new(Some((stop, handle))),
         }
@@ -210,9 +214,10 @@ impl Writer {
         }
     }
 
-    /// Whether the writer's task is still taking operations.
+    /// Whether the writer's task is still taking operations, and the
+    /// grants' connection can still run them.
     pub(crate) fn is_running(&self) -> bool {
-        !self.queue.is_closed()
+        !self.queue.is_closed() && self.native_alive.load(Ordering::Acquire)
     }
 
     /// Operations queued and not yet taken into a batch.
@@ -788,6 +793,43 @@ mod tests {
             run(&writer, "INSERT INTO parent (id) VALUES (3)").await,
             Err(StoreError::Unavailable(_))
         ));
+        if let Some(path) = options.get_filename().to_str() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+
+    /// A grants' thread that ends (a native operation that panics) is
+    /// seen: its callers are told storage is unavailable, and the writer
+    /// no longer counts as running, so the store is not ready.
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn a_dead_grants_thread_is_seen() {
+        let (writer, options) = writer("native-ends").await;
+        assert!(writer.is_running());
+        let died = writer
+            .submit_native(|_| -> StoreResult<()> { panic!("a native operation that panics") })
+            .await;
+        assert!(matches!(died, Err(StoreError::Unavailable(_))), "{died:?}");
+        // Waiting for a state: the flag drops as the thread unwinds.
+        for _ in 0..5000 {
+            if !writer.is_running() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(!writer.is_running(), "the dead thread is seen");
+        assert!(matches!(
+            writer.submit_native(|_| Ok(())).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // The other connection still writes.
+        run(&writer, "INSERT INTO parent (id) VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(count(&options, "parent").await, 1);
+        writer.close().await;
         if let Some(path) = options.get_filename().to_str() {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{path}{suffix}"));

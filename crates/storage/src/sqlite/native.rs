@@ -11,7 +11,8 @@
 //! neither ever waits for SQLite's write lock.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{OpenFlags, ffi};
@@ -30,6 +31,17 @@ type Visit = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
 pub(crate) struct NativeConnection {
     visits: Option<mpsc::Sender<Visit>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    alive: Arc<AtomicBool>,
+}
+
+/// Marks the thread gone when it ends, by return or by panic (dropped as
+/// the stack unwinds), so readiness can say so.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl NativeConnection {
@@ -51,9 +63,12 @@ impl NativeConnection {
         conn.execute_batch(pragmas).map_err(classify)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         let (visits, arrivals) = mpsc::channel::<Visit>();
+        let alive = Arc::new(AtomicBool::new(true));
+        let guard = Alive(alive.clone());
         let thread = std::thread::Builder::new()
             .name("velocity-sqlite-grants".to_owned())
             .spawn(move || {
+                let _alive = guard;
                 for visit in arrivals {
                     visit(&conn);
                 }
@@ -64,7 +79,14 @@ impl NativeConnection {
         Ok(NativeConnection {
             visits: Some(visits),
             thread: Some(thread),
+            alive,
         })
+    }
+
+    /// A flag that turns false once the thread has ended: its grants are
+    /// then refused as unavailable, and the store is no longer ready.
+    pub(crate) fn alive(&self) -> Arc<AtomicBool> {
+        self.alive.clone()
     }
 
     /// Runs `work` on the connection's thread; its result.
