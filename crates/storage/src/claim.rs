@@ -15,7 +15,7 @@ use crate::rows;
 
 /// One argument of a [`Claim`]. Integers may be NULL (a time not yet set);
 /// nothing else in our schema is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Value {
     Integer(Option<i64>),
     Text(String),
@@ -43,6 +43,18 @@ impl From<&str> for Value {
 impl From<&[u8]> for Value {
     fn from(value: &[u8]) -> Self {
         Value::Bytes(value.to_vec())
+    }
+}
+
+/// Text and bytes are hashes, ids and a PKCE challenge: kept out of
+/// `Debug`, as `SecretHash` keeps its own, so no log line carries them.
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Integer(v) => write!(f, "Integer({v:?})"),
+            Value::Text(v) => write!(f, "Text({} bytes)", v.len()),
+            Value::Bytes(v) => write!(f, "Bytes({} bytes)", v.len()),
+        }
     }
 }
 
