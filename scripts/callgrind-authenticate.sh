@@ -26,17 +26,8 @@ OUT=$(realpath -m "${2:-$(mktemp -d)}")
 mkdir -p "$OUT"
 N=${N:-20000}; C=${C:-16}; M=${M:-32}
 PORT=${PORT:-50091}; HTTP_PORT=${HTTP_PORT:-8091}
-W=$(mktemp -d)
-export DATABASE_URL="sqlite://$W/velocity-auth.db"
-SRV=
-cleanup() { [ -n "$SRV" ] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
-
-va() { "$BIN" "$@" 2>>"$W/cli.log"; }
-USER_ID=$(va user create --email bench@example.com --name Bench)
-va workspace create --slug acme --name Acme >/dev/null
-va member add --workspace acme --user "$USER_ID" --role owner
-KEY=$(va key create --workspace acme --scopes issues:read --name bench)
+# shellcheck source=scripts/lib/bench-key.sh
+source scripts/lib/bench-key.sh
 
 # The budget out of reach, as in h2load-authenticate.sh: every call is
 # counted, none refused.
@@ -49,15 +40,6 @@ SRV=$!
 for _ in $(seq 1 600); do curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz" 2>/dev/null && break; sleep 0.2; done
 python3 scripts/authenticate.py "$KEY" --addr "127.0.0.1:$PORT" >/dev/null
 
-# One gRPC message: a zero compression byte, a big-endian length, the protobuf.
-frame() {
-  python3 - "$1" "$2" <<'EOF'
-import struct, sys
-cred = sys.argv[2].encode()
-body = b"" if sys.argv[2] == "" else b"\x0a" + bytes([len(cred)]) + cred
-open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(body)) + body)
-EOF
-}
 frame "$W/health.bin" ""
 frame "$W/warm.bin" "$KEY"
 

@@ -18,17 +18,8 @@ cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/release/velocity-auth}")
 N=${N:-400000}; C=${C:-16}; M=${M:-32}; ROUNDS=${ROUNDS:-5}
 PORT=${PORT:-50071}; HTTP_PORT=${HTTP_PORT:-8071}
-W=$(mktemp -d)
-export DATABASE_URL="sqlite://$W/velocity-auth.db"
-SRV=
-cleanup() { [ -n "$SRV" ] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
-
-va() { "$BIN" "$@" 2>>"$W/cli.log"; }
-USER_ID=$(va user create --email bench@example.com --name Bench)
-va workspace create --slug acme --name Acme >/dev/null
-va member add --workspace acme --user "$USER_ID" --role owner
-KEY=$(va key create --workspace acme --scopes issues:read --name bench)
+# shellcheck source=scripts/lib/bench-key.sh
+source scripts/lib/bench-key.sh
 
 # The warm key's budget is set out of reach: every call is counted (what is
 # measured) and none refused. At the default of 300 a minute all but the
@@ -45,15 +36,6 @@ if python3 scripts/authenticate.py "vel_unknownunknownunknownunknownunknown0000"
   echo "an unknown key was accepted" >&2; exit 1
 fi
 
-# One gRPC message: a zero compression byte, a big-endian length, the protobuf.
-frame() {
-  python3 - "$1" "$2" <<'EOF'
-import struct, sys
-cred = sys.argv[2].encode()
-body = b"" if sys.argv[2] == "" else b"\x0a" + bytes([len(cred)]) + cred
-open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(body)) + body)
-EOF
-}
 frame "$W/health.bin" ""
 frame "$W/warm.bin" "$KEY"
 frame "$W/unknown.bin" "vel_unknownunknownunknownunknownunknown0000"
