@@ -383,6 +383,29 @@ impl Collector for Sources {
             )?;
             f.counter(&[], u64::try_from(writer.operations()).unwrap_or(u64::MAX))?;
         }
+        if let Some(claims) = self.database.claim_stats() {
+            let mut f = family(
+                e,
+                "velocity_storage_claim_statements",
+                "Statements PostgreSQL's claim batcher sent, each with one grant claim or more.",
+                MetricType::Counter,
+            )?;
+            f.counter(&[], u64::try_from(claims.statements()).unwrap_or(u64::MAX))?;
+            let mut f = family(
+                e,
+                "velocity_storage_batched_claims",
+                "Grant claims sent, in all statements: divided by velocity_storage_claim_statements, the claims one commit carries.",
+                MetricType::Counter,
+            )?;
+            f.counter(&[], u64::try_from(claims.claims()).unwrap_or(u64::MAX))?;
+            let mut f = family(
+                e,
+                "velocity_storage_claims_retried_apart",
+                "Grant claims run again on their own after the statement they shared was refused (a constraint, a deadlock).",
+                MetricType::Counter,
+            )?;
+            f.counter(&[], u64::try_from(claims.retried()).unwrap_or(u64::MAX))?;
+        }
         let mut f = family(
             e,
             "velocity_storage_errors",

@@ -352,8 +352,22 @@ async fn counts_match_a_known_mix_of_calls(backend: Backend) {
         let writes = m.get("velocity_storage_batched_writes_total", &[]);
         assert!(batches >= 3.0, "{batches} batches");
         assert!(writes >= batches, "{writes} writes in {batches} batches");
+        assert!(!m.has("velocity_storage_claim_statements_total"));
     } else {
         assert!(!m.has("velocity_storage_write_batches_total"));
+        // PostgreSQL's claim batcher: the mix's consent and exchange went
+        // through it, one claim or more to a statement.
+        let statements = m.get("velocity_storage_claim_statements_total", &[]);
+        let claims = m.get("velocity_storage_batched_claims_total", &[]);
+        assert!(statements >= 2.0, "{statements} claim statements");
+        assert!(
+            claims >= statements,
+            "{claims} claims in {statements} statements"
+        );
+        assert_eq!(
+            m.get("velocity_storage_claims_retried_apart_total", &[]),
+            0.0
+        );
     }
     assert_eq!(m.get("velocity_rate_limit_local_fallback", &[]), 0.0);
     let build = m

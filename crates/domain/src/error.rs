@@ -292,8 +292,9 @@ impl ErrorClass {
     }
 }
 
-/// A storage failure, as the domain sees it.
-#[derive(Debug, thiserror::Error)]
+/// A storage failure, as the domain sees it. `Clone`: one failure may be
+/// every caller's answer (a batch that could not commit).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or timed out: retryable.
     #[error("storage unavailable: {0}")]

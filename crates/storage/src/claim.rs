@@ -71,6 +71,28 @@ pub(crate) struct Claim {
     pub(crate) then: Vec<(String, String)>,
     /// `$1`, `$2`, …, in order.
     pub(crate) values: Vec<Value>,
+    /// What the claim spends and the grant it writes to: claims sharing a
+    /// key never share a PostgreSQL statement (`crate::postgres::claims`).
+    pub(crate) keys: Vec<Key>,
+}
+
+/// A row a claim spends or writes, by kind and identity.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Code(Vec<u8>),
+    Token(String),
+    Grant(String),
+}
+
+/// Hashes and ids, as the values: kept out of logs.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Key::Code(_) => "Key::Code",
+            Key::Token(_) => "Key::Token",
+            Key::Grant(_) => "Key::Grant",
+        })
+    }
 }
 
 impl Claim {
@@ -80,7 +102,14 @@ impl Claim {
             claim: String::new(),
             then: Vec::new(),
             values: Vec::new(),
+            keys: Vec::new(),
         }
+    }
+
+    /// Records that the claim spends or writes `key`.
+    pub(crate) fn touching(mut self, key: Key) -> Self {
+        self.keys.push(key);
+        self
     }
 
     /// Adds `value` to the arguments; its placeholder.
@@ -93,6 +122,10 @@ impl Claim {
     /// grant.
     pub(crate) fn issuing(mut self, claim: String, tokens: &[OAuthToken]) -> Self {
         self.claim = claim;
+        if let Some(token) = tokens.first() {
+            self.keys
+                .push(Key::Grant(token.family_id.as_str().to_owned()));
+        }
         if !tokens.is_empty() {
             let insert = self.tokens(tokens);
             self.then.push((insert, String::new()));
@@ -106,7 +139,7 @@ impl Claim {
     /// Stores a new code: a claim that always changes its row, unless the
     /// code is already there (a conflict) or names no app or user.
     pub(crate) fn new_code(code: &AuthorizationCode) -> Self {
-        let mut claim = Claim::new("code");
+        let mut claim = Claim::new("code").touching(Key::Code(code.hash.as_bytes().to_vec()));
         let values = [
             claim.bind(code.hash.as_bytes().as_slice()),
             claim.bind(code.client_id.as_str()),
@@ -197,8 +230,24 @@ impl Claim {
         String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     {
-        use sqlx::Arguments as _;
         let mut arguments = DB::Arguments::default();
+        self.add_arguments::<DB>(&mut arguments)?;
+        Ok(arguments)
+    }
+
+    /// Appends the values to `arguments`, after what they hold: a
+    /// statement of several claims numbers each one's after the last's.
+    pub(crate) fn add_arguments<DB>(
+        &self,
+        arguments: &mut DB::Arguments,
+    ) -> Result<(), sqlx::error::BoxDynError>
+    where
+        DB: sqlx::Database,
+        Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        use sqlx::Arguments as _;
         for value in &self.values {
             match value {
                 Value::Integer(v) => arguments.add(*v)?,
@@ -206,7 +255,7 @@ impl Claim {
                 Value::Bytes(v) => arguments.add(v.clone())?,
             }
         }
-        Ok(arguments)
+        Ok(())
     }
 }
 

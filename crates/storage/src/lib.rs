@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub use error::{ERROR_CLASSES, StorageError, error_counts};
 pub use postgres::PostgresStore;
+pub use postgres::claims::{ClaimStats, ClaimsHeld};
 pub use sqlite::SqliteStore;
 use velocity_domain::Store;
 use velocity_domain::store::StoreResult;
@@ -47,6 +48,8 @@ pub struct SqlStore<DB: sqlx::Database> {
     writer: Option<Writer>,
     /// SQLite: copies the WAL into the file off the writer's commit path.
     checkpointer: Option<sqlite::Checkpointer>,
+    /// PostgreSQL: sends the grants' claims several to a statement.
+    claims: Option<postgres::claims::ClaimBatcher>,
 }
 
 impl<DB: sqlx::Database> SqlStore<DB> {
@@ -64,12 +67,22 @@ impl<DB: sqlx::Database> SqlStore<DB> {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.close().await;
         }
+        if let Some(claims) = &self.claims {
+            claims.close().await;
+        }
         self.pool.close().await;
     }
 
     /// What the group-commit writer has done (SQLite), `None` without one.
     pub fn writer_stats(&self) -> Option<&WriterStats> {
         self.writer.as_ref().map(Writer::stats)
+    }
+
+    /// What the claim batcher has done (PostgreSQL), `None` without one.
+    pub fn claim_stats(&self) -> Option<&ClaimStats> {
+        self.claims
+            .as_ref()
+            .map(postgres::claims::ClaimBatcher::stats)
     }
 
     /// The pool's connections now: open, of which idle, and the most it opens.
@@ -95,6 +108,23 @@ impl<DB: sqlx::Database> SqlStore<DB> {
             Some(writer) => Some(writer.hold().await),
             None => None,
         }
+    }
+
+    /// Keeps PostgreSQL's claims queued until the guard is released, so the
+    /// claims submitted meanwhile go in one statement: how tests put claims
+    /// together. `None` without a batcher.
+    pub async fn hold_claims(&self) -> Option<ClaimsHeld> {
+        match &self.claims {
+            Some(claims) => Some(claims.hold().await),
+            None => None,
+        }
+    }
+
+    /// Claims waiting for a statement (PostgreSQL; always 0 without one).
+    pub fn queued_claims(&self) -> usize {
+        self.claims
+            .as_ref()
+            .map_or(0, postgres::claims::ClaimBatcher::queued)
     }
 
     /// Whether writes can be taken: false once the writer's task is gone.
@@ -215,6 +245,14 @@ impl Database {
         match self {
             Database::Sqlite(store) => store.writer_stats(),
             Database::Postgres(_) => None,
+        }
+    }
+
+    /// What PostgreSQL's claim batcher has done; `None` on SQLite.
+    pub fn claim_stats(&self) -> Option<&ClaimStats> {
+        match self {
+            Database::Postgres(store) => store.claim_stats(),
+            Database::Sqlite(_) => None,
         }
     }
 

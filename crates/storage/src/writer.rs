@@ -332,7 +332,7 @@ impl<T> Reply<T> {
 
     fn send(self, batch: Result<(), &StoreError>) {
         let answer = match (batch, self.outcome) {
-            (Err(err), _) => Err(copy(err)),
+            (Err(err), _) => Err(err.clone()),
             (Ok(()), Some(outcome)) => outcome,
             (Ok(()), None) => Err(StoreError::Other("a write never ran".to_owned())),
         };
@@ -426,16 +426,6 @@ where
 
     fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
         self.reply.send(batch);
-    }
-}
-
-/// The same error for every caller of a failed batch.
-fn copy(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Conflict(what) => StoreError::Conflict(what),
-        StoreError::MissingReference(what) => StoreError::MissingReference(what),
-        StoreError::Other(m) => StoreError::Other(m.clone()),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::claim::Claim;
 use crate::error::{StorageError, classify};
 use crate::writer::BoxFuture;
 use crate::{Backend, SqlStore, StorageOptions};
+use claims::ClaimBatcher;
 
 /// The backend the shared SQL of `src/sql/` is compiled for here.
 type Db = sqlx::Postgres;
@@ -21,6 +22,8 @@ type Db = sqlx::Postgres;
     reason = "by design: the shared SQL is compiled once per backend"
 )]
 mod sql;
+
+pub(crate) mod claims;
 
 /// The NOTIFY channel invalidations are announced on.
 pub const INVALIDATION_CHANNEL: &str = "velocity_invalidations";
@@ -58,7 +61,9 @@ impl PostgresStore {
             .map_err(StorageError::Migrate)?;
         // Writes take pooled connections: PostgreSQL has no single-writer
         // lock, and commits of concurrent transactions share fsyncs there.
+        // The grants' claims, the hot writes, go several to a statement.
         Ok(SqlStore {
+            claims: Some(ClaimBatcher::spawn(pool.clone())),
             pool,
             writer: None,
             checkpointer: None,
@@ -136,23 +141,12 @@ impl Backend for sqlx::Postgres {
 
     /// Data-modifying CTEs: one statement, one round trip, atomic on its
     /// own (PostgreSQL runs it in a transaction of its own), every part
-    /// seeing the same snapshot, each insert conditioned on the claim.
+    /// seeing the same snapshot, each insert conditioned on the claim; with
+    /// other claims queued meanwhile, in the same statement (`claims`).
     async fn claim(store: &PostgresStore, claim: Claim) -> StoreResult<bool> {
-        let classify = |e| classify(e, claim.what);
-        let arguments = claim
-            .arguments::<sqlx::Postgres>()
-            .map_err(|e| classify(sqlx::Error::Encode(e)))?;
-        let mut sql = format!("WITH claimed AS ({} RETURNING 1)", claim.claim);
-        for (i, (insert, tail)) in claim.then.iter().enumerate() {
-            sql.push_str(&format!(
-                ", then_{i} AS ({insert} WHERE EXISTS (SELECT 1 FROM claimed){tail})"
-            ));
+        match &store.claims {
+            Some(claims) => claims.claim(claim).await,
+            None => claims::claim_one(&store.pool, &claim).await,
         }
-        sql.push_str(" SELECT 1 FROM claimed");
-        let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
-            .fetch_all(&store.pool)
-            .await
-            .map_err(classify)?;
-        Ok(!rows.is_empty())
     }
 }

@@ -14,7 +14,7 @@ use velocity_domain::{SecretHash, StoreError, Timestamp, WorkspaceId};
 
 use super::invalidations::{execute_logged, log_invalidation};
 use super::{Conn, Db};
-use crate::claim::Claim;
+use crate::claim::{Claim, Key};
 use crate::insert::Insert;
 use crate::rows::{
     APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow, TOKEN_COLUMNS,
@@ -174,7 +174,7 @@ pub(super) async fn code_by_hash(
 
 /// Spends the code, if unspent, and issues `tokens`.
 pub(super) fn redeem_code(hash: &SecretHash, at: Timestamp, tokens: &[OAuthToken]) -> Claim {
-    let mut claim = Claim::new("code");
+    let mut claim = Claim::new("code").touching(Key::Code(hash.as_bytes().to_vec()));
     let sql = format!(
         "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL",
         hash = claim.bind(hash.as_bytes().as_slice()),
@@ -210,7 +210,7 @@ pub(super) fn rotate_refresh_token(
     reuse_since: Option<Timestamp>,
     tokens: &[OAuthToken],
 ) -> Claim {
-    let mut claim = Claim::new("token");
+    let mut claim = Claim::new("token").touching(Key::Token(id.as_str().to_owned()));
     let sql = format!(
         "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, {at}) \
          WHERE id = {id} AND kind = 'refresh' AND revoked_at IS NULL \

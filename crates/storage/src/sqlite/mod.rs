@@ -123,6 +123,7 @@ impl SqliteStore {
             pool,
             writer: Some(writer),
             checkpointer: Some(Checkpointer::spawn(checkpoint)),
+            claims: None,
         })
     }
 }

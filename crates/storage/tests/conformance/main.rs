@@ -13,7 +13,7 @@ mod oauth;
 use std::sync::Arc;
 
 use velocity_domain::Store;
-use velocity_storage::{Database, SqliteStore, StorageOptions};
+use velocity_storage::{Database, PostgresStore, SqliteStore, StorageOptions};
 use velocity_testkit::TestDatabase;
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +56,16 @@ async fn run_sqlite(story: impl AsyncFnOnce(Arc<dyn Store>, Arc<SqliteStore>)) {
         panic!("a SQLite database opened as {}", db.backend());
     };
     story(db.store(), sqlite.clone()).await;
+    db.close().await;
+}
+
+/// Runs a PostgreSQL-only `story` that also drives the claim batcher.
+async fn run_postgres(story: impl AsyncFnOnce(Arc<dyn Store>, Arc<PostgresStore>)) {
+    let (_guard, db) = open(Backend::Postgres).await;
+    let Database::Postgres(pg) = &db else {
+        panic!("a PostgreSQL database opened as {}", db.backend());
+    };
+    story(db.store(), pg.clone()).await;
     db.close().await;
 }
 
@@ -231,6 +241,11 @@ mod postgres {
     #[tokio::test]
     async fn known_hashes_page_in_order() {
         run(BACKEND, invalidations::hash_paging_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn claims_share_a_statement_and_keep_their_answers() {
+        run_postgres(oauth::claims_in_one_statement_story).await;
     }
 
     /// PostgreSQL only: its sequences hand out ids before commit, so a later

@@ -7,7 +7,7 @@ use velocity_domain::oauth::{ClientId, ClientType, TokenId, TokenKind};
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
 use velocity_domain::{SecretHash, Store, StoreError, Timestamp};
-use velocity_storage::SqliteStore;
+use velocity_storage::{PostgresStore, SqliteStore};
 
 use crate::fixtures::{ada_in_acme, app, code, pair, token};
 
@@ -643,4 +643,145 @@ async fn in_one_batch<const N: usize>(
         Ok(results) => results,
         Err(_) => unreachable!("one result per write"),
     }
+}
+
+type Claiming = std::pin::Pin<Box<dyn Future<Output = StoreResult<bool>> + Send>>;
+
+/// Runs `claims` while PostgreSQL's batcher is held, so they queue
+/// together, then lets them go; their results in order. They went in
+/// `statements` statements in all.
+async fn in_statements<const N: usize>(
+    pg: &PostgresStore,
+    statements: usize,
+    claims: [Claiming; N],
+) -> [StoreResult<bool>; N] {
+    let held = pg.hold_claims().await.expect("PostgreSQL has a batcher");
+    let before = pg.claim_stats().unwrap().statements();
+    let claims = claims.map(tokio::spawn);
+    // Waiting for a state, not for time: every claim is queued (the first
+    // may already be taken, waiting for its turn).
+    while pg.queued_claims() + 1 < N {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    held.release();
+    let mut results = Vec::new();
+    for claim in claims {
+        results.push(claim.await.unwrap());
+    }
+    assert_eq!(
+        pg.claim_stats().unwrap().statements(),
+        before + statements,
+        "claims in {statements} statement(s)"
+    );
+    match results.try_into() {
+        Ok(results) => results,
+        Err(_) => unreachable!("one result per claim"),
+    }
+}
+
+fn redeeming(
+    store: &Arc<dyn Store>,
+    code: &velocity_domain::oauth::AuthorizationCode,
+    tokens: Vec<velocity_domain::oauth::OAuthToken>,
+) -> Claiming {
+    let (store, hash) = (store.clone(), code.hash);
+    Box::pin(async move { store.redeem_code(&hash, Timestamp(150), &tokens).await })
+}
+
+/// PostgreSQL: claims queued together go in one statement and each gets
+/// its own answer; a statement refused whole is run claim by claim; two
+/// claims of one code never share a statement, and one of them wins.
+pub async fn claims_in_one_statement_story(store: Arc<dyn Store>, pg: Arc<PostgresStore>) {
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Confidential, 10);
+    store.insert_app(&web).await.unwrap();
+    let codes: Vec<_> = (1..=6).map(|n| code(&web, &ada, &acme, n)).collect();
+    for c in &codes {
+        store.insert_code(c).await.unwrap();
+    }
+    let [c1, c2, spent, c4, c5, c6] = &codes[..] else {
+        unreachable!("six codes")
+    };
+    assert!(
+        store
+            .redeem_code(&spent.hash, Timestamp(120), &pair(spent, 24))
+            .await
+            .unwrap()
+    );
+
+    // Two live codes and a spent one, in one statement.
+    let [first, second, again] = in_statements(
+        &pg,
+        1,
+        [
+            redeeming(&store, c1, pair(c1, 20)),
+            redeeming(&store, c2, pair(c2, 22)),
+            redeeming(&store, spent, pair(spent, 26)),
+        ],
+    )
+    .await;
+    assert!(first.unwrap() && second.unwrap(), "both live codes are won");
+    assert!(!again.unwrap(), "the spent code is not");
+    assert_eq!(stored_pair(&*store, c1, 20).await, 2);
+    assert_eq!(stored_pair(&*store, c2, 22).await, 2);
+    assert_eq!(stored_pair(&*store, spent, 26).await, 0);
+
+    // Two rotations, of two grants, in one statement.
+    let rotating =
+        |code: &velocity_domain::oauth::AuthorizationCode, from: u8, n: u8| -> Claiming {
+            let store = store.clone();
+            let id = TokenId(format!("token-{from}"));
+            let tokens = pair(code, n);
+            Box::pin(async move {
+                store
+                    .rotate_refresh_token(&id, Timestamp(300), None, &tokens)
+                    .await
+            })
+        };
+    let [r1, r2] = in_statements(&pg, 1, [rotating(c1, 21, 50), rotating(c2, 23, 52)]).await;
+    assert!(r1.unwrap() && r2.unwrap(), "both rotations win");
+    assert_eq!(stored_pair(&*store, c1, 50).await, 2);
+    assert_eq!(stored_pair(&*store, c2, 52).await, 2);
+
+    // Tokens naming no user: PostgreSQL refuses the statement, and each
+    // claim is then run apart: the bad one fails alone, unspent.
+    let mut dangling = pair(c4, 30);
+    for token in &mut dangling {
+        token.user_id = velocity_domain::UserId("nobody".into());
+    }
+    let retried = pg.claim_stats().unwrap().retried();
+    let [failed, won] = in_statements(
+        &pg,
+        1,
+        [
+            redeeming(&store, c4, dangling),
+            redeeming(&store, c5, pair(c5, 32)),
+        ],
+    )
+    .await;
+    assert!(matches!(failed, Err(StoreError::MissingReference("code"))));
+    assert!(won.unwrap(), "the good claim wins on its own");
+    assert_eq!(pg.claim_stats().unwrap().retried(), retried + 2);
+    let unspent = store.code_by_hash(&c4.hash).await.unwrap();
+    assert_eq!(
+        unspent.and_then(|c| c.used_at),
+        None,
+        "nothing of it stayed"
+    );
+    assert_eq!(stored_pair(&*store, c5, 32).await, 2);
+
+    // One code twice: two statements, one winner, one pair stored.
+    let [a, b] = in_statements(
+        &pg,
+        2,
+        [
+            redeeming(&store, c6, pair(c6, 40)),
+            redeeming(&store, c6, pair(c6, 42)),
+        ],
+    )
+    .await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a != b, "exactly one of the two wins");
+    let stored = stored_pair(&*store, c6, 40).await + stored_pair(&*store, c6, 42).await;
+    assert_eq!(stored, 2, "only the winner's tokens are stored");
 }

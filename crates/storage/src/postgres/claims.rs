@@ -1,0 +1,385 @@
+//! Group claims: the grants' writes on PostgreSQL, several to a statement.
+//!
+//! A claim alone is one statement of data-modifying CTEs (`claim_sql`):
+//! one round trip, one transaction, one commit. Under load most of what
+//! PostgreSQL spends on it is per statement (starting and finishing the
+//! executor, the commit and its WAL flush, the protocol), not per row. So
+//! claims queue here, and a task sends what has queued as one statement
+//! (each claim's CTEs side by side, renumbered), which commits them
+//! together and names the claims that changed their row.
+//!
+//! - At most [`IN_FLIGHT`] statements run at once: while they do, claims
+//!   queue and form the next one, so a loaded server sends fewer, larger
+//!   statements and an idle one sends each claim at once.
+//! - A statement holds claims of one shape (the same SQL), so the pool's
+//!   prepared statements are a few per shape, one per size.
+//! - Claims that share a row (a code, a refresh token, a grant: `Key`) never
+//!   share a statement. Two updates of one row in one statement are not
+//!   ordered (PostgreSQL applies one and skips the other), whereas in
+//!   statements of their own the second waits for the first and sees it,
+//!   which the refresh reuse interval depends on. The second goes in a
+//!   later statement, which is what happens to a concurrent claim anyway.
+//! - A statement the server refuses (a constraint, a deadlock) changed
+//!   nothing: its claims are then run one by one, so each gets its own
+//!   answer. Any other error (the connection lost) leaves unknown whether
+//!   it committed, and every claim of it gets that error, as a single
+//!   claim's caller would.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use velocity_domain::StoreError;
+use velocity_domain::store::StoreResult;
+
+use crate::claim::{Claim, Key};
+use crate::error::classify;
+
+/// Most claims in one statement: every connection of a loaded server, with
+/// the statement's arguments (about 35 a claim) far below the protocol's
+/// 65,535.
+pub(crate) const MAX_CLAIMS: usize = 16;
+
+/// Statements of claims running at once.
+pub(crate) const IN_FLIGHT: usize = 2;
+
+/// Claims waiting for a statement; a full queue makes callers wait.
+const QUEUE: usize = 4096;
+
+/// What the batcher has done, for tests and operators.
+#[derive(Debug, Default)]
+pub struct ClaimStats {
+    statements: AtomicUsize,
+    claims: AtomicUsize,
+    retried: AtomicUsize,
+}
+
+impl ClaimStats {
+    /// Statements sent, each with one claim or more.
+    pub fn statements(&self) -> usize {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Claims sent, in all statements.
+    pub fn claims(&self) -> usize {
+        self.claims.load(Ordering::Relaxed)
+    }
+
+    /// Claims run again on their own after their statement was refused.
+    pub fn retried(&self) -> usize {
+        self.retried.load(Ordering::Relaxed)
+    }
+}
+
+struct Pending {
+    claim: Claim,
+    reply: oneshot::Sender<StoreResult<bool>>,
+}
+
+/// The handle the store keeps: a queue into the batching task.
+pub(crate) struct ClaimBatcher {
+    queue: mpsc::Sender<Pending>,
+    /// One permit per statement in flight.
+    in_flight: Arc<Semaphore>,
+    stats: Arc<ClaimStats>,
+    /// Tells the task to send what is queued and stop.
+    stop: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl ClaimBatcher {
+    pub(crate) fn spawn(pool: PgPool) -> Self {
+        let (queue, arrivals) = mpsc::channel(QUEUE);
+        let (stop, stopped) = oneshot::channel();
+        let stats = Arc::new(ClaimStats::default());
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+        let task = tokio::spawn(run(
+            pool,
+            arrivals,
+            stopped,
+            in_flight.clone(),
+            stats.clone(),
+        ));
+        ClaimBatcher {
+            queue,
+            in_flight,
+            stats,
+            stop: std::sync::Mutex::new(Some((stop, task))),
+        }
+    }
+
+    /// Runs `claim` in the next statement; whether it changed its row.
+    pub(crate) async fn claim(&self, claim: Claim) -> StoreResult<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { claim, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    pub(crate) fn stats(&self) -> &ClaimStats {
+        &self.stats
+    }
+
+    /// Claims queued and not yet in a statement.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Takes every statement's turn until the guard is released: claims
+    /// submitted meanwhile queue, and then go together. For tests that
+    /// need claims in one statement.
+    pub(crate) async fn hold(&self) -> ClaimsHeld {
+        let all = u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX);
+        ClaimsHeld {
+            _turns: self.in_flight.clone().acquire_many_owned(all).await.ok(),
+        }
+    }
+
+    /// Sends what is queued and waits for it; later claims are refused.
+    pub(crate) async fn close(&self) {
+        let stop = self.stop.lock().ok().and_then(|mut stop| stop.take());
+        if let Some((stop, task)) = stop {
+            let _ = stop.send(());
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "the claim batcher ended abnormally");
+            }
+        }
+    }
+}
+
+/// Keeps claims queued until dropped or released ([`ClaimBatcher::hold`]).
+pub struct ClaimsHeld {
+    _turns: Option<OwnedSemaphorePermit>,
+}
+
+impl ClaimsHeld {
+    /// Lets the queued claims go.
+    pub fn release(self) {}
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("storage is closed".to_owned())
+}
+
+async fn run(
+    pool: PgPool,
+    mut arrivals: mpsc::Receiver<Pending>,
+    mut stop: oneshot::Receiver<()>,
+    in_flight: Arc<Semaphore>,
+    stats: Arc<ClaimStats>,
+) {
+    let mut deferred: VecDeque<Pending> = VecDeque::new();
+    let mut stopping = false;
+    loop {
+        let first = match deferred.pop_front() {
+            Some(first) => first,
+            None => tokio::select! {
+                pending = arrivals.recv() => match pending {
+                    Some(first) => first,
+                    None => break,
+                },
+                _ = &mut stop, if !stopping => {
+                    // No new claims; what is queued still goes.
+                    arrivals.close();
+                    stopping = true;
+                    continue;
+                }
+            },
+        };
+        // Then a turn: while the statements in flight run, claims queue.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            let _ = first.reply.send(Err(closed()));
+            break;
+        };
+        let batch = gather(first, &mut deferred, &mut arrivals);
+        stats.statements.fetch_add(1, Ordering::Relaxed);
+        stats.claims.fetch_add(batch.len(), Ordering::Relaxed);
+        let pool = pool.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            send(&pool, batch, &stats).await;
+            drop(permit);
+        });
+    }
+    // Every turn back: the statements in flight have answered.
+    let _ = in_flight
+        .acquire_many(u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX))
+        .await;
+}
+
+/// `first` and what has queued of its shape with no key in common, up to
+/// [`MAX_CLAIMS`]; the rest waits, in order, for the next statement.
+fn gather(
+    first: Pending,
+    deferred: &mut VecDeque<Pending>,
+    arrivals: &mut mpsc::Receiver<Pending>,
+) -> Vec<Pending> {
+    let mut keys: HashSet<Key> = first.claim.keys.iter().cloned().collect();
+    let mut batch = vec![first];
+    let mut later = VecDeque::new();
+    let mut consider = |pending: Pending, batch: &mut Vec<Pending>| {
+        let fits = batch.len() < MAX_CLAIMS
+            && same_shape(&batch[0].claim, &pending.claim)
+            && pending.claim.keys.iter().all(|key| !keys.contains(key));
+        if fits {
+            keys.extend(pending.claim.keys.iter().cloned());
+            batch.push(pending);
+        } else {
+            later.push_back(pending);
+        }
+    };
+    while let Some(pending) = deferred.pop_front() {
+        consider(pending, &mut batch);
+    }
+    while batch.len() < MAX_CLAIMS {
+        match arrivals.try_recv() {
+            Ok(pending) => consider(pending, &mut batch),
+            Err(_) => break,
+        }
+    }
+    *deferred = later;
+    batch
+}
+
+fn same_shape(a: &Claim, b: &Claim) -> bool {
+    a.claim == b.claim && a.then == b.then && a.values.len() == b.values.len()
+}
+
+/// Runs `batch` and answers each claim.
+async fn send(pool: &PgPool, batch: Vec<Pending>, stats: &ClaimStats) {
+    if let [only] = batch.as_slice() {
+        let outcome = claim_one(pool, &only.claim).await;
+        if let Some(only) = batch.into_iter().next() {
+            let _ = only.reply.send(outcome);
+        }
+        return;
+    }
+    match claim_together(pool, &batch).await {
+        Ok(won) => {
+            for (i, pending) in batch.into_iter().enumerate() {
+                let _ = pending.reply.send(Ok(won.contains(&i)));
+            }
+        }
+        Err(sqlx::Error::Database(refused)) => {
+            // Refused whole, so nothing of it happened: each on its own.
+            tracing::debug!(error = %refused, claims = batch.len(), "claims refused together; running them apart");
+            stats.retried.fetch_add(batch.len(), Ordering::Relaxed);
+            for pending in batch {
+                let outcome = claim_one(pool, &pending.claim).await;
+                let _ = pending.reply.send(outcome);
+            }
+        }
+        Err(err) => {
+            let err = classify(err, batch[0].claim.what);
+            for pending in batch {
+                let _ = pending.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// One claim, one statement: whether it changed its row.
+pub(crate) async fn claim_one(pool: &PgPool, claim: &Claim) -> StoreResult<bool> {
+    let classify = |e| classify(e, claim.what);
+    let arguments = claim
+        .arguments::<sqlx::Postgres>()
+        .map_err(|e| classify(sqlx::Error::Encode(e)))?;
+    let mut sql = String::from("WITH ");
+    claim_ctes(&mut sql, claim, 0, 0);
+    sql.push_str(" SELECT 0 FROM claimed_0");
+    let rows: Vec<i32> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), arguments)
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+    Ok(!rows.is_empty())
+}
+
+/// The claims of `batch` in one statement; the indices of those that
+/// changed their row.
+async fn claim_together(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<usize>, sqlx::Error> {
+    use sqlx::Arguments as _;
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    let mut sql = String::from("WITH ");
+    let mut select = Vec::with_capacity(batch.len());
+    let mut offset = 0;
+    for (i, pending) in batch.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        claim_ctes(&mut sql, &pending.claim, i, offset);
+        select.push(format!("SELECT {i} FROM claimed_{i}"));
+        pending
+            .claim
+            .add_arguments::<sqlx::Postgres>(&mut arguments)
+            .map_err(sqlx::Error::Encode)?;
+        offset += pending.claim.values.len();
+    }
+    debug_assert_eq!(arguments.len(), offset);
+    sql.push(' ');
+    sql.push_str(&select.join(" UNION ALL "));
+    let won: Vec<i32> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), arguments)
+        .fetch_all(pool)
+        .await?;
+    Ok(won
+        .into_iter()
+        .filter_map(|i| usize::try_from(i).ok())
+        .collect())
+}
+
+/// Appends claim `i`'s CTEs, its placeholders moved up by `offset`: the
+/// claim (`claimed_i`), then each insert, run only if it changed a row.
+fn claim_ctes(sql: &mut String, claim: &Claim, i: usize, offset: usize) {
+    sql.push_str(&format!(
+        "claimed_{i} AS ({} RETURNING 1)",
+        renumber(&claim.claim, offset)
+    ));
+    for (j, (insert, tail)) in claim.then.iter().enumerate() {
+        sql.push_str(&format!(
+            ", then_{i}_{j} AS ({} WHERE EXISTS (SELECT 1 FROM claimed_{i}){})",
+            renumber(insert, offset),
+            renumber(tail, offset)
+        ));
+    }
+}
+
+/// `sql` with each `$n` made `$(n + offset)`. Our SQL has no other `$`
+/// (no dollar quoting, no `$` in names or literals).
+fn renumber(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_move_up_and_nothing_else_changes() {
+        assert_eq!(
+            renumber("UPDATE t SET a = $2 WHERE id = $1 AND b = $12", 10),
+            "UPDATE t SET a = $12 WHERE id = $11 AND b = $22"
+        );
+        assert_eq!(renumber("SELECT $1", 0), "SELECT $1");
+        assert_eq!(renumber("no placeholders", 5), "no placeholders");
+        assert_eq!(renumber("a lone $ stays", 5), "a lone $ stays");
+    }
+}
