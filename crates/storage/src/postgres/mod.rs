@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
 use velocity_domain::store::StoreResult;
@@ -30,6 +32,11 @@ pub const INVALIDATION_CHANNEL: &str = "velocity_invalidations";
 
 pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
+/// Prepared statements each connection keeps: our queries, and the claim
+/// batcher's, up to `claims::MAX_CLAIMS` sizes of each claim's shape.
+/// Past it, a statement evicted is parsed and planned again.
+const STATEMENTS: usize = 256;
+
 /// Pooled connections idle longer than this are pinged before use.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -52,7 +59,11 @@ impl PostgresStore {
                 })
             })
             .acquire_timeout(options.acquire_timeout)
-            .connect(url)
+            .connect_with(
+                PgConnectOptions::from_str(url)
+                    .map_err(StorageError::Connect)?
+                    .statement_cache_capacity(STATEMENTS),
+            )
             .await
             .map_err(StorageError::Connect)?;
         sqlx::migrate!("../../migrations/postgres")

@@ -658,9 +658,8 @@ async fn in_statements<const N: usize>(
     let held = pg.hold_claims().await.expect("PostgreSQL has a batcher");
     let before = pg.claim_stats().unwrap().statements();
     let claims = claims.map(tokio::spawn);
-    // Waiting for a state, not for time: every claim is queued (the first
-    // may already be taken, waiting for its turn).
-    while pg.queued_claims() + 1 < N {
+    // Waiting for a state, not for time: every claim is queued.
+    while pg.queued_claims() < N {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     held.release();
