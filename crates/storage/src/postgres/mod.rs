@@ -1,8 +1,7 @@
 //! PostgreSQL: production, and the shared state of several replicas.
 
-use std::sync::Arc;
-
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
