@@ -61,7 +61,17 @@ impl PostgresStore {
             .connect_with(
                 PgConnectOptions::from_str(url)
                     .map_err(StorageError::Connect)?
-                    .statement_cache_capacity(STATEMENTS),
+                    .statement_cache_capacity(STATEMENTS)
+                    // Every query of ours looks rows up by a key or pages
+                    // by an index, so one plan suits every argument. By
+                    // default each connection plans each prepared
+                    // statement afresh for its first five runs; a claim
+                    // statement of several claims costs more to plan than
+                    // to run, and a pool that grew under other load (16
+                    // connections) spreads those first runs over all of
+                    // them: a fifth fewer grants until every connection
+                    // had planned every size.
+                    .options([("plan_cache_mode", "force_generic_plan")]),
             )
             .await
             .map_err(StorageError::Connect)?;
