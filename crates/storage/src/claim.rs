@@ -220,23 +220,10 @@ impl Claim {
         ))
     }
 
-    /// The values as sqlx arguments for `DB`; the first that fails to
-    /// encode is the error (the statement must then not run: SQLite would
-    /// read a missing argument as NULL).
-    pub(crate) fn arguments<DB>(&self) -> Result<DB::Arguments, sqlx::error::BoxDynError>
-    where
-        DB: sqlx::Database,
-        Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    {
-        let mut arguments = DB::Arguments::default();
-        self.add_arguments::<DB>(&mut arguments)?;
-        Ok(arguments)
-    }
-
-    /// Appends the values to `arguments`, after what they hold: a
-    /// statement of several claims numbers each one's after the last's.
+    /// Appends the values to `arguments` as sqlx arguments for `DB`, after
+    /// what they hold: a statement of several claims numbers each one's
+    /// after the last's. The first that fails to encode is the error (the
+    /// statement must then not run).
     pub(crate) fn add_arguments<DB>(
         &self,
         arguments: &mut DB::Arguments,

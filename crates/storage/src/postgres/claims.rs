@@ -1,6 +1,6 @@
 //! Group claims: the grants' writes on PostgreSQL, several to a statement.
 //!
-//! A claim alone is one statement of data-modifying CTEs (`claim_sql`):
+//! A claim alone is one statement of data-modifying CTEs (`claim_one`):
 //! one round trip, one transaction, one commit. Under load most of what
 //! PostgreSQL spends on it is per statement (starting and finishing the
 //! executor, the commit and its WAL flush, the protocol), not per row. So
@@ -104,10 +104,8 @@ impl ClaimBatcher {
             pool,
             arrivals,
             stopped,
-            Turns {
-                in_flight: in_flight.clone(),
-                waiting: waiting.clone(),
-            },
+            in_flight.clone(),
+            waiting.clone(),
             stats.clone(),
         ));
         ClaimBatcher {
@@ -174,21 +172,14 @@ fn closed() -> StoreError {
     StoreError::Unavailable("storage is closed".to_owned())
 }
 
-/// The task's side of the turns: the permits, and whether it holds a
-/// claim while waiting for one.
-struct Turns {
-    in_flight: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
-}
-
 async fn run(
     pool: PgPool,
     mut arrivals: mpsc::Receiver<Pending>,
     mut stop: oneshot::Receiver<()>,
-    turns: Turns,
+    in_flight: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
     stats: Arc<ClaimStats>,
 ) {
-    let Turns { in_flight, waiting } = turns;
     let mut deferred: VecDeque<Pending> = VecDeque::new();
     let mut stopping = false;
     loop {
@@ -278,72 +269,60 @@ fn same_shape(a: &Claim, b: &Claim) -> bool {
 
 /// Runs `batch` and answers each claim.
 async fn send(pool: &PgPool, batch: Vec<Pending>, stats: &ClaimStats) {
-    if let [only] = batch.as_slice() {
-        let outcome = claim_one(pool, &only.claim).await;
-        if let Some(only) = batch.into_iter().next() {
-            let _ = only.reply.send(outcome);
+    if batch.len() > 1 {
+        let claims: Vec<&Claim> = batch.iter().map(|pending| &pending.claim).collect();
+        match claim_together(pool, &claims).await {
+            Ok(won) => {
+                for (i, pending) in batch.into_iter().enumerate() {
+                    let _ = pending.reply.send(Ok(won.contains(&i)));
+                }
+                return;
+            }
+            Err(sqlx::Error::Database(refused)) => {
+                // Refused whole, so nothing of it happened: each on its own.
+                tracing::debug!(error = %refused, claims = batch.len(), "claims refused together; running them apart");
+                stats.retried.fetch_add(batch.len(), Ordering::Relaxed);
+            }
+            Err(err) => {
+                let err = classify(err, batch[0].claim.what);
+                for pending in batch {
+                    let _ = pending.reply.send(Err(err.clone()));
+                }
+                return;
+            }
         }
-        return;
     }
-    match claim_together(pool, &batch).await {
-        Ok(won) => {
-            for (i, pending) in batch.into_iter().enumerate() {
-                let _ = pending.reply.send(Ok(won.contains(&i)));
-            }
-        }
-        Err(sqlx::Error::Database(refused)) => {
-            // Refused whole, so nothing of it happened: each on its own.
-            tracing::debug!(error = %refused, claims = batch.len(), "claims refused together; running them apart");
-            stats.retried.fetch_add(batch.len(), Ordering::Relaxed);
-            for pending in batch {
-                let outcome = claim_one(pool, &pending.claim).await;
-                let _ = pending.reply.send(outcome);
-            }
-        }
-        Err(err) => {
-            let err = classify(err, batch[0].claim.what);
-            for pending in batch {
-                let _ = pending.reply.send(Err(err.clone()));
-            }
-        }
+    for pending in batch {
+        let outcome = claim_one(pool, &pending.claim).await;
+        let _ = pending.reply.send(outcome);
     }
 }
 
 /// One claim, one statement: whether it changed its row.
 pub(crate) async fn claim_one(pool: &PgPool, claim: &Claim) -> StoreResult<bool> {
-    let classify = |e| classify(e, claim.what);
-    let arguments = claim
-        .arguments::<sqlx::Postgres>()
-        .map_err(|e| classify(sqlx::Error::Encode(e)))?;
-    let mut sql = String::from("WITH ");
-    claim_ctes(&mut sql, claim, 0, 0);
-    sql.push_str(" SELECT 0 FROM claimed_0");
-    let rows: Vec<i32> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), arguments)
-        .fetch_all(pool)
+    claim_together(pool, &[claim])
         .await
-        .map_err(classify)?;
-    Ok(!rows.is_empty())
+        .map(|won| !won.is_empty())
+        .map_err(|e| classify(e, claim.what))
 }
 
-/// The claims of `batch` in one statement; the indices of those that
-/// changed their row.
-async fn claim_together(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<usize>, sqlx::Error> {
+/// `claims` in one statement; the indices of those that changed their row.
+async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usize>, sqlx::Error> {
     use sqlx::Arguments as _;
     let mut arguments = sqlx::postgres::PgArguments::default();
     let mut sql = String::from("WITH ");
-    let mut select = Vec::with_capacity(batch.len());
+    let mut select = Vec::with_capacity(claims.len());
     let mut offset = 0;
-    for (i, pending) in batch.iter().enumerate() {
+    for (i, claim) in claims.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        claim_ctes(&mut sql, &pending.claim, i, offset);
+        claim_ctes(&mut sql, claim, i, offset);
         select.push(format!("SELECT {i} FROM claimed_{i}"));
-        pending
-            .claim
+        claim
             .add_arguments::<sqlx::Postgres>(&mut arguments)
             .map_err(sqlx::Error::Encode)?;
-        offset += pending.claim.values.len();
+        offset += claim.values.len();
     }
     debug_assert_eq!(arguments.len(), offset);
     sql.push(' ');
