@@ -37,6 +37,10 @@
 //!   only (a job of the other waits for the next batch), so the two never
 //!   hold a transaction at once and neither waits for the other's lock.
 //!
+//! - Work *between batches* ([`BetweenBatches`]: the WAL's catch-up
+//!   checkpoint, `crate::sqlite::checkpoint`) runs on the native connection
+//!   outside any transaction, alone: no write commits while it runs.
+//!
 //! Operations are closures over the connection, so the SQL in `sql/` runs
 //! here as written; they own what they use (they cross to the writer's
 //! task) and are never cancelled half-way by a caller that goes away.
@@ -173,13 +177,14 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
-        submit(&self.queue, |reply| {
-            Box::new(Native {
-                op: Some(op),
-                reply: Reply::new(reply),
-            })
-        })
-        .await
+        submit(&self.queue, |reply| Native::boxed(op, Lane::Native, reply)).await
+    }
+
+    /// A handle that runs work on the native connection between batches.
+    pub(crate) fn between_batches(&self) -> BetweenBatches {
+        BetweenBatches {
+            queue: self.queue.clone(),
+        }
     }
 
     /// Holds the writer inside a transaction until the returned guard is
@@ -242,6 +247,27 @@ impl Writer {
     }
 }
 
+/// Runs work on the native connection outside any transaction, between
+/// two batches, so no commit lands while it runs ([`Writer::between_batches`]).
+/// Not counted as a batch.
+#[derive(Clone)]
+pub(crate) struct BetweenBatches {
+    queue: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl BetweenBatches {
+    /// Runs `op` once the batch in progress (if any) has committed and
+    /// before the next begins; its result. Refused as unavailable once the
+    /// writer has stopped.
+    pub(crate) async fn run<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        submit(&self.queue, |reply| Native::boxed(op, Lane::Alone, reply)).await
+    }
+}
+
 /// Queues the job `make` makes around its reply, and waits for the answer.
 async fn submit<T>(
     queue: &mpsc::Sender<Box<dyn Job>>,
@@ -283,11 +309,17 @@ enum Lane {
     Statement { contained: bool },
     /// On the native connection, through rusqlite.
     Native,
+    /// On the native connection, outside any transaction, in no batch.
+    Alone,
 }
 
 impl Lane {
-    fn is_native(self) -> bool {
-        self == Lane::Native
+    /// Whether a job of `other` may join a batch begun by one of `self`.
+    fn joins(self, other: Lane) -> bool {
+        matches!(
+            (self, other),
+            (Lane::Statement { .. }, Lane::Statement { .. }) | (Lane::Native, Lane::Native)
+        )
     }
 
     /// Whether a statement operation needs no savepoint of the writer's.
@@ -400,7 +432,23 @@ where
 /// An operation on the native connection.
 struct Native<T, F> {
     op: Option<F>,
+    /// [`Lane::Native`], or [`Lane::Alone`] for work between batches.
+    lane: Lane,
     reply: Reply<T>,
+}
+
+impl<T, F> Native<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn boxed(op: F, lane: Lane, reply: oneshot::Sender<StoreResult<T>>) -> Box<dyn Job> {
+        Box::new(Native {
+            op: Some(op),
+            lane,
+            reply: Reply::new(reply),
+        })
+    }
 }
 
 impl<T, F> Job for Native<T, F>
@@ -409,7 +457,7 @@ where
     F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
 {
     fn lane(&self) -> Lane {
-        Lane::Native
+        self.lane
     }
 
     fn run<'c>(&'c mut self, _: &'c mut Conn) -> BoxFuture<'c, bool> {
@@ -464,6 +512,10 @@ impl Task {
                 }
                 }
             };
+            if first.lane() == Lane::Alone {
+                self.alone(first).await;
+                continue;
+            }
             let mut batch = vec![first];
             let outcome = self.batch(&mut batch).await;
             self.stats.record(batch.len());
@@ -486,7 +538,7 @@ impl Task {
     /// transaction and commits it. On failure the transaction is rolled
     /// back, and the connection replaced if even that fails.
     async fn batch(&mut self, batch: &mut Vec<Box<dyn Job>>) -> Result<(), StoreError> {
-        if batch[0].lane().is_native() {
+        if batch[0].lane() == Lane::Native {
             return self.native_batch(batch).await;
         }
         let classify = |e| crate::error::classify(e, "write");
@@ -513,6 +565,25 @@ impl Task {
             self.conn = self.connect.connect().await.ok();
         }
         Err(err)
+    }
+
+    /// Runs `job` on the native connection's thread, outside any
+    /// transaction, and answers it.
+    async fn alone(&mut self, job: Box<dyn Job>) {
+        let ran = self
+            .native
+            .run(move |conn| {
+                let mut job = job;
+                job.run_native(conn);
+                job
+            })
+            .await;
+        match ran {
+            Ok(job) => job.answer(Ok(())),
+            // The job went with the thread; its caller hears the channel
+            // close, which it reads as unavailable.
+            Err(err) => tracing::warn!(error = %err, "work between batches did not run"),
+        }
     }
 
     /// Runs `batch` (one native operation so far, and what else of its lane
@@ -555,7 +626,7 @@ impl Queue<'_> {
             return false;
         }
         match self.jobs.try_recv() {
-            Ok(job) if job.lane().is_native() == lane.is_native() => {
+            Ok(job) if lane.joins(job.lane()) => {
                 batch.push(job);
                 true
             }
@@ -731,6 +802,15 @@ mod tests {
             .await
     }
 
+    /// Removes the test's database files.
+    fn remove(options: &SqliteConnectOptions) {
+        if let Some(path) = options.get_filename().to_str() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+
     async fn count(options: &SqliteConnectOptions, table: &str) -> i64 {
         let mut conn = options.connect().await.unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
@@ -783,11 +863,111 @@ mod tests {
             run(&writer, "INSERT INTO parent (id) VALUES (3)").await,
             Err(StoreError::Unavailable(_))
         ));
-        if let Some(path) = options.get_filename().to_str() {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
+        remove(&options);
+    }
+
+    /// Work between batches runs after the batch queued before it has
+    /// committed, outside any transaction, and is no batch itself.
+    #[tokio::test]
+    async fn work_between_batches_runs_outside_a_transaction() {
+        let (writer, options) = writer("between").await;
+        let writer = Arc::new(writer);
+        let held = writer.hold().await;
+        let insert = tokio::spawn({
+            let writer = writer.clone();
+            async move { run(&writer, "INSERT INTO parent (id) VALUES (1)").await }
+        });
+        while writer.queued() < 1 {
+            tokio::task::yield_now().await;
         }
+        let between = writer.between_batches();
+        let between = tokio::spawn(async move {
+            between
+                .run(|conn| {
+                    let parents = conn
+                        .query_row("SELECT COUNT(*) FROM parent", [], |row| {
+                            row.get::<_, i64>(0)
+                        })
+                        .map_err(|e| native::classify(e, "parent"))?;
+                    Ok((conn.is_autocommit(), parents))
+                })
+                .await
+        });
+        while writer.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        held.release().await.unwrap();
+        insert.await.unwrap().unwrap();
+        let (outside, parents) = between.await.unwrap().unwrap();
+        assert!(outside, "no transaction is open around it");
+        assert_eq!(parents, 1, "the batch queued before it had committed");
+        assert_eq!(
+            writer.stats().batches(),
+            1,
+            "the insert joined the hold's batch"
+        );
+        assert_eq!(writer.stats().operations(), 2);
+        writer.close().await;
+        assert!(matches!(
+            writer.between_batches().run(|_| Ok(())).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        remove(&options);
+    }
+
+    /// The writer's catch-up copies what a checkpoint elsewhere left (what
+    /// committed after it), so its next commit starts the WAL afresh.
+    #[tokio::test]
+    async fn the_catch_up_starts_the_wal_afresh() {
+        let (writer, options) = writer("catch-up").await;
+        let mut elsewhere = options.connect().await.unwrap();
+        let checkpoint = async |conn: &mut sqlx::SqliteConnection| {
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(conn)
+                .await
+                .unwrap()
+        };
+        for sql in [
+            "INSERT INTO parent (id) VALUES (1)",
+            "INSERT INTO parent (id) VALUES (2)",
+            "INSERT INTO parent (id) VALUES (3)",
+        ] {
+            run(&writer, sql).await.unwrap();
+        }
+        // A reader on the WAL as it stands keeps the next commit from
+        // starting it afresh, as readers under load do.
+        let mut reader = options.connect().await.unwrap();
+        sqlx::raw_sql("BEGIN; SELECT COUNT(*) FROM parent")
+            .execute(&mut reader)
+            .await
+            .unwrap();
+        let (_, frames, copied) = checkpoint(&mut elsewhere).await;
+        assert_eq!(copied, frames, "all it saw is copied");
+        run(&writer, "INSERT INTO parent (id) VALUES (4)")
+            .await
+            .unwrap();
+        sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+        let progress = writer
+            .between_batches()
+            .run(crate::sqlite::checkpoint::catch_up)
+            .await
+            .unwrap();
+        assert_eq!(progress.busy, 0);
+        assert!(progress.frames > frames, "the last commit came after");
+        assert_eq!(progress.copied, progress.frames, "and is copied too");
+
+        run(&writer, "INSERT INTO parent (id) VALUES (5)")
+            .await
+            .unwrap();
+        let (_, restarted, _) = checkpoint(&mut elsewhere).await;
+        assert!(
+            restarted < frames,
+            "the WAL started again: {restarted} frames, {frames} before"
+        );
+        assert_eq!(count(&options, "parent").await, 5);
+        drop((elsewhere, reader));
+        writer.close().await;
+        remove(&options);
     }
 
     /// A grants' thread that ends (a native operation that panics) is
@@ -820,10 +1000,6 @@ mod tests {
             .unwrap();
         assert_eq!(count(&options, "parent").await, 1);
         writer.close().await;
-        if let Some(path) = options.get_filename().to_str() {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        }
+        remove(&options);
     }
 }

@@ -23,7 +23,7 @@ use crate::writer::{BoxFuture, Writer};
 use crate::{Backend, SqlStore, StorageOptions};
 use native::NativeConnection;
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub(crate) mod native;
 
 pub(crate) use checkpoint::Checkpointer;
@@ -119,10 +119,11 @@ impl SqliteStore {
             }
         };
         let writer = Writer::spawn(writer, native, write, BEGIN);
+        let checkpointer = Checkpointer::spawn(checkpoint, writer.between_batches());
         Ok(SqlStore {
             pool,
             writer: Some(writer),
-            checkpointer: Some(Checkpointer::spawn(checkpoint)),
+            checkpointer: Some(checkpointer),
             claims: None,
         })
     }
