@@ -8,6 +8,7 @@ mod fixtures;
 mod grants;
 mod invalidations;
 mod listing;
+mod migrations;
 mod oauth;
 
 use std::sync::Arc;
@@ -172,6 +173,11 @@ mod postgres {
     use super::*;
 
     const BACKEND: Backend = Backend::Postgres;
+
+    #[tokio::test]
+    async fn tokens_come_to_reference_their_grant() {
+        migrations::tokens_come_to_reference_their_grant().await;
+    }
 
     #[tokio::test]
     async fn directory() {
