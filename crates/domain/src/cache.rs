@@ -244,6 +244,14 @@ impl VerificationCache {
         }
     }
 
+    /// Adds `hash` to the known-credential filter, counting it if the
+    /// filter did not hold it already.
+    pub fn add_known(&self, hash: &SecretHash) {
+        if self.known.insert(hash) {
+            self.stats.filter.inserted.inc();
+        }
+    }
+
     pub fn known(&self) -> &KnownCredentials {
         &self.known
     }
@@ -256,10 +264,7 @@ impl VerificationCache {
     pub fn apply(&self, invalidation: &Invalidation) {
         match invalidation {
             Invalidation::KeyRevoked(hash) => self.credentials.invalidate(hash),
-            Invalidation::KeyCreated(hash) => {
-                self.known.insert(hash);
-                self.stats.filter.inserted.inc();
-            }
+            Invalidation::KeyCreated(hash) => self.add_known(hash),
             Invalidation::Membership(user) => {
                 let user = user.clone();
                 // Only fails without support_invalidation_closures, set above.
@@ -324,8 +329,11 @@ impl KnownCredentials {
         }
     }
 
-    pub fn insert(&self, hash: &SecretHash) {
-        self.filter.insert_hash(hash.fingerprint());
+    /// Adds `hash`; whether the filter did not hold it already (so the
+    /// same key applied twice, from the log and from a page of the start's
+    /// load, or by two concurrent log reads, is counted once).
+    pub fn insert(&self, hash: &SecretHash) -> bool {
+        !self.filter.insert_hash(hash.fingerprint())
     }
 
     /// `None` until the filter has been loaded from storage: until then it
@@ -414,6 +422,21 @@ mod churn_tests {
     use super::*;
     use crate::credential::{CredentialKind, Secret};
     use crate::session::SessionClaims;
+
+    /// A key's hash reaches the filter from several places (its creation,
+    /// the log, the start's load, two log reads at once): it counts once.
+    #[test]
+    fn a_hash_added_twice_counts_once() {
+        let stats: Arc<Stats> = Arc::default();
+        let cache = VerificationCache::new(&CacheConfig::default(), stats.clone());
+        let key = Secret::generate(CredentialKind::WorkspaceKey).hash();
+        cache.add_known(&key);
+        cache.apply(&Invalidation::KeyCreated(key));
+        cache.add_known(&key);
+        assert_eq!(stats.filter.inserted.get(), 1);
+        cache.add_known(&Secret::generate(CredentialKind::WorkspaceKey).hash());
+        assert_eq!(stats.filter.inserted.get(), 2);
+    }
 
     /// A burst of one-off lookups (cold keys) must not push out an entry
     /// that is read all the time.

@@ -134,7 +134,7 @@ impl Service {
             self.stats.filter.false_positives.add(1);
         }
         let verified = Arc::new(looked_up?);
-        self.cache.known().insert(&hash);
+        self.cache.add_known(&hash);
         self.cache.put_credential(hash, verified.clone());
         Ok(verified)
     }

@@ -60,14 +60,12 @@ impl Service {
         // The cursor first: keys created while we page are in the log after it.
         let cursor = self.store.invalidation_cursor().await?;
         self.sync.cursor.store(cursor, Ordering::Release);
-        let known = self.cache.known();
         let mut loaded = 0;
         let mut after: Option<SecretHash> = None;
         loop {
             let page = self.store.key_hashes_after(after.as_ref(), PAGE).await?;
             loaded += page.len();
-            page.iter().for_each(|h| known.insert(h));
-            self.stats.filter.inserted.add(page.len() as u64);
+            page.iter().for_each(|h| self.cache.add_known(h));
             progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
@@ -82,15 +80,14 @@ impl Service {
                 .access_token_hashes_after(after.as_ref(), PAGE, now)
                 .await?;
             loaded += page.len();
-            page.iter().for_each(|h| known.insert(h));
-            self.stats.filter.inserted.add(page.len() as u64);
+            page.iter().for_each(|h| self.cache.add_known(h));
             progress(loaded);
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some(*last),
                 _ => break,
             }
         }
-        known.mark_ready();
+        self.cache.known().mark_ready();
         self.sync_invalidations().await?;
         Ok(loaded)
     }

@@ -113,7 +113,7 @@ impl Service {
             last_used_at: None,
         };
         self.store.insert_api_key(&key).await?;
-        self.cache.known().insert(&key.hash);
+        self.cache.add_known(&key.hash);
         tracing::info!(key_id = %key.id, kind = %kind, "api key created");
         Ok((key, secret))
     }

@@ -279,8 +279,7 @@ impl Service {
         if let Some(refresh) = tokens.into_iter().find(|t| t.kind == TokenKind::Refresh) {
             self.cache.put_issued_refresh_token(refresh);
         }
-        self.cache.known().insert(&issued.access_token.hash());
-        self.stats.filter.inserted.add(1);
+        self.cache.add_known(&issued.access_token.hash());
         Ok(issued)
     }
 
