@@ -45,9 +45,6 @@ pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 /// ask at its first write).
 const BEGIN: &str = "BEGIN IMMEDIATE";
 
-/// How much of the file may be memory-mapped (address space, not memory).
-const MMAP_BYTES: &str = "268435456";
-
 /// A WAL emptied by a checkpoint is cut back to this when reused.
 const WAL_LIMIT: &str = "67108864";
 
@@ -60,10 +57,10 @@ impl SqliteStore {
             .map_err(StorageError::Connect)?
             .foreign_keys(true)
             .busy_timeout(options.sqlite_busy_timeout)
-            // Pages of the file are read in place, not copied in by a
-            // syscall each: a reader's page cache starts empty after every
-            // commit, so this is most of what a read costs.
-            .pragma("mmap_size", MMAP_BYTES)
+            // No `mmap_size`: a connection that finds the WAL changed since
+            // its last transaction (under grant load, nearly every read)
+            // unmaps the whole file and faults each page back in, which
+            // cost more than the `pread`s it saves (docs/performance.md).
             .pragma("journal_size_limit", WAL_LIMIT);
         let write = common
             .clone()
@@ -105,7 +102,7 @@ impl SqliteStore {
             options.sqlite_busy_timeout,
             &format!(
                 "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
-                 PRAGMA mmap_size = {MMAP_BYTES}; PRAGMA journal_size_limit = {WAL_LIMIT}; \
+                 PRAGMA journal_size_limit = {WAL_LIMIT}; \
                  PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}; \
                  PRAGMA temp_store = MEMORY;"
             ),
