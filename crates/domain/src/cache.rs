@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastbloom::AtomicBloomFilter;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use crate::credential::{CredentialKind, DigestHasherBuilder, SecretHash};
@@ -38,7 +39,8 @@ pub struct CacheConfig {
     pub unknown_token_lookups_per_sec: u64,
     /// Codes kept as issued until exchanged. A code lives ten minutes, so
     /// this many only under a burst of that many consents in ten minutes
-    /// (about 0.5 KiB each); past it, exchanges read storage.
+    /// (about 0.5 KiB each); past it, the oldest are dropped and their
+    /// exchanges read storage.
     pub max_issued_codes: u64,
     /// Refresh tokens kept as issued until their next use.
     pub max_issued_refresh_tokens: u64,
@@ -123,11 +125,19 @@ impl VerificationCache {
                 .max_capacity(config.max_memberships)
                 .time_to_live(config.ttl)
                 .build(),
+            // Each code is read once, seconds after it was put: recency is
+            // all that predicts a use. The default policy admits a new
+            // entry to a full cache only if it looks more used than the
+            // oldest, so a burst would keep its first codes and refuse the
+            // ones about to be exchanged.
             issued_codes: Cache::builder()
                 .max_capacity(config.max_issued_codes)
+                .eviction_policy(EvictionPolicy::lru())
                 .time_to_live(Duration::from_secs(CODE_SECS.unsigned_abs()))
                 .build_with_hasher(DigestHasherBuilder::default()),
-            // A client typically refreshes when its access token expires.
+            // A client typically refreshes when its access token expires,
+            // so when full, the oldest are the next used: the default
+            // policy, which keeps them over newcomers, suits these.
             issued_refresh_tokens: Cache::builder()
                 .max_capacity(config.max_issued_refresh_tokens)
                 .time_to_live(Duration::from_secs(
@@ -420,7 +430,10 @@ mod tests {
 #[cfg(test)]
 mod churn_tests {
     use super::*;
+    use crate::clock::Timestamp;
     use crate::credential::{CredentialKind, Secret};
+    use crate::directory::UserId;
+    use crate::scope::ScopeSet;
     use crate::session::SessionClaims;
 
     /// A key's hash reaches the filter from several places (its creation,
@@ -436,6 +449,44 @@ mod churn_tests {
         assert_eq!(stats.filter.inserted.get(), 1);
         cache.add_known(&Secret::generate(CredentialKind::WorkspaceKey).hash());
         assert_eq!(stats.filter.inserted.get(), 2);
+    }
+
+    /// Codes are exchanged seconds after consent, each once: past the cap,
+    /// the codes kept must be the newest, or a burst of consents leaves
+    /// every later exchange reading storage until the burst's codes expire.
+    #[test]
+    fn a_full_code_cache_keeps_the_newest_codes() {
+        let config = CacheConfig {
+            max_issued_codes: 1_000,
+            ..CacheConfig::default()
+        };
+        let cache = VerificationCache::new(&config, Arc::default());
+        let code = |n: usize| AuthorizationCode {
+            hash: Secret::generate(CredentialKind::AuthorizationCode).hash(),
+            client_id: ClientId("app".into()),
+            redirect_uri: "https://app.example/cb".into(),
+            user_id: UserId("user".into()),
+            workspace_id: WorkspaceId(format!("workspace-{n}")),
+            scopes: ScopeSet::workspace(),
+            code_challenge: "c".repeat(43),
+            family_id: crate::oauth::FamilyId::generate(),
+            created_at: Timestamp(0),
+            expires_at: Timestamp(600_000),
+            used_at: None,
+        };
+        let mut hashes = Vec::new();
+        for n in 0..5_000 {
+            let issued = code(n);
+            hashes.push(issued.hash);
+            cache.put_issued_code(issued);
+            cache.issued_codes.run_pending_tasks();
+        }
+        let newest = &hashes[hashes.len() - 500..];
+        let kept = newest
+            .iter()
+            .filter(|hash| cache.take_issued_code(hash).is_some())
+            .count();
+        assert_eq!(kept, newest.len(), "of the 500 newest codes, {kept} kept");
     }
 
     /// A burst of one-off lookups (cold keys) must not push out an entry
