@@ -1337,6 +1337,125 @@ async fn grants_spent_elsewhere_are_replays_here(backend: Backend) {
     h.stop().await;
 }
 
+/// A code minted by another replica (here, stored directly, behind this
+/// replica's back) is spent as presented, without a read first. What
+/// the read-then-claim path refuses is refused the same way: a wrong
+/// verifier or redirect URI burns the code, another client's attempt does
+/// not, and a second exchange is a replay that revokes what the first got.
+async fn codes_issued_elsewhere_are_exchanged_here(backend: Backend) {
+    use velocity_domain::Secret;
+    use velocity_domain::credential::CredentialKind;
+    use velocity_domain::oauth::FamilyId;
+    use velocity_domain::stats::CacheKind;
+
+    let h = Harness::start(backend).await;
+    let ada = h.member("acme", "owner").await;
+    let app = h.register_app(false, SCOPES).await;
+    let other = h.register_app(false, SCOPES).await;
+    let elsewhere = h.server().database.store();
+    let stats = h.server().service.stats().clone();
+    let grant_misses = || stats.cache.misses(CacheKind::Grant);
+    let (code, verifier) = h.code_for(&ada, &app, "issues:read", "acme").await;
+    let template = elsewhere
+        .code_by_hash(&Secret::parse(&code).unwrap().hash())
+        .await
+        .unwrap()
+        .unwrap();
+    let issued_elsewhere = async || {
+        let secret = Secret::generate(CredentialKind::AuthorizationCode);
+        let mut code = template.clone();
+        code.hash = secret.hash();
+        code.family_id = FamilyId::generate();
+        elsewhere.insert_code(&code).await.unwrap();
+        secret.expose().to_owned()
+    };
+    let exchange = |code: &str, client_id: &str, redirect_uri: &str, verifier: &str| {
+        TokenBody::Json(
+            json!({"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "client_id": client_id, "code_verifier": verifier}),
+        )
+    };
+    let refused = |(status, _, body): (StatusCode, _, serde_json::Value), description: &str| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        assert_eq!(body["error_description"], description, "{body}");
+    };
+
+    // As presented, unread: tokens for the code's user, workspace and scopes.
+    let code = issued_elsewhere().await;
+    let misses = grant_misses();
+    let (status, _, first) = h
+        .token(exchange(&code, &app.client_id, REDIRECT, &verifier))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(grant_misses(), misses + 1, "this replica had no copy");
+    assert_eq!(
+        (&first["scope"], &first["workspace_slug"]),
+        (&json!("issues:read"), &json!("acme"))
+    );
+    let access_token = first["access_token"].as_str().unwrap();
+    let principal = h.authenticate(access_token, "", &[]).await.unwrap();
+    assert_eq!(principal.user_id, ada);
+    let (status, _, refreshed) = h
+        .token(TokenBody::Json(
+            json!({"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": app.client_id}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+
+    // Once: again, a replay, which revokes what the first exchange got.
+    refused(
+        h.token(exchange(&code, &app.client_id, REDIRECT, &verifier))
+            .await,
+        "the code was already used; tokens issued from it are revoked",
+    );
+    assert_refused(
+        h.authenticate(refreshed["access_token"].as_str().unwrap(), "", &[])
+            .await,
+        Code::Unauthenticated,
+        "CREDENTIAL_REVOKED",
+    );
+
+    // Another client's attempt is refused and leaves the code to its own.
+    let code = issued_elsewhere().await;
+    refused(
+        h.token(exchange(&code, &other.client_id, REDIRECT, &verifier))
+            .await,
+        "the code was issued to another client",
+    );
+    let (status, _, body) = h
+        .token(exchange(&code, &app.client_id, REDIRECT, &verifier))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A wrong verifier or redirect URI burns the code.
+    let (wrong_verifier, _) = pkce_pair();
+    for (redirect_uri, verifier_sent, description) in [
+        (
+            REDIRECT,
+            wrong_verifier.as_str(),
+            "code_verifier does not match the code_challenge; the code is now spent",
+        ),
+        (
+            "http://127.0.0.1:9/elsewhere",
+            verifier.as_str(),
+            "redirect_uri does not match the authorization request; the code is now spent",
+        ),
+    ] {
+        let code = issued_elsewhere().await;
+        refused(
+            h.token(exchange(&code, &app.client_id, redirect_uri, verifier_sent))
+                .await,
+            description,
+        );
+        refused(
+            h.token(exchange(&code, &app.client_id, REDIRECT, &verifier))
+                .await,
+            "the code was already used; tokens issued from it are revoked",
+        );
+    }
+    h.stop().await;
+}
+
 for_each_backend!(
     browser_flow_then_refresh_rotation_and_replay,
     consent_errors_follow_rfc6749_4_1_2_1,
@@ -1349,4 +1468,5 @@ for_each_backend!(
     oauth2_crate_drives_the_flow,
     app_secret_rotation_and_deletion,
     grants_spent_elsewhere_are_replays_here,
+    codes_issued_elsewhere_are_exchanged_here,
 );

@@ -10,8 +10,8 @@ use crate::directory::{Membership, Role, User, UserId, Workspace, WorkspaceId};
 use crate::error::StoreError;
 use crate::invalidation::Invalidation;
 use crate::oauth::{
-    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
-    TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, PresentedCode,
+    RetiringSecret, TokenId, TokenSeed,
 };
 use crate::page::PageRequest;
 
@@ -121,6 +121,20 @@ pub trait OAuthStore: Send + Sync + 'static {
         at: Timestamp,
         tokens: &[OAuthToken],
     ) -> StoreResult<bool>;
+
+    /// Spends the code if it is as presented: unspent, issued to that
+    /// client for that redirect URI and PKCE challenge, and unexpired at
+    /// `at`. Then stores `tokens` (created at `at`) with the code's family,
+    /// owner and scopes, and records their grant, all atomically: the code
+    /// as stored, now spent. `None`, and nothing changed, when no code is
+    /// as presented; the caller then reads it to say why. One round trip
+    /// where reading first takes two.
+    async fn redeem_presented_code(
+        &self,
+        code: &PresentedCode<'_>,
+        at: Timestamp,
+        tokens: &[TokenSeed],
+    ) -> StoreResult<Option<AuthorizationCode>>;
 
     async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>>;
     /// Marks a refresh token rotated at `at` and stores `tokens`,

@@ -9,9 +9,15 @@
 //! parts share one list of arguments; the values are plain (integers,
 //! text, bytes), so both sqlx and rusqlite bind them.
 
-use velocity_domain::oauth::{AuthorizationCode, OAuthToken, TokenKind};
+use velocity_domain::oauth::{AuthorizationCode, OAuthToken, TokenKind, TokenSeed};
 
 use crate::rows;
+
+/// A grant's row exists already when its family refreshes: a use, which
+/// records the scopes (a refresh may narrow them) and the new expiry. Its
+/// creation time stays.
+const GRANT_USED: &str = " ON CONFLICT (id) DO UPDATE SET scopes = excluded.scopes, \
+     last_used_at = excluded.last_used_at, expires_at = excluded.expires_at";
 
 /// One argument of a [`Claim`]. Integers may be NULL (a time not yet set);
 /// nothing else in our schema is.
@@ -214,10 +220,64 @@ impl Claim {
                  created_at, last_used_at, expires_at) SELECT {}",
                 values.join(", ")
             ),
-            " ON CONFLICT (id) DO UPDATE SET scopes = excluded.scopes, \
-             last_used_at = excluded.last_used_at, expires_at = excluded.expires_at"
-                .to_owned(),
+            GRANT_USED.to_owned(),
         ))
+    }
+
+    /// Sets the claim, on the code whose hash is `hash` (a placeholder),
+    /// and, if it wins, stores a token for each of `seeds`, created `at`
+    /// (a placeholder), with the code's family, owner and scopes, and makes
+    /// their grant: all read from the code's row, which the caller has not
+    /// seen.
+    pub(crate) fn issuing_from_code(
+        mut self,
+        claim: String,
+        hash: &str,
+        at: &str,
+        seeds: &[TokenSeed],
+    ) -> Self {
+        self.claim = claim;
+        let code = format!(
+            "(SELECT family_id, client_id, user_id, workspace_id, scopes \
+             FROM oauth_codes WHERE code_hash = {hash}) AS code"
+        );
+        let rows: Vec<String> = seeds
+            .iter()
+            .map(|seed| {
+                let values = [
+                    self.bind(seed.id.as_str()),
+                    self.bind(seed.hash.as_bytes().as_slice()),
+                    self.bind(seed.kind.as_str()),
+                    self.bind(seed.expires_at.0),
+                ];
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        // Both backends name a VALUES list's columns column1, column2, …
+        self.then.push((
+            format!(
+                "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
+                 workspace_id, scopes, created_at, expires_at) \
+                 SELECT issued.column1, issued.column2, issued.column3, code.family_id, \
+                 code.client_id, code.user_id, code.workspace_id, code.scopes, {at}, \
+                 issued.column4 FROM (VALUES {}) AS issued CROSS JOIN {code}",
+                rows.join(", ")
+            ),
+            String::new(),
+        ));
+        if let Some(refresh) = seeds.iter().find(|s| s.kind == TokenKind::Refresh) {
+            let expires_at = self.bind(refresh.expires_at.0);
+            self.then.push((
+                format!(
+                    "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                     created_at, last_used_at, expires_at) \
+                     SELECT code.family_id, code.client_id, code.user_id, code.workspace_id, \
+                     code.scopes, {at}, {at}, {expires_at} FROM {code}"
+                ),
+                GRANT_USED.to_owned(),
+            ));
+        }
+        self
     }
 
     /// Appends the values to `arguments` as sqlx arguments for `DB`, after

@@ -31,8 +31,9 @@ pub use error::{ERROR_CLASSES, StorageError, error_counts};
 pub use postgres::PostgresStore;
 pub use postgres::claims::{ClaimStats, ClaimsHeld};
 pub use sqlite::SqliteStore;
-use velocity_domain::Store;
+use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
+use velocity_domain::{SecretHash, Store};
 pub use writer::{WriterStats, WritesHeld};
 
 use crate::claim::Claim;
@@ -150,6 +151,14 @@ trait Backend: sqlx::Database {
     /// Runs `claim` and, only if it changed a row, what it issues; whether
     /// it did. Either all of it happens or none of it does.
     async fn claim(store: &SqlStore<Self>, claim: Claim) -> StoreResult<bool>;
+
+    /// As [`Self::claim`] for a claim on the code `hash`: the code as
+    /// stored once the claim changed it, or `None`.
+    async fn claim_code(
+        store: &SqlStore<Self>,
+        claim: Claim,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<AuthorizationCode>>;
 }
 
 /// The SQLite file used when no `DATABASE_URL` is given.

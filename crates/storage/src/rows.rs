@@ -276,6 +276,25 @@ pub(crate) struct CodeRow {
     used_at: Option<i64>,
 }
 
+impl CodeRow {
+    /// The row as rusqlite reads it, columns in [`CODE_COLUMNS`]' order.
+    pub(crate) fn from_native(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(CodeRow {
+            code_hash: row.get(0)?,
+            client_id: row.get(1)?,
+            redirect_uri: row.get(2)?,
+            user_id: row.get(3)?,
+            workspace_id: row.get(4)?,
+            scopes: row.get(5)?,
+            code_challenge: row.get(6)?,
+            family_id: row.get(7)?,
+            created_at: row.get(8)?,
+            expires_at: row.get(9)?,
+            used_at: row.get(10)?,
+        })
+    }
+}
+
 impl TryFrom<CodeRow> for velocity_domain::oauth::AuthorizationCode {
     type Error = StoreError;
 

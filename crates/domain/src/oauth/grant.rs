@@ -72,6 +72,28 @@ pub struct OAuthToken {
     pub rotated_at: Option<Timestamp>,
 }
 
+/// A code as its client presents it at the token endpoint: what storage
+/// must find to spend it without reading it first
+/// (`OAuthStore::redeem_presented_code`).
+#[derive(Clone, Copy, Debug)]
+pub struct PresentedCode<'a> {
+    pub hash: &'a SecretHash,
+    pub client_id: &'a ClientId,
+    pub redirect_uri: &'a str,
+    /// The S256 challenge of the presented verifier.
+    pub code_challenge: &'a str,
+}
+
+/// A token minted before the code it is issued for was read: its family,
+/// owner and scopes are the code's, taken by storage as it spends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSeed {
+    pub id: TokenId,
+    pub hash: SecretHash,
+    pub kind: TokenKind,
+    pub expires_at: Timestamp,
+}
+
 /// What a user authorized: an app acting for them in one workspace, with
 /// every token of one family. Made when the code is redeemed; each refresh
 /// is a use.

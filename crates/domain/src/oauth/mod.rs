@@ -7,7 +7,10 @@ pub mod pkce;
 pub mod request;
 
 pub use app::{ClientId, ClientType, OAuthApp, RetiringSecret};
-pub use grant::{AuthorizationCode, FamilyId, Grant, GrantsOf, OAuthToken, TokenId, TokenKind};
+pub use grant::{
+    AuthorizationCode, FamilyId, Grant, GrantsOf, OAuthToken, PresentedCode, TokenId, TokenKind,
+    TokenSeed,
+};
 pub use request::{AuthorizationRequest, AuthorizeError, RedirectError, ValidatedAuthorization};
 
 /// Access tokens live one hour (CONTRACT §1).

@@ -33,10 +33,12 @@ use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use velocity_domain::StoreError;
+use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
 
 use crate::claim::{Claim, Key};
 use crate::error::classify;
+use crate::rows::{CODE_COLUMNS, CodeRow};
 
 /// Most claims in one statement: every connection of a loaded server, with
 /// the statement's arguments (about 35 a claim) far below the protocol's
@@ -306,6 +308,27 @@ pub(crate) async fn claim_one(pool: &PgPool, claim: &Claim) -> StoreResult<bool>
         .map_err(|e| classify(e, claim.what))
 }
 
+/// One claim on a code, one statement: the code as the claim left it, if
+/// it changed it.
+pub(crate) async fn claim_code(
+    pool: &PgPool,
+    claim: &Claim,
+) -> StoreResult<Option<AuthorizationCode>> {
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    claim
+        .add_arguments::<sqlx::Postgres>(&mut arguments)
+        .map_err(|e| classify(sqlx::Error::Encode(e), claim.what))?;
+    let mut sql = String::from("WITH ");
+    claim_ctes(&mut sql, claim, 0, 0, CODE_COLUMNS);
+    sql.push_str(&format!(" SELECT {CODE_COLUMNS} FROM claimed_0"));
+    sqlx::query_as_with::<_, CodeRow, _>(sqlx::AssertSqlSafe(sql), arguments)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| classify(e, claim.what))?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
 /// `claims` in one statement; the indices of those that changed their row.
 async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usize>, sqlx::Error> {
     use sqlx::Arguments as _;
@@ -317,7 +340,7 @@ async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usiz
         if i > 0 {
             sql.push_str(", ");
         }
-        claim_ctes(&mut sql, claim, i, offset);
+        claim_ctes(&mut sql, claim, i, offset, "1");
         select.push(format!("SELECT {i} FROM claimed_{i}"));
         claim
             .add_arguments::<sqlx::Postgres>(&mut arguments)
@@ -337,10 +360,11 @@ async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usiz
 }
 
 /// Appends claim `i`'s CTEs, its placeholders moved up by `offset`: the
-/// claim (`claimed_i`), then each insert, run only if it changed a row.
-fn claim_ctes(sql: &mut String, claim: &Claim, i: usize, offset: usize) {
+/// claim (`claimed_i`, `returning` what it changed), then each insert, run
+/// only if it changed a row.
+fn claim_ctes(sql: &mut String, claim: &Claim, i: usize, offset: usize, returning: &str) {
     sql.push_str(&format!(
-        "claimed_{i} AS ({} RETURNING 1)",
+        "claimed_{i} AS ({} RETURNING {returning})",
         renumber(&claim.claim, offset)
     ));
     for (j, (insert, tail)) in claim.then.iter().enumerate() {

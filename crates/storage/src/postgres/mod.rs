@@ -6,6 +6,8 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
+use velocity_domain::SecretHash;
+use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
 
 use crate::claim::Claim;
@@ -168,5 +170,15 @@ impl Backend for sqlx::Postgres {
             Some(claims) => claims.claim(claim).await,
             None => claims::claim_one(&store.pool, &claim).await,
         }
+    }
+
+    /// A statement of its own, which returns the code it spent: not
+    /// batched, since the batcher's statements answer with flags.
+    async fn claim_code(
+        store: &PostgresStore,
+        claim: Claim,
+        _hash: &SecretHash,
+    ) -> StoreResult<Option<AuthorizationCode>> {
+        claims::claim_code(&store.pool, &claim).await
     }
 }

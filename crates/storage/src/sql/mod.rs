@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use velocity_domain::api_key::KeyOwner;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
-    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
-    TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, PresentedCode,
+    RetiringSecret, TokenId, TokenSeed,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::{InvalidationStore, OAuthStore, StoreResult};
@@ -254,6 +254,16 @@ impl OAuthStore for SqlStore<Db> {
 
     async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<OAuthToken>> {
         oauth::token_by_hash(&self.pool, hash).await
+    }
+
+    async fn redeem_presented_code(
+        &self,
+        code: &PresentedCode<'_>,
+        at: Timestamp,
+        tokens: &[TokenSeed],
+    ) -> StoreResult<Option<AuthorizationCode>> {
+        let claim = oauth::redeem_presented_code(code, at, tokens);
+        <Db as Backend>::claim_code(self, claim, code.hash).await
     }
 
     async fn rotate_refresh_token(

@@ -5,8 +5,8 @@ use sqlx::{AssertSqlSafe, Pool};
 use tracing::instrument;
 use velocity_domain::invalidation::Invalidation;
 use velocity_domain::oauth::{
-    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, RetiringSecret,
-    TokenId,
+    AuthorizationCode, ClientId, FamilyId, Grant, GrantsOf, OAuthApp, OAuthToken, PresentedCode,
+    RetiringSecret, TokenId, TokenSeed,
 };
 use velocity_domain::page::PageRequest;
 use velocity_domain::store::StoreResult;
@@ -181,6 +181,27 @@ pub(super) fn redeem_code(hash: &SecretHash, at: Timestamp, tokens: &[OAuthToken
         at = claim.bind(at.0),
     );
     claim.issuing(sql, tokens)
+}
+
+/// Spends the code if it is as presented and unexpired at `at`, and issues
+/// `seeds` from its row.
+pub(super) fn redeem_presented_code(
+    code: &PresentedCode<'_>,
+    at: Timestamp,
+    seeds: &[TokenSeed],
+) -> Claim {
+    let mut claim = Claim::new("code").touching(Key::Code(code.hash.as_bytes().to_vec()));
+    let hash = claim.bind(code.hash.as_bytes().as_slice());
+    let at = claim.bind(at.0);
+    let sql = format!(
+        "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL \
+         AND client_id = {client} AND redirect_uri = {redirect} \
+         AND code_challenge = {challenge} AND expires_at > {at}",
+        client = claim.bind(code.client_id.as_str()),
+        redirect = claim.bind(code.redirect_uri),
+        challenge = claim.bind(code.code_challenge),
+    );
+    claim.issuing_from_code(sql, &hash, &at, seeds)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]

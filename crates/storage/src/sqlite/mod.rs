@@ -14,8 +14,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-use velocity_domain::StoreError;
+use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
+use velocity_domain::{SecretHash, StoreError};
 
 use crate::claim::Claim;
 use crate::error::StorageError;
@@ -171,6 +172,25 @@ impl Backend for sqlx::Sqlite {
         store
             .writer()?
             .submit_native(move |conn| native::run_claim(conn, &claim))
+            .await
+    }
+
+    /// The claim and, if it won, the read of its code in the same visit to
+    /// the grants' thread and the same transaction.
+    async fn claim_code(
+        store: &SqliteStore,
+        claim: Claim,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<AuthorizationCode>> {
+        let hash = hash.as_bytes().to_vec();
+        store
+            .writer()?
+            .submit_native(move |conn| {
+                if !native::run_claim(conn, &claim)? {
+                    return Ok(None);
+                }
+                native::code(conn, &hash).map(Some)
+            })
             .await
     }
 }

@@ -19,7 +19,10 @@ use rusqlite::{OpenFlags, ffi};
 use tokio::sync::oneshot;
 use velocity_domain::StoreError;
 
+use velocity_domain::oauth::AuthorizationCode;
+
 use crate::claim::{Claim, Value};
+use crate::rows::{CODE_COLUMNS, CodeRow};
 
 /// Prepared statements kept: the grants' few shapes, with room to spare.
 const STATEMENTS: usize = 32;
@@ -129,6 +132,19 @@ pub(crate) fn run_claim(conn: &rusqlite::Connection, claim: &Claim) -> Result<bo
         execute(conn, &sql, &claim.values).map_err(classify)?;
     }
     Ok(true)
+}
+
+/// The code whose hash is `hash`, which the caller knows is stored.
+pub(crate) fn code(
+    conn: &rusqlite::Connection,
+    hash: &[u8],
+) -> Result<AuthorizationCode, StoreError> {
+    let classify = |e| classify(e, "code");
+    let sql = format!("SELECT {CODE_COLUMNS} FROM oauth_codes WHERE code_hash = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut statement| statement.query_row([hash], CodeRow::from_native))
+        .map_err(classify)?
+        .try_into()
 }
 
 /// Runs one statement, binding each `$n` it names to `values[n - 1]`;

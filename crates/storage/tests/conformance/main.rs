@@ -124,6 +124,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn codes_spent_as_presented() {
+        run(BACKEND, oauth::presented_code_story).await;
+    }
+
+    #[tokio::test]
     async fn refresh_reuse_interval() {
         run(BACKEND, oauth::refresh_reuse_story).await;
     }
@@ -222,6 +227,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rotations_have_one_winner() {
         run(BACKEND, oauth::concurrent_rotation_story).await;
+    }
+
+    #[tokio::test]
+    async fn codes_spent_as_presented() {
+        run(BACKEND, oauth::presented_code_story).await;
     }
 
     #[tokio::test]

@@ -784,3 +784,161 @@ pub async fn claims_in_one_statement_story(store: Arc<dyn Store>, pg: Arc<Postgr
     let stored = stored_pair(&*store, c6, 40).await + stored_pair(&*store, c6, 42).await;
     assert_eq!(stored, 2, "only the winner's tokens are stored");
 }
+
+/// A code spent as presented, unread: only a code that passes every check
+/// is spent, and its tokens and grant take the code's family, owner and
+/// scopes; any mismatch, or an unknown code, changes nothing.
+pub async fn presented_code_story(store: Arc<dyn Store>) {
+    use velocity_domain::oauth::{PresentedCode, TokenSeed};
+
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Public, 10);
+    let other = app("other", ClientType::Public, 11);
+    store.insert_app(&web).await.unwrap();
+    store.insert_app(&other).await.unwrap();
+    let stored = code(&web, &ada, &acme, 1);
+    store.insert_code(&stored).await.unwrap();
+    let seeds = [
+        TokenSeed {
+            id: TokenId("seed-access".into()),
+            hash: SecretHash([0xa1; 32]),
+            kind: TokenKind::Access,
+            expires_at: Timestamp(3_800),
+        },
+        TokenSeed {
+            id: TokenId("seed-refresh".into()),
+            hash: SecretHash([0xa2; 32]),
+            kind: TokenKind::Refresh,
+            expires_at: Timestamp(90_000),
+        },
+    ];
+    let as_issued = PresentedCode {
+        hash: &stored.hash,
+        client_id: &stored.client_id,
+        redirect_uri: &stored.redirect_uri,
+        code_challenge: &stored.code_challenge,
+    };
+    let unknown = SecretHash([0xee; 32]);
+    let wrong_challenge = "A".repeat(43);
+    let mismatches = [
+        (
+            "another client",
+            PresentedCode {
+                client_id: &other.client_id,
+                ..as_issued
+            },
+            200,
+        ),
+        (
+            "another redirect URI",
+            PresentedCode {
+                redirect_uri: &web.redirect_uris[1],
+                ..as_issued
+            },
+            200,
+        ),
+        (
+            "another challenge",
+            PresentedCode {
+                code_challenge: &wrong_challenge,
+                ..as_issued
+            },
+            200,
+        ),
+        (
+            "an unknown code",
+            PresentedCode {
+                hash: &unknown,
+                ..as_issued
+            },
+            200,
+        ),
+        ("expired", as_issued, stored.expires_at.0),
+    ];
+    for (what, presented, at) in mismatches {
+        let spent = store
+            .redeem_presented_code(&presented, Timestamp(at), &seeds)
+            .await
+            .unwrap();
+        assert_eq!(spent, None, "{what}: not spent");
+        assert_eq!(
+            store.code_by_hash(&stored.hash).await.unwrap(),
+            Some(stored.clone()),
+            "{what}: the code is unchanged"
+        );
+        for seed in &seeds {
+            assert_eq!(
+                store.token_by_hash(&seed.hash).await.unwrap(),
+                None,
+                "{what}"
+            );
+        }
+        assert_eq!(
+            store.grant(&stored.family_id).await.unwrap(),
+            None,
+            "{what}"
+        );
+    }
+
+    // As issued and unexpired: spent, and the pair stored from its row.
+    let spent = store
+        .redeem_presented_code(&as_issued, Timestamp(200), &seeds)
+        .await
+        .unwrap();
+    let mut expected = stored.clone();
+    expected.used_at = Some(Timestamp(200));
+    assert_eq!(spent, Some(expected.clone()));
+    assert_eq!(
+        store.code_by_hash(&stored.hash).await.unwrap(),
+        Some(expected)
+    );
+    for seed in &seeds {
+        let mut expected = token(
+            seed.kind,
+            &stored.family_id,
+            &stored,
+            seed.hash.0[0],
+            seed.expires_at.0,
+        );
+        expected.id = seed.id.clone();
+        let issued = store.token_by_hash(&seed.hash).await.unwrap();
+        assert_eq!(
+            issued,
+            Some(expected),
+            "created at 200, from the code's row"
+        );
+    }
+    let grant = store.grant(&stored.family_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &grant.client_id,
+            &grant.user_id,
+            &grant.workspace_id,
+            grant.scopes
+        ),
+        (&web.client_id, &ada.id, &acme.id, stored.scopes)
+    );
+    assert_eq!(
+        (grant.created_at, grant.last_used_at, grant.expires_at),
+        (Timestamp(200), Timestamp(200), Timestamp(90_000))
+    );
+
+    // Once: presented again, nothing more.
+    let other_seeds = [TokenSeed {
+        id: TokenId("seed-again".into()),
+        hash: SecretHash([0xa3; 32]),
+        kind: TokenKind::Access,
+        expires_at: Timestamp(3_800),
+    }];
+    assert_eq!(
+        store
+            .redeem_presented_code(&as_issued, Timestamp(250), &other_seeds)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.token_by_hash(&SecretHash([0xa3; 32])).await.unwrap(),
+        None
+    );
+}

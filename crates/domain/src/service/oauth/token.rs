@@ -8,6 +8,11 @@
 //! checks, mint a pair, and claim the grant and store the pair in one
 //! transaction that exactly one caller wins.
 //!
+//! A code this replica did not issue (or no longer keeps) skips the find:
+//! its claim carries the checks as conditions and issues the pair from the
+//! code's row, one round trip where reading first takes two. Only a claim
+//! that changes nothing leads to the read, and so to the same refusals.
+//!
 //! One exception, the refresh reuse interval (`ServiceConfig`, default 10 s,
 //! 0 = off; docs/oauth-refresh.md): a refresh token used again by its own
 //! client within the interval after its rotation, while it is the family's
@@ -22,8 +27,8 @@ use crate::credential::{CredentialKind, Secret, SecretHash};
 use crate::directory::{UserId, WorkspaceId};
 use crate::error::{Error, OAuthErrorCode, Reason};
 use crate::oauth::{
-    ACCESS_TOKEN_SECS, ClientId, FamilyId, OAuthApp, OAuthToken, REFRESH_TOKEN_SECS, TokenId,
-    TokenKind, pkce,
+    ACCESS_TOKEN_SECS, AuthorizationCode, ClientId, FamilyId, OAuthApp, OAuthToken, PresentedCode,
+    REFRESH_TOKEN_SECS, TokenId, TokenKind, TokenSeed, pkce,
 };
 use crate::scope::ScopeSet;
 use crate::service::Service;
@@ -67,6 +72,24 @@ enum Claim {
     RefreshToken(TokenId),
 }
 
+impl Redeemable {
+    fn code(code: AuthorizationCode) -> Self {
+        Redeemable {
+            what: "the code",
+            claim: Claim::Code(code.hash),
+            client_id: code.client_id,
+            family_id: code.family_id,
+            user_id: code.user_id,
+            workspace_id: code.workspace_id,
+            scopes: code.scopes,
+            expires_at: code.expires_at,
+            revoked: false,
+            spent_at: code.used_at,
+            reuse_since: None,
+        }
+    }
+}
+
 impl Service {
     /// The slug of the workspace a token response is for, through the
     /// workspace cache (workspaces do not change).
@@ -107,27 +130,22 @@ impl Service {
         let hash = presented(code, "code", CredentialKind::AuthorizationCode)?;
         let stored = match self.cache.take_issued_code(&hash) {
             Some(issued) => issued,
-            None => self
-                .store
-                .code_by_hash(&hash)
-                .await?
-                .ok_or_else(|| invalid_grant("the code is unknown"))?,
+            None => {
+                // Not issued here (or no longer kept): spend it as
+                // presented, and read it only if that fails, to say why.
+                if let Some(issued) = self
+                    .redeem_unread_code(&app, &hash, redirect_uri, code_verifier)
+                    .await?
+                {
+                    return Ok(issued);
+                }
+                self.store
+                    .code_by_hash(&hash)
+                    .await?
+                    .ok_or_else(|| invalid_grant("the code is unknown"))?
+            }
         };
         let now = self.clock.now();
-        let grant = Redeemable {
-            what: "the code",
-            claim: Claim::Code(stored.hash),
-            client_id: stored.client_id,
-            family_id: stored.family_id,
-            user_id: stored.user_id,
-            workspace_id: stored.workspace_id,
-            scopes: stored.scopes,
-            expires_at: stored.expires_at,
-            revoked: false,
-            spent_at: stored.used_at,
-            reuse_since: None,
-        };
-        self.check_redeemable(&app, &grant, now).await?;
         let mismatch = if stored.redirect_uri != redirect_uri {
             Some("redirect_uri does not match the authorization request")
         } else if !pkce::verify(code_verifier, &stored.code_challenge) {
@@ -135,14 +153,52 @@ impl Service {
         } else {
             None
         };
+        let grant = Redeemable::code(stored);
+        self.check_redeemable(&app, &grant, now).await?;
         if let Some(message) = mismatch {
             // RFC 9700 §2.1.1: a presented code is burnt. Whoever holds a
             // stolen code gets one guess at the verifier, not a search.
-            self.store.redeem_code(&stored.hash, now, &[]).await?;
+            self.store.redeem_code(&hash, now, &[]).await?;
             return Err(invalid_grant(format!("{message}; the code is now spent")).into());
         }
         let scopes = grant.scopes;
         self.redeem(&app, grant, scopes, now).await
+    }
+
+    /// A code this replica has no copy of, spent on the condition that it
+    /// passes every check the read-then-claim path makes (this client's,
+    /// unspent, unexpired, the redirect URI, the PKCE verifier): its tokens,
+    /// or `None` with nothing spent when it does not, or is unknown.
+    async fn redeem_unread_code(
+        &self,
+        app: &OAuthApp,
+        hash: &SecretHash,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<Option<IssuedTokens>, Refusal> {
+        if !pkce::is_valid_verifier(code_verifier) {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let pair = MintedPair::generate(now);
+        let challenge = pkce::challenge_of(code_verifier);
+        let presented = PresentedCode {
+            hash,
+            client_id: &app.client_id,
+            redirect_uri,
+            code_challenge: &challenge,
+        };
+        let Some(code) = self
+            .store
+            .redeem_presented_code(&presented, now, &pair.seeds())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let grant = Redeemable::code(code);
+        let scopes = grant.scopes;
+        let (tokens, issued) = pair.issue(app, &grant, scopes);
+        Ok(Some(self.keep_issued(tokens, issued)))
     }
 
     /// `grant_type=refresh_token`; `scope` may narrow the grant, never widen it.
@@ -264,7 +320,7 @@ impl Service {
         scopes: ScopeSet,
         now: Timestamp,
     ) -> Result<IssuedTokens, Refusal> {
-        let (tokens, issued) = token_pair(app, &grant, scopes, now);
+        let (tokens, issued) = MintedPair::generate(now).issue(app, &grant, scopes);
         let won = match &grant.claim {
             Claim::Code(hash) => self.store.redeem_code(hash, now, &tokens).await?,
             Claim::RefreshToken(id) => {
@@ -276,11 +332,17 @@ impl Service {
         if !won {
             return Err(self.replayed(&grant, now).await);
         }
+        Ok(self.keep_issued(tokens, issued))
+    }
+
+    /// Keeps what a grant has just stored: the refresh token as issued
+    /// (its next use needs no read), the access token in the filter.
+    fn keep_issued(&self, tokens: Vec<OAuthToken>, issued: IssuedTokens) -> IssuedTokens {
         if let Some(refresh) = tokens.into_iter().find(|t| t.kind == TokenKind::Refresh) {
             self.cache.put_issued_refresh_token(refresh);
         }
         self.cache.add_known(&issued.access_token.hash());
-        Ok(issued)
+        issued
     }
 
     /// A spent grant presented again: its whole family is revoked (RFC 6749
@@ -348,38 +410,75 @@ fn presented(value: &str, field: &str, kind: CredentialKind) -> Result<SecretHas
         .ok_or_else(|| invalid_grant(format!("the {field} is malformed")))
 }
 
-fn token_pair(
-    app: &OAuthApp,
-    grant: &Redeemable,
-    scopes: ScopeSet,
+/// A new pair's secrets and ids, made before its grant is claimed.
+struct MintedPair {
+    access: Secret,
+    refresh: Secret,
+    access_id: TokenId,
+    refresh_id: TokenId,
     now: Timestamp,
-) -> (Vec<OAuthToken>, IssuedTokens) {
-    let access = Secret::generate(CredentialKind::AccessToken);
-    let refresh = Secret::generate(CredentialKind::RefreshToken);
-    let token = |secret: &Secret, kind, lifetime| OAuthToken {
-        id: TokenId::generate(),
-        hash: secret.hash(),
-        kind,
-        family_id: grant.family_id.clone(),
-        client_id: app.client_id.clone(),
-        user_id: grant.user_id.clone(),
-        workspace_id: grant.workspace_id.clone(),
-        scopes,
-        created_at: now,
-        expires_at: now.plus_secs(lifetime),
-        revoked_at: None,
-        rotated_at: None,
-    };
-    let tokens = vec![
-        token(&access, TokenKind::Access, ACCESS_TOKEN_SECS),
-        token(&refresh, TokenKind::Refresh, REFRESH_TOKEN_SECS),
-    ];
-    let issued = IssuedTokens {
-        access_token: access,
-        refresh_token: refresh,
-        expires_in: ACCESS_TOKEN_SECS,
-        scopes,
-        workspace_id: grant.workspace_id.clone(),
-    };
-    (tokens, issued)
+}
+
+impl MintedPair {
+    fn generate(now: Timestamp) -> Self {
+        MintedPair {
+            access: Secret::generate(CredentialKind::AccessToken),
+            refresh: Secret::generate(CredentialKind::RefreshToken),
+            access_id: TokenId::generate(),
+            refresh_id: TokenId::generate(),
+            now,
+        }
+    }
+
+    /// What storage needs to issue the pair from a code it has not been
+    /// shown (`OAuthStore::redeem_presented_code`).
+    fn seeds(&self) -> [TokenSeed; 2] {
+        [
+            TokenSeed {
+                id: self.access_id.clone(),
+                hash: self.access.hash(),
+                kind: TokenKind::Access,
+                expires_at: self.now.plus_secs(ACCESS_TOKEN_SECS),
+            },
+            TokenSeed {
+                id: self.refresh_id.clone(),
+                hash: self.refresh.hash(),
+                kind: TokenKind::Refresh,
+                expires_at: self.now.plus_secs(REFRESH_TOKEN_SECS),
+            },
+        ]
+    }
+
+    /// The pair as stored for `grant`, and the response that shows it.
+    fn issue(
+        self,
+        app: &OAuthApp,
+        grant: &Redeemable,
+        scopes: ScopeSet,
+    ) -> (Vec<OAuthToken>, IssuedTokens) {
+        let now = self.now;
+        let token = |seed: TokenSeed| OAuthToken {
+            id: seed.id,
+            hash: seed.hash,
+            kind: seed.kind,
+            family_id: grant.family_id.clone(),
+            client_id: app.client_id.clone(),
+            user_id: grant.user_id.clone(),
+            workspace_id: grant.workspace_id.clone(),
+            scopes,
+            created_at: now,
+            expires_at: seed.expires_at,
+            revoked_at: None,
+            rotated_at: None,
+        };
+        let tokens = self.seeds().map(token).to_vec();
+        let issued = IssuedTokens {
+            access_token: self.access,
+            refresh_token: self.refresh,
+            expires_in: ACCESS_TOKEN_SECS,
+            scopes,
+            workspace_id: grant.workspace_id.clone(),
+        };
+        (tokens, issued)
+    }
 }
