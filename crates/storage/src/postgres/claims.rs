@@ -24,8 +24,11 @@
 //!   answer. Any other error (the connection lost) leaves unknown whether
 //!   it committed, and every claim of it gets that error, as a single
 //!   claim's caller would.
+//! - A claim answers with a flag (it won), or, for a code spent as
+//!   presented, with the code's row, which its caller has not read
+//!   ([`Returning`]): what a claim returns is part of its shape.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -78,9 +81,27 @@ impl ClaimStats {
     }
 }
 
+/// What a claim's statement gives back for it when it wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Returning {
+    /// That it won.
+    Flag,
+    /// The code it spent, as the claim left it.
+    Code,
+}
+
+/// What became of a claim in its statement.
+enum Outcome {
+    /// It changed nothing.
+    Lost,
+    /// It changed its row; with the code's row for [`Returning::Code`].
+    Won(Option<Box<CodeRow>>),
+}
+
 struct Pending {
     claim: Claim,
-    reply: oneshot::Sender<StoreResult<bool>>,
+    returning: Returning,
+    reply: oneshot::Sender<StoreResult<Outcome>>,
 }
 
 /// The handle the store keeps: a queue into the batching task.
@@ -121,9 +142,25 @@ impl ClaimBatcher {
 
     /// Runs `claim` in the next statement; whether it changed its row.
     pub(crate) async fn claim(&self, claim: Claim) -> StoreResult<bool> {
+        let outcome = self.submit(claim, Returning::Flag).await?;
+        Ok(matches!(outcome, Outcome::Won(_)))
+    }
+
+    /// Runs `claim`, on a code, in the next statement: the code as the
+    /// claim left it, if it changed it.
+    pub(crate) async fn claim_code(&self, claim: Claim) -> StoreResult<Option<AuthorizationCode>> {
+        let outcome = self.submit(claim, Returning::Code).await?;
+        code_of(outcome)
+    }
+
+    async fn submit(&self, claim: Claim, returning: Returning) -> StoreResult<Outcome> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { claim, reply })
+            .send(Pending {
+                claim,
+                returning,
+                reply,
+            })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -238,6 +275,7 @@ fn gather(
     let mut later = VecDeque::new();
     let mut consider = |pending: Pending, batch: &mut Vec<Pending>| {
         let fits = batch.len() < MAX_CLAIMS
+            && batch[0].returning == pending.returning
             && same_shape(&batch[0].claim, &pending.claim)
             && pending.claim.keys.iter().all(|key| !keys.contains(key));
         if fits {
@@ -273,10 +311,11 @@ fn same_shape(a: &Claim, b: &Claim) -> bool {
 async fn send(pool: &PgPool, batch: Vec<Pending>, stats: &ClaimStats) {
     if batch.len() > 1 {
         let claims: Vec<&Claim> = batch.iter().map(|pending| &pending.claim).collect();
-        match claim_together(pool, &claims).await {
-            Ok(won) => {
+        match claim_together(pool, &claims, batch[0].returning).await {
+            Ok(mut won) => {
                 for (i, pending) in batch.into_iter().enumerate() {
-                    let _ = pending.reply.send(Ok(won.contains(&i)));
+                    let outcome = won.remove(&i).map_or(Outcome::Lost, Outcome::Won);
+                    let _ = pending.reply.send(Ok(outcome));
                 }
                 return;
             }
@@ -295,17 +334,15 @@ async fn send(pool: &PgPool, batch: Vec<Pending>, stats: &ClaimStats) {
         }
     }
     for pending in batch {
-        let outcome = claim_one(pool, &pending.claim).await;
+        let outcome = claim_alone(pool, &pending.claim, pending.returning).await;
         let _ = pending.reply.send(outcome);
     }
 }
 
 /// One claim, one statement: whether it changed its row.
 pub(crate) async fn claim_one(pool: &PgPool, claim: &Claim) -> StoreResult<bool> {
-    claim_together(pool, &[claim])
-        .await
-        .map(|won| !won.is_empty())
-        .map_err(|e| classify(e, claim.what))
+    let outcome = claim_alone(pool, claim, Returning::Flag).await?;
+    Ok(matches!(outcome, Outcome::Won(_)))
 }
 
 /// One claim on a code, one statement: the code as the claim left it, if
@@ -314,24 +351,41 @@ pub(crate) async fn claim_code(
     pool: &PgPool,
     claim: &Claim,
 ) -> StoreResult<Option<AuthorizationCode>> {
-    let mut arguments = sqlx::postgres::PgArguments::default();
-    claim
-        .add_arguments::<sqlx::Postgres>(&mut arguments)
-        .map_err(|e| classify(sqlx::Error::Encode(e), claim.what))?;
-    let mut sql = String::from("WITH ");
-    claim_ctes(&mut sql, claim, 0, 0, CODE_COLUMNS);
-    sql.push_str(&format!(" SELECT {CODE_COLUMNS} FROM claimed_0"));
-    sqlx::query_as_with::<_, CodeRow, _>(sqlx::AssertSqlSafe(sql), arguments)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| classify(e, claim.what))?
-        .map(TryInto::try_into)
-        .transpose()
+    code_of(claim_alone(pool, claim, Returning::Code).await?)
 }
 
-/// `claims` in one statement; the indices of those that changed their row.
-async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usize>, sqlx::Error> {
-    use sqlx::Arguments as _;
+async fn claim_alone(pool: &PgPool, claim: &Claim, returning: Returning) -> StoreResult<Outcome> {
+    let mut won = claim_together(pool, &[claim], returning)
+        .await
+        .map_err(|e| classify(e, claim.what))?;
+    Ok(won.remove(&0).map_or(Outcome::Lost, Outcome::Won))
+}
+
+/// The code a claim with [`Returning::Code`] spent, if it won.
+fn code_of(outcome: Outcome) -> StoreResult<Option<AuthorizationCode>> {
+    match outcome {
+        Outcome::Lost => Ok(None),
+        Outcome::Won(Some(row)) => (*row).try_into().map(Some),
+        // Each winner's row is what names it in the answer, so a won code
+        // claim always has one.
+        Outcome::Won(None) => Err(StoreError::Other(
+            "a code claim won without its row".to_owned(),
+        )),
+    }
+}
+
+/// `claims` in one statement: those that changed their row, by index,
+/// each with the code's row for [`Returning::Code`].
+async fn claim_together(
+    pool: &PgPool,
+    claims: &[&Claim],
+    returning: Returning,
+) -> Result<HashMap<usize, Option<Box<CodeRow>>>, sqlx::Error> {
+    use sqlx::{Arguments as _, FromRow as _, Row as _};
+    let columns = match returning {
+        Returning::Flag => "1",
+        Returning::Code => CODE_COLUMNS,
+    };
     let mut arguments = sqlx::postgres::PgArguments::default();
     let mut sql = String::from("WITH ");
     let mut select = Vec::with_capacity(claims.len());
@@ -340,8 +394,13 @@ async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usiz
         if i > 0 {
             sql.push_str(", ");
         }
-        claim_ctes(&mut sql, claim, i, offset, "1");
-        select.push(format!("SELECT {i} FROM claimed_{i}"));
+        claim_ctes(&mut sql, claim, i, offset, columns);
+        select.push(match returning {
+            Returning::Flag => format!("SELECT {i} AS claim_index FROM claimed_{i}"),
+            Returning::Code => {
+                format!("SELECT {i} AS claim_index, {CODE_COLUMNS} FROM claimed_{i}")
+            }
+        });
         claim
             .add_arguments::<sqlx::Postgres>(&mut arguments)
             .map_err(sqlx::Error::Encode)?;
@@ -350,13 +409,21 @@ async fn claim_together(pool: &PgPool, claims: &[&Claim]) -> Result<HashSet<usiz
     debug_assert_eq!(arguments.len(), offset);
     sql.push(' ');
     sql.push_str(&select.join(" UNION ALL "));
-    let won: Vec<i32> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), arguments)
+    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
         .fetch_all(pool)
         .await?;
-    Ok(won
-        .into_iter()
-        .filter_map(|i| usize::try_from(i).ok())
-        .collect())
+    let mut won = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let Ok(i) = usize::try_from(row.try_get::<i32, _>("claim_index")?) else {
+            continue;
+        };
+        let code = match returning {
+            Returning::Flag => None,
+            Returning::Code => Some(Box::new(CodeRow::from_row(&row)?)),
+        };
+        won.insert(i, code);
+    }
+    Ok(won)
 }
 
 /// Appends claim `i`'s CTEs, its placeholders moved up by `offset`: the

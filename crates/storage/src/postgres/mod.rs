@@ -172,13 +172,16 @@ impl Backend for sqlx::Postgres {
         }
     }
 
-    /// A statement of its own, which returns the code it spent: not
-    /// batched, since the batcher's statements answer with flags.
+    /// As [`Self::claim`], the statement returning the code's row for
+    /// each claim that spent one.
     async fn claim_code(
         store: &PostgresStore,
         claim: Claim,
         _hash: &SecretHash,
     ) -> StoreResult<Option<AuthorizationCode>> {
-        claims::claim_code(&store.pool, &claim).await
+        match &store.claims {
+            Some(claims) => claims.claim_code(claim).await,
+            None => claims::claim_code(&store.pool, &claim).await,
+        }
     }
 }

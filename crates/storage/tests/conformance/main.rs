@@ -119,6 +119,11 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_presented_codes_have_one_winner() {
+        run(BACKEND, oauth::concurrent_presented_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rotations_have_one_winner() {
         run(BACKEND, oauth::concurrent_rotation_story).await;
     }
@@ -141,6 +146,11 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redeems_in_one_batch_have_one_winner() {
         run_sqlite(oauth::redeem_in_one_batch_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn presented_codes_in_one_batch_have_one_winner() {
+        run_sqlite(oauth::presented_in_one_batch_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -222,6 +232,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_redeems_have_one_winner() {
         run(BACKEND, oauth::concurrent_redeem_story).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_presented_codes_have_one_winner() {
+        run(BACKEND, oauth::concurrent_presented_story).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -372,6 +372,56 @@ async fn redeem_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
     );
 }
 
+/// Concurrent exchanges of one code spent as presented (unread, as on a
+/// replica that did not issue it): exactly one wins, and only it is
+/// answered with the code.
+pub async fn concurrent_presented_story(store: Arc<dyn Store>) {
+    presented_race(store, None).await;
+}
+
+/// SQLite: the same, every claim in one transaction.
+pub async fn presented_in_one_batch_story(store: Arc<dyn Store>, sqlite: Arc<SqliteStore>) {
+    presented_race(store, Some(&sqlite)).await;
+}
+
+async fn presented_race(store: Arc<dyn Store>, one_batch: Option<&SqliteStore>) {
+    let (ada, acme) = ada_in_acme(&*store).await;
+    let web = app("web", ClientType::Public, 10);
+    store.insert_app(&web).await.unwrap();
+    let grant = code(&web, &ada, &acme, 1);
+    store.insert_code(&grant).await.unwrap();
+
+    let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let results = race(one_batch, |i| {
+        let spending = presenting(&store, &grant, &grant.code_challenge, 10 + 2 * i);
+        let answered = answered.clone();
+        async move {
+            let code = spending.await?;
+            let won = code.is_some();
+            answered.lock().unwrap().extend(code);
+            Ok(won)
+        }
+    })
+    .await;
+    let winners = winners(results);
+    assert_eq!(winners.len(), 1, "exactly one exchange wins: {winners:?}");
+    let answered = answered.lock().unwrap().clone();
+    assert_eq!(
+        answered,
+        vec![velocity_domain::oauth::AuthorizationCode {
+            used_at: Some(Timestamp(150)),
+            ..grant.clone()
+        }],
+        "only the winner is answered with the code"
+    );
+    assert_eq!(stored_tokens(&*store, &grant, winners[0]).await, 2);
+    assert_eq!(
+        stored_racer_tokens(&*store, &grant).await,
+        2,
+        "only the winner's tokens are stored"
+    );
+}
+
 /// Without a reuse interval, of concurrent rotations exactly one wins.
 pub async fn concurrent_rotation_story(store: Arc<dyn Store>) {
     rotation_race(store, None).await;
@@ -647,14 +697,19 @@ async fn in_one_batch<const N: usize>(
 
 type Claiming = std::pin::Pin<Box<dyn Future<Output = StoreResult<bool>> + Send>>;
 
+/// A code spent as presented: the code as the claim left it, if it won.
+type Spending = std::pin::Pin<
+    Box<dyn Future<Output = StoreResult<Option<velocity_domain::oauth::AuthorizationCode>>> + Send>,
+>;
+
 /// Runs `claims` while PostgreSQL's batcher is held, so they queue
 /// together, then lets them go; their results in order. They went in
 /// `statements` statements in all.
-async fn in_statements<const N: usize>(
+async fn in_statements<T: Send + 'static, const N: usize>(
     pg: &PostgresStore,
     statements: usize,
-    claims: [Claiming; N],
-) -> [StoreResult<bool>; N] {
+    claims: [std::pin::Pin<Box<dyn Future<Output = T> + Send>>; N],
+) -> [T; N] {
     let held = pg.hold_claims().await.expect("PostgreSQL has a batcher");
     let before = pg.claim_stats().unwrap().statements();
     let claims = claims.map(tokio::spawn);
@@ -783,6 +838,92 @@ pub async fn claims_in_one_statement_story(store: Arc<dyn Store>, pg: Arc<Postgr
     assert!(a != b, "exactly one of the two wins");
     let stored = stored_pair(&*store, c6, 40).await + stored_pair(&*store, c6, 42).await;
     assert_eq!(stored, 2, "only the winner's tokens are stored");
+
+    // Codes spent as presented go together too, each winner answered with
+    // its own code's row; one presented with another verifier wins nothing.
+    let presented: Vec<_> = (7..=9).map(|n| code(&web, &ada, &acme, n)).collect();
+    for c in &presented {
+        store.insert_code(c).await.unwrap();
+    }
+    let [p7, p8, p9] = &presented[..] else {
+        unreachable!("three codes")
+    };
+    let [first, second, wrong] = in_statements(
+        &pg,
+        1,
+        [
+            presenting(&store, p7, &p7.code_challenge, 60),
+            presenting(&store, p8, &p8.code_challenge, 62),
+            presenting(&store, p9, &"A".repeat(43), 64),
+        ],
+    )
+    .await;
+    let spent = |c: &velocity_domain::oauth::AuthorizationCode| {
+        Some(velocity_domain::oauth::AuthorizationCode {
+            used_at: Some(Timestamp(150)),
+            ..c.clone()
+        })
+    };
+    assert_eq!(first.unwrap(), spent(p7), "the first gets its own code");
+    assert_eq!(second.unwrap(), spent(p8), "the second gets its own code");
+    assert_eq!(wrong.unwrap(), None, "the wrong verifier wins nothing");
+    assert_eq!(stored_pair(&*store, p7, 60).await, 2);
+    assert_eq!(stored_pair(&*store, p8, 62).await, 2);
+    assert_eq!(stored_pair(&*store, p9, 64).await, 0);
+    assert_eq!(
+        store.code_by_hash(&p9.hash).await.unwrap().unwrap().used_at,
+        None
+    );
+
+    // One code presented twice: two statements, one winner.
+    let [a, b] = in_statements(
+        &pg,
+        2,
+        [
+            presenting(&store, p9, &p9.code_challenge, 66),
+            presenting(&store, p9, &p9.code_challenge, 68),
+        ],
+    )
+    .await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "exactly one of the two wins");
+    assert_eq!(a.or(b), spent(p9));
+    let stored = stored_pair(&*store, p9, 66).await + stored_pair(&*store, p9, 68).await;
+    assert_eq!(stored, 2, "only the winner's tokens are stored");
+}
+
+/// `code` spent as presented with `challenge`, issuing the seeds of
+/// [`pair`]`(code, n)`.
+fn presenting(
+    store: &Arc<dyn Store>,
+    code: &velocity_domain::oauth::AuthorizationCode,
+    challenge: &str,
+    n: u8,
+) -> Spending {
+    use velocity_domain::oauth::{PresentedCode, TokenSeed};
+    let store = store.clone();
+    let code = code.clone();
+    let challenge = challenge.to_owned();
+    let seeds: Vec<TokenSeed> = pair(&code, n)
+        .into_iter()
+        .map(|t| TokenSeed {
+            id: t.id,
+            hash: t.hash,
+            kind: t.kind,
+            expires_at: t.expires_at,
+        })
+        .collect();
+    Box::pin(async move {
+        let presented = PresentedCode {
+            hash: &code.hash,
+            client_id: &code.client_id,
+            redirect_uri: &code.redirect_uri,
+            code_challenge: &challenge,
+        };
+        store
+            .redeem_presented_code(&presented, Timestamp(150), &seeds)
+            .await
+    })
 }
 
 /// A code spent as presented, unread: only a code that passes every check
