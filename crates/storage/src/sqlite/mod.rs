@@ -25,6 +25,8 @@ use crate::{Backend, SqlStore, StorageOptions};
 use native::NativeConnection;
 
 pub(crate) mod checkpoint;
+#[allow(unsafe_code)]
+mod gathered_wal;
 pub(crate) mod native;
 
 pub(crate) use checkpoint::Checkpointer;

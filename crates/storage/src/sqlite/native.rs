@@ -57,9 +57,18 @@ impl NativeConnection {
         pragmas: &str,
     ) -> Result<Self, StoreError> {
         let classify = |e| classify(e, "write");
-        let conn = rusqlite::Connection::open_with_flags(
+        // The WAL's frames go down in one write per commit
+        // (`super::gathered_wal`); its guarantees need synchronous=FULL,
+        // which `pragmas` sets.
+        let vfs = super::gathered_wal::register().map_err(|code| {
+            StoreError::Unavailable(format!(
+                "cannot register the grants' SQLite VFS (error {code})"
+            ))
+        })?;
+        let conn = rusqlite::Connection::open_with_flags_and_vfs(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            vfs,
         )
         .map_err(classify)?;
         conn.busy_timeout(busy_timeout).map_err(classify)?;
