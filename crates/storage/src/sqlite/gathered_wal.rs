@@ -475,18 +475,10 @@ mod tests {
         writer.execute_batch("BEGIN IMMEDIATE").unwrap();
         writer
             .execute(
-                "INSERT INTO t (id, body) SELECT 100000 + value, randomblob(4000) \
-                 FROM generate_series(1, 2000)",
+                "WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM n WHERE v < 2000) \
+                 INSERT INTO t (id, body) SELECT 100000 + v, randomblob(4000) FROM n",
                 [],
             )
-            .or_else(|_| {
-                // generate_series is not in every build: a recursive CTE.
-                writer.execute(
-                    "WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM n WHERE v < 2000) \
-                     INSERT INTO t (id, body) SELECT 100000 + v, randomblob(4000) FROM n",
-                    [],
-                )
-            })
             .unwrap();
         assert_eq!(
             count(&writer),
