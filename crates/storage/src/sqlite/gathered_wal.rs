@@ -287,65 +287,6 @@ unsafe extern "C" fn write(
     }
 }
 
-unsafe extern "C" fn read(
-    file: *mut ffi::sqlite3_file,
-    buf: *mut c_void,
-    amount: c_int,
-    offset: i64,
-) -> c_int {
-    // SAFETY: forwarded as given.
-    unsafe {
-        flushed(file, |inner, m| match m.xRead {
-            Some(f) => f(inner, buf, amount, offset),
-            None => ffi::SQLITE_IOERR_READ,
-        })
-    }
-}
-
-unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    // SAFETY: forwarded as given.
-    unsafe {
-        flushed(file, |inner, m| match m.xSync {
-            Some(f) => f(inner, flags),
-            None => ffi::SQLITE_IOERR_FSYNC,
-        })
-    }
-}
-
-unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    // SAFETY: forwarded as given.
-    unsafe {
-        flushed(file, |inner, m| match m.xTruncate {
-            Some(f) => f(inner, size),
-            None => ffi::SQLITE_IOERR_TRUNCATE,
-        })
-    }
-}
-
-unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: forwarded as given.
-    unsafe {
-        flushed(file, |inner, m| match m.xFileSize {
-            Some(f) => f(inner, size),
-            None => ffi::SQLITE_IOERR_FSTAT,
-        })
-    }
-}
-
-unsafe extern "C" fn file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    // SAFETY: forwarded as given.
-    unsafe {
-        flushed(file, |inner, m| match m.xFileControl {
-            Some(f) => f(inner, op, arg),
-            None => ffi::SQLITE_NOTFOUND,
-        })
-    }
-}
-
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes a file once; `held` was made by Box in `open`
     // and is freed here, after its last use.
@@ -365,8 +306,21 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-/// Forwards a method that neither reads nor writes the file's contents.
+/// Forwards a method to the default VFS's file: after writing what is
+/// held (`flush first`) for those that read, size or change the file, or
+/// as it is for those that neither read nor write its contents.
 macro_rules! forward {
+    (flush first $name:ident, $method:ident, $missing:expr, ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
+            // SAFETY: forwarded as given.
+            unsafe {
+                flushed(file, |inner, methods| match methods.$method {
+                    Some(f) => f(inner $(, $arg)*),
+                    None => $missing,
+                })
+            }
+        }
+    };
     ($name:ident, $method:ident, $missing:expr, ($($arg:ident: $ty:ty),*)) => {
         unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
             // SAFETY: forwarded as given.
@@ -381,6 +335,11 @@ macro_rules! forward {
     };
 }
 
+forward!(flush first read, xRead, ffi::SQLITE_IOERR_READ, (buf: *mut c_void, amount: c_int, offset: i64));
+forward!(flush first sync, xSync, ffi::SQLITE_IOERR_FSYNC, (flags: c_int));
+forward!(flush first truncate, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, (size: i64));
+forward!(flush first file_size, xFileSize, ffi::SQLITE_IOERR_FSTAT, (size: *mut i64));
+forward!(flush first file_control, xFileControl, ffi::SQLITE_NOTFOUND, (op: c_int, arg: *mut c_void));
 forward!(lock, xLock, ffi::SQLITE_IOERR_LOCK, (level: c_int));
 forward!(unlock, xUnlock, ffi::SQLITE_IOERR_UNLOCK, (level: c_int));
 forward!(check_reserved_lock, xCheckReservedLock, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, (out: *mut c_int));
