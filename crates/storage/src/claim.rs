@@ -71,15 +71,48 @@ pub(crate) struct Claim {
     pub(crate) what: &'static str,
     /// The conditional statement, without `RETURNING`.
     pub(crate) claim: String,
-    /// `(INSERT … SELECT …, what follows its condition)`: run in order, each
-    /// only if the claim changed a row; the tail is an `ON CONFLICT` clause
-    /// or empty.
-    pub(crate) then: Vec<(String, String)>,
+    /// Inserts run in order, each only if the claim changed a row.
+    pub(crate) then: Vec<Then>,
     /// `$1`, `$2`, …, in order.
     pub(crate) values: Vec<Value>,
     /// What the claim spends and the grant it writes to: claims sharing a
     /// key never share a PostgreSQL statement (`crate::postgres::claims`).
     pub(crate) keys: Vec<Key>,
+}
+
+/// An insert that follows a claim, kept in parts: each backend makes it
+/// conditional on the claim its own way.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Then {
+    /// `INSERT INTO <table> (<columns>)`.
+    pub(crate) into: String,
+    pub(crate) rows: Rows,
+    /// An `ON CONFLICT` clause, or empty.
+    pub(crate) tail: String,
+}
+
+/// What an insert inserts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// Rows given in full, `($1, $2, …)` each.
+    Values(Vec<String>),
+    /// A `SELECT` with no `WHERE` clause (read from the claimed row).
+    Select(String),
+}
+
+impl Then {
+    /// The insert as one `INSERT … SELECT …` followed by `condition`, a
+    /// `WHERE` clause (which the tail, if any, follows).
+    pub(crate) fn select_where(&self, condition: &str) -> String {
+        let Then { into, rows, tail } = self;
+        match rows {
+            Rows::Values(rows) => format!(
+                "{into} SELECT * FROM (VALUES {}) AS issued {condition}{tail}",
+                rows.join(", ")
+            ),
+            Rows::Select(select) => format!("{into} {select} {condition}{tail}"),
+        }
+    }
 }
 
 /// A row a claim spends or writes, by kind and identity.
@@ -134,7 +167,7 @@ impl Claim {
         }
         if !tokens.is_empty() {
             let insert = self.tokens(tokens);
-            self.then.push((insert, String::new()));
+            self.then.push(insert);
         }
         if let Some(grant) = self.grant(tokens) {
             self.then.push(grant);
@@ -168,8 +201,8 @@ impl Claim {
         claim
     }
 
-    /// `INSERT … SELECT` of the tokens, one row each.
-    fn tokens(&mut self, tokens: &[OAuthToken]) -> String {
+    /// The insert of the tokens, one row each.
+    fn tokens(&mut self, tokens: &[OAuthToken]) -> Then {
         let rows: Vec<String> = tokens
             .iter()
             .map(|token| {
@@ -190,19 +223,20 @@ impl Claim {
                 format!("({})", values.join(", "))
             })
             .collect();
-        format!(
-            "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
-             workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at) \
-             SELECT * FROM (VALUES {}) AS issued",
-            rows.join(", ")
-        )
+        Then {
+            into: "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, \
+                   user_id, workspace_id, scopes, created_at, expires_at, revoked_at, rotated_at)"
+                .to_owned(),
+            rows: Rows::Values(rows),
+            tail: String::new(),
+        }
     }
 
     /// The grant the tokens belong to, from their refresh token: made by the
     /// code's redemption, and each refresh records a use (its scopes, which
     /// a refresh may narrow, and its new expiry). Its creation time stays.
     /// `None` without a refresh token.
-    fn grant(&mut self, tokens: &[OAuthToken]) -> Option<(String, String)> {
+    fn grant(&mut self, tokens: &[OAuthToken]) -> Option<Then> {
         let refresh = tokens.iter().find(|t| t.kind == TokenKind::Refresh)?;
         let values = [
             self.bind(refresh.family_id.as_str()),
@@ -214,14 +248,13 @@ impl Claim {
             self.bind(refresh.created_at.0),
             self.bind(refresh.expires_at.0),
         ];
-        Some((
-            format!(
-                "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
-                 created_at, last_used_at, expires_at) SELECT {}",
-                values.join(", ")
-            ),
-            GRANT_USED.to_owned(),
-        ))
+        Some(Then {
+            into: "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                   created_at, last_used_at, expires_at)"
+                .to_owned(),
+            rows: Rows::Values(vec![format!("({})", values.join(", "))]),
+            tail: GRANT_USED.to_owned(),
+        })
     }
 
     /// Sets the claim, on the code whose hash is `hash` (a placeholder),
@@ -254,28 +287,30 @@ impl Claim {
             })
             .collect();
         // Both backends name a VALUES list's columns column1, column2, …
-        self.then.push((
-            format!(
-                "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, user_id, \
-                 workspace_id, scopes, created_at, expires_at) \
-                 SELECT issued.column1, issued.column2, issued.column3, code.family_id, \
+        self.then.push(Then {
+            into: "INSERT INTO oauth_tokens (id, token_hash, kind, family_id, client_id, \
+                   user_id, workspace_id, scopes, created_at, expires_at)"
+                .to_owned(),
+            rows: Rows::Select(format!(
+                "SELECT issued.column1, issued.column2, issued.column3, code.family_id, \
                  code.client_id, code.user_id, code.workspace_id, code.scopes, {at}, \
                  issued.column4 FROM (VALUES {}) AS issued CROSS JOIN {code}",
                 rows.join(", ")
-            ),
-            String::new(),
-        ));
+            )),
+            tail: String::new(),
+        });
         if let Some(refresh) = seeds.iter().find(|s| s.kind == TokenKind::Refresh) {
             let expires_at = self.bind(refresh.expires_at.0);
-            self.then.push((
-                format!(
-                    "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
-                     created_at, last_used_at, expires_at) \
-                     SELECT code.family_id, code.client_id, code.user_id, code.workspace_id, \
+            self.then.push(Then {
+                into: "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                       created_at, last_used_at, expires_at)"
+                    .to_owned(),
+                rows: Rows::Select(format!(
+                    "SELECT code.family_id, code.client_id, code.user_id, code.workspace_id, \
                      code.scopes, {at}, {at}, {expires_at} FROM {code}"
-                ),
-                GRANT_USED.to_owned(),
-            ));
+                )),
+                tail: GRANT_USED.to_owned(),
+            });
         }
         self
     }

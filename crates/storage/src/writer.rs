@@ -32,8 +32,9 @@
 //! - A *native* operation ([`Writer::submit_native`]: the grants' claims)
 //!   runs on the writer's second connection, through rusqlite, on that
 //!   connection's thread (`crate::sqlite::native`): a whole batch goes
-//!   there in one message, and each operation's savepoint is a function
-//!   call, not a round trip. A batch holds operations of one connection
+//!   there in one message. Such a batch first runs with no savepoint per
+//!   operation, and only if one fails runs again with them
+//!   ([`run_native_batch`]). A batch holds operations of one connection
 //!   only (a job of the other waits for the next batch), so the two never
 //!   hold a transaction at once and neither waits for the other's lock.
 //!
@@ -169,13 +170,15 @@ impl Writer {
     }
 
     /// Runs `op` on the native connection (`crate::sqlite::native`) in the
-    /// next batch of native operations, in a savepoint of its own; answers
-    /// once that batch has committed. `op` runs on that connection's thread
-    /// among the others of its batch: statements only, nothing that waits.
+    /// next batch of native operations; answers once that batch has
+    /// committed. `op` runs on that connection's thread among the others of
+    /// its batch: statements only, nothing that waits, nothing outside the
+    /// connection, since a batch in which an operation fails runs again
+    /// ([`run_native_batch`]).
     pub(crate) async fn submit_native<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
         submit(&self.queue, |reply| Native::boxed(op, Lane::Native, reply)).await
     }
@@ -264,7 +267,13 @@ impl BetweenBatches {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
-        submit(&self.queue, |reply| Native::boxed(op, Lane::Alone, reply)).await
+        // Work between batches runs in no batch, so never again.
+        let mut op = Some(op);
+        let once = move |conn: &rusqlite::Connection| match op.take() {
+            Some(op) => op(conn),
+            None => Err(StoreError::Other("a write ran twice".to_owned())),
+        };
+        submit(&self.queue, |reply| Native::boxed(once, Lane::Alone, reply)).await
     }
 }
 
@@ -429,9 +438,11 @@ where
     }
 }
 
-/// An operation on the native connection.
+/// An operation on the native connection. It may run twice (a batch
+/// retried with savepoints, [`run_native_batch`]), so it only reads and
+/// writes through the connection, and its last run is the one answered.
 struct Native<T, F> {
-    op: Option<F>,
+    op: F,
     /// [`Lane::Native`], or [`Lane::Alone`] for work between batches.
     lane: Lane,
     reply: Reply<T>,
@@ -440,11 +451,11 @@ struct Native<T, F> {
 impl<T, F> Native<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
 {
     fn boxed(op: F, lane: Lane, reply: oneshot::Sender<StoreResult<T>>) -> Box<dyn Job> {
         Box::new(Native {
-            op: Some(op),
+            op,
             lane,
             reply: Reply::new(reply),
         })
@@ -454,7 +465,7 @@ where
 impl<T, F> Job for Native<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
 {
     fn lane(&self) -> Lane {
         self.lane
@@ -465,10 +476,7 @@ where
     }
 
     fn run_native(&mut self, conn: &rusqlite::Connection) -> bool {
-        let outcome = match self.op.take() {
-            Some(op) => op(conn),
-            None => Err(StoreError::Other("a write ran twice".to_owned())),
-        };
+        let outcome = (self.op)(conn);
         self.reply.keep(outcome)
     }
 
@@ -639,15 +647,39 @@ impl Queue<'_> {
     }
 }
 
-/// One transaction on the native connection: `begin`, each job in a
-/// savepoint of its own (kept if it succeeded, undone if not), COMMIT. A
-/// failed step (not a job's own failure) rolls everything back.
+/// One transaction on the native connection for `jobs`; a failed step
+/// (not a job's own failure) rolls everything back.
+///
+/// A savepoint per job costs more than the job's statements: SQLite copies
+/// every page a job changes into the savepoint's journal first. Jobs
+/// seldom fail (a claim that loses answers `Ok`), so the batch first runs
+/// with none: `begin`, each job, COMMIT. Should a job fail, its changes so
+/// far cannot be undone alone, so the whole transaction is rolled back and
+/// the batch runs again with a savepoint per job, kept if it succeeded and
+/// undone if not. Each job's answer is from its last run; nothing of the
+/// first run was committed.
 fn run_native_batch(
     conn: &rusqlite::Connection,
     begin: &str,
     jobs: &mut [Box<dyn Job>],
 ) -> Result<(), StoreError> {
-    let ran = native::control(conn, begin).and_then(|()| {
+    let unguarded = native::control(conn, begin).and_then(|()| {
+        let all_ran = jobs.iter_mut().all(|job| job.run_native(conn));
+        if all_ran {
+            native::control(conn, COMMIT)?;
+        }
+        Ok(all_ran)
+    });
+    match unguarded {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(err) => {
+            rollback_native(conn);
+            return Err(err);
+        }
+    }
+    native::control(conn, ROLLBACK)?;
+    let guarded = native::control(conn, begin).and_then(|()| {
         for job in jobs.iter_mut() {
             native::control(conn, SAVEPOINT)?;
             let end = if job.run_native(conn) { RELEASE } else { UNDO };
@@ -655,10 +687,17 @@ fn run_native_batch(
         }
         native::control(conn, COMMIT)
     });
-    if ran.is_err() && !conn.is_autocommit() {
+    if guarded.is_err() {
+        rollback_native(conn);
+    }
+    guarded
+}
+
+/// Ends a failed transaction, if SQLite has not already.
+fn rollback_native(conn: &rusqlite::Connection) {
+    if !conn.is_autocommit() {
         let _ = native::control(conn, ROLLBACK);
     }
-    ran
 }
 
 // The transaction is driven by these statements, each step one round trip
@@ -966,6 +1005,69 @@ mod tests {
         );
         assert_eq!(count(&options, "parent").await, 5);
         drop((elsewhere, reader));
+        writer.close().await;
+        remove(&options);
+    }
+
+    /// A native operation that fails half-way, between two that succeed in
+    /// its batch, leaves nothing of its own: the batch, run first without
+    /// savepoints, is rolled back and runs again with one per operation.
+    /// Each is answered from that second run, and the batch commits once.
+    #[tokio::test]
+    async fn a_failed_native_operation_undoes_only_its_own_writes() {
+        let (writer, options) = writer("native-fails").await;
+        let writer = Arc::new(writer);
+        let held = writer.hold().await;
+        let mut answers = Vec::new();
+        let operations: [&[&'static str]; 3] = [
+            &["INSERT INTO parent (id) VALUES (1)"],
+            // Its first statement succeeds, the second refers to no parent.
+            &[
+                "INSERT INTO parent (id) VALUES (2)",
+                "INSERT INTO child (id, parent) VALUES (1, 99)",
+            ],
+            &["INSERT INTO parent (id) VALUES (3)"],
+        ];
+        for (queued, statements) in operations.into_iter().enumerate() {
+            let writer_ = writer.clone();
+            answers.push(tokio::spawn(async move {
+                writer_
+                    .submit_native(move |conn| {
+                        for sql in statements {
+                            conn.execute_batch(sql)
+                                .map_err(|e| native::classify(e, "row"))?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }));
+            // In this order, so that one runs before the failure and one after.
+            while writer.queued() <= queued {
+                tokio::task::yield_now().await;
+            }
+        }
+        held.release().await.unwrap();
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap().is_ok());
+        }
+        assert_eq!(outcomes, [true, false, true]);
+        let mut conn = options.connect().await.unwrap();
+        let parents: Vec<i64> = sqlx::query_scalar("SELECT id FROM parent ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            parents,
+            [1, 3],
+            "the failed operation's first insert is undone"
+        );
+        assert_eq!(count(&options, "child").await, 0);
+        assert_eq!(
+            writer.stats().batches(),
+            2,
+            "the hold's, then one for all three"
+        );
         writer.close().await;
         remove(&options);
     }

@@ -434,11 +434,11 @@ fn claim_ctes(sql: &mut String, claim: &Claim, i: usize, offset: usize, returnin
         "claimed_{i} AS ({} RETURNING {returning})",
         renumber(&claim.claim, offset)
     ));
-    for (j, (insert, tail)) in claim.then.iter().enumerate() {
+    for (j, then) in claim.then.iter().enumerate() {
+        let insert = then.select_where(&format!("WHERE EXISTS (SELECT 1 FROM claimed_{i})"));
         sql.push_str(&format!(
-            ", then_{i}_{j} AS ({} WHERE EXISTS (SELECT 1 FROM claimed_{i}){})",
-            renumber(insert, offset),
-            renumber(tail, offset)
+            ", then_{i}_{j} AS ({})",
+            renumber(&insert, offset)
         ));
     }
 }

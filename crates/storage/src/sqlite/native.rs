@@ -4,8 +4,8 @@
 //! sqlx runs each SQLite connection on a thread of its own too, but every
 //! statement is a message to that thread and an answer back: two context
 //! switches, which cost a grant more than its statements. Here the writer
-//! hands the thread a whole batch of claims (BEGIN, each in a savepoint,
-//! COMMIT with its fsync) in one message and gets them back in one answer.
+//! hands the thread a whole batch of claims (BEGIN, each claim, COMMIT with
+//! its fsync) in one message and gets them back in one answer.
 //! The writer also keeps its sqlx connection for every other write, and
 //! never lets the two hold a transaction at once (`crate::writer`), so
 //! neither ever waits for SQLite's write lock.
@@ -21,7 +21,7 @@ use velocity_domain::StoreError;
 
 use velocity_domain::oauth::AuthorizationCode;
 
-use crate::claim::{Claim, Value};
+use crate::claim::{Claim, Rows, Value};
 use crate::rows::{CODE_COLUMNS, CodeRow};
 
 /// Prepared statements kept: the grants' few shapes, with room to spare.
@@ -127,18 +127,33 @@ impl NativeConnection {
 }
 
 /// Runs `claim` and, if it changed a row, what it issues; whether it did.
-/// The caller (the writer) wraps it in a savepoint, so a failure half-way
-/// leaves nothing.
+/// A failure half-way leaves the claim's first statements done: the writer
+/// then runs the batch again with the claim in a savepoint, which it undoes
+/// (`crate::writer`).
 pub(crate) fn run_claim(conn: &rusqlite::Connection, claim: &Claim) -> Result<bool, StoreError> {
     let classify = |e| classify(e, claim.what);
     if execute(conn, &claim.claim, &claim.values).map_err(classify)? == 0 {
         return Ok(false);
     }
-    for (insert, tail) in &claim.then {
-        // `WHERE true`: SQLite reads `SELECT … ON CONFLICT` as a join
-        // constraint without a WHERE clause between them.
-        let sql = format!("{insert} WHERE true{tail}");
-        execute(conn, &sql, &claim.values).map_err(classify)?;
+    for then in &claim.then {
+        match &then.rows {
+            // A row at a time: SQLite runs a single-row `INSERT … VALUES`
+            // without a statement journal (a copy of each page it changes,
+            // kept to undo the statement alone), which a multi-row insert,
+            // or any `INSERT … SELECT`, needs.
+            Rows::Values(rows) => {
+                for row in rows {
+                    let sql = format!("{} VALUES {row}{}", then.into, then.tail);
+                    execute(conn, &sql, &claim.values).map_err(classify)?;
+                }
+            }
+            // `WHERE true`: SQLite reads `SELECT … ON CONFLICT` as a join
+            // constraint without a WHERE clause between them.
+            Rows::Select(_) => {
+                let sql = then.select_where("WHERE true");
+                execute(conn, &sql, &claim.values).map_err(classify)?;
+            }
+        }
     }
     Ok(true)
 }
@@ -219,6 +234,7 @@ pub(crate) fn classify(err: rusqlite::Error, what: &'static str) -> StoreError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::claim::Then;
 
     fn connection() -> rusqlite::Connection {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
@@ -245,32 +261,45 @@ mod tests {
         claim.claim = format!("UPDATE parent SET spent = {at} WHERE id = {id} AND spent IS NULL");
         let blob = claim.bind(&b"\x00\x01"[..]);
         let none = claim.bind(None::<i64>);
-        claim.then.push((
-            format!("INSERT INTO child (id, parent, blob, at) SELECT 7, {id}, {blob}, {none}"),
-            String::new(),
-        ));
+        claim.then.push(Then {
+            into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
+            rows: Rows::Values(vec![format!("(7, {id}, {blob}, {none})")]),
+            tail: String::new(),
+        });
+        // Read from the claimed row, as a code's tokens are.
+        claim.then.push(Then {
+            into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
+            rows: Rows::Select(format!(
+                "SELECT 70, id, {blob}, spent FROM (SELECT * FROM parent WHERE id = {id}) AS claimed"
+            )),
+            tail: String::new(),
+        });
         assert!(
             run_claim(&conn, &claim).unwrap(),
             "the claim changed its row"
         );
-        let row: (i64, Vec<u8>, Option<i64>) = conn
-            .query_row("SELECT parent, blob, at FROM child WHERE id = 7", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .unwrap();
-        assert_eq!(row, (1, vec![0, 1], None));
+        let row = |id: i64| -> (i64, Vec<u8>, Option<i64>) {
+            conn.query_row(
+                "SELECT parent, blob, at FROM child WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(row(7), (1, vec![0, 1], None));
+        assert_eq!(row(70), (1, vec![0, 1], Some(42)));
         let spent: i64 = conn
             .query_row("SELECT spent FROM parent WHERE id = 1", [], |r| r.get(0))
             .unwrap();
         assert_eq!(spent, 42);
 
         // Spent: the claim changes nothing, and nothing after it runs.
-        claim.then[0].0 = claim.then[0].0.replace("SELECT 7", "SELECT 8");
+        claim.then[0].rows = Rows::Values(vec![format!("(8, {id}, {blob}, {none})")]);
         assert!(!run_claim(&conn, &claim).unwrap());
         let children: i64 = conn
             .query_row("SELECT COUNT(*) FROM child", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(children, 1);
+        assert_eq!(children, 2);
     }
 
     #[test]
