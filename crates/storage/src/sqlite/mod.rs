@@ -97,9 +97,10 @@ impl SqliteStore {
             }
         };
         // After the migrations, which made the file and put it in WAL mode.
-        // Its statement journals (a claim's multi-row insert inside its
-        // savepoint) stay in memory: on disk each is a temporary file
-        // opened, unlinked and closed per batch.
+        // Its statement and savepoint journals (an insert that reads a
+        // code's row, a batch run again with savepoints) stay in memory: on
+        // disk each is a temporary file opened, unlinked and closed per
+        // batch.
         let native = NativeConnection::open(
             write.get_filename(),
             options.sqlite_busy_timeout,
