@@ -678,7 +678,9 @@ fn run_native_batch(
             return Err(err);
         }
     }
-    native::control(conn, ROLLBACK)?;
+    // Should the rollback fail with the transaction still open, the
+    // guarded run's BEGIN fails, and with it the batch.
+    rollback_native(conn);
     let guarded = native::control(conn, begin).and_then(|()| {
         for job in jobs.iter_mut() {
             native::control(conn, SAVEPOINT)?;
@@ -1029,9 +1031,9 @@ mod tests {
             &["INSERT INTO parent (id) VALUES (3)"],
         ];
         for (queued, statements) in operations.into_iter().enumerate() {
-            let writer_ = writer.clone();
+            let submitter = writer.clone();
             answers.push(tokio::spawn(async move {
-                writer_
+                submitter
                     .submit_native(move |conn| {
                         for sql in statements {
                             conn.execute_batch(sql)
