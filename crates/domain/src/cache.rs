@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastbloom::AtomicBloomFilter;
-use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use crate::credential::{CredentialKind, DigestHasherBuilder, SecretHash};
 use crate::directory::{Membership, Workspace, WorkspaceId};
 use crate::invalidation::Invalidation;
+use crate::issued::{IssuedStore, WhenFull};
 use crate::oauth::{
     ACCESS_TOKEN_SECS, AuthorizationCode, CODE_SECS, ClientId, OAuthApp, OAuthToken,
 };
@@ -81,8 +81,8 @@ pub(crate) struct VerificationCache {
     /// Codes and refresh tokens as this replica issued them, so that their
     /// use (the code exchanged seconds after consent, the refresh token at
     /// the next refresh) needs no read first: see [`Self::take_issued_code`].
-    issued_codes: Cache<SecretHash, AuthorizationCode, DigestHasherBuilder>,
-    issued_refresh_tokens: Cache<SecretHash, OAuthToken, DigestHasherBuilder>,
+    issued_codes: IssuedStore<AuthorizationCode>,
+    issued_refresh_tokens: IssuedStore<OAuthToken>,
     /// Bumped by every app invalidation: a lookup that began before one
     /// does not cache what it read ([`Self::app_generation`]).
     app_generation: AtomicU64,
@@ -126,24 +126,20 @@ impl VerificationCache {
                 .time_to_live(config.ttl)
                 .build(),
             // Each code is read once, seconds after it was put: recency is
-            // all that predicts a use. The default policy admits a new
-            // entry to a full cache only if it looks more used than the
-            // oldest, so a burst would keep its first codes and refuse the
-            // ones about to be exchanged.
-            issued_codes: Cache::builder()
-                .max_capacity(config.max_issued_codes)
-                .eviction_policy(EvictionPolicy::lru())
-                .time_to_live(Duration::from_secs(CODE_SECS.unsigned_abs()))
-                .build_with_hasher(DigestHasherBuilder::default()),
+            // all that predicts a use, so a burst past the cap keeps its
+            // newest codes, the ones about to be exchanged.
+            issued_codes: IssuedStore::new(
+                config.max_issued_codes,
+                Duration::from_secs(CODE_SECS.unsigned_abs()),
+                WhenFull::DropOldest,
+            ),
             // A client typically refreshes when its access token expires,
-            // so when full, the oldest are the next used: the default
-            // policy, which keeps them over newcomers, suits these.
-            issued_refresh_tokens: Cache::builder()
-                .max_capacity(config.max_issued_refresh_tokens)
-                .time_to_live(Duration::from_secs(
-                    ACCESS_TOKEN_SECS.unsigned_abs() + ISSUED_REFRESH_SLACK_SECS,
-                ))
-                .build_with_hasher(DigestHasherBuilder::default()),
+            // so when full, the oldest are the next used: newcomers wait.
+            issued_refresh_tokens: IssuedStore::new(
+                config.max_issued_refresh_tokens,
+                Duration::from_secs(ACCESS_TOKEN_SECS.unsigned_abs() + ISSUED_REFRESH_SLACK_SECS),
+                WhenFull::KeepOldest,
+            ),
             app_generation: AtomicU64::new(0),
             known,
             token_budget: Budget::new(config.unknown_token_lookups_per_sec),
@@ -214,22 +210,22 @@ impl VerificationCache {
     /// which refuses a spent or vanished code whatever was read here, and a
     /// refused claim is answered as the replay it is.
     pub fn take_issued_code(&self, hash: &SecretHash) -> Option<AuthorizationCode> {
-        self.counted(CacheKind::Grant, take(&self.issued_codes, hash))
+        self.counted(CacheKind::Grant, self.issued_codes.take(hash))
     }
 
     pub fn put_issued_code(&self, code: AuthorizationCode) {
-        self.issued_codes.insert(code.hash, code);
+        self.issued_codes.put(code.hash, code);
     }
 
     /// A refresh token this replica issued, taken out: as for codes
     /// ([`Self::take_issued_code`]), the rotation's conditional update in
     /// storage decides, and revocations drop these (`apply`).
     pub fn take_issued_refresh_token(&self, hash: &SecretHash) -> Option<OAuthToken> {
-        self.counted(CacheKind::Grant, take(&self.issued_refresh_tokens, hash))
+        self.counted(CacheKind::Grant, self.issued_refresh_tokens.take(hash))
     }
 
     pub fn put_issued_refresh_token(&self, token: OAuthToken) {
-        self.issued_refresh_tokens.insert(token.hash, token);
+        self.issued_refresh_tokens.put(token.hash, token);
     }
 
     /// Read before looking an app up in storage, and handed back to
@@ -285,14 +281,14 @@ impl VerificationCache {
             Invalidation::AccessTokens => {
                 self.tokens.invalidate_all();
                 // A revoked grant's refresh token then reads as revoked.
-                self.issued_refresh_tokens.invalidate_all();
+                self.issued_refresh_tokens.clear();
             }
             Invalidation::App(client_id) => {
                 self.app_generation.fetch_add(1, Ordering::AcqRel);
                 self.apps.invalidate(client_id);
                 // A deleted app's codes and tokens went with it.
-                self.issued_codes.invalidate_all();
-                self.issued_refresh_tokens.invalidate_all();
+                self.issued_codes.clear();
+                self.issued_refresh_tokens.clear();
             }
         }
     }
@@ -305,22 +301,9 @@ impl VerificationCache {
         self.workspaces.invalidate_all();
         self.app_generation.fetch_add(1, Ordering::AcqRel);
         self.apps.invalidate_all();
-        self.issued_codes.invalidate_all();
-        self.issued_refresh_tokens.invalidate_all();
+        self.issued_codes.clear();
+        self.issued_refresh_tokens.clear();
     }
-}
-
-/// The entry for `key`, dropped from `cache`. Through `get`: moka's
-/// `remove` hands back entries that `invalidate_all` or their time to live
-/// have already ended (it drops those lazily), and a revocation must end
-/// them at once.
-fn take<V: Clone + Send + Sync + 'static>(
-    cache: &Cache<SecretHash, V, DigestHasherBuilder>,
-    key: &SecretHash,
-) -> Option<V> {
-    let found = cache.get(key)?;
-    cache.invalidate(key);
-    Some(found)
 }
 
 /// A fixed-size Bloom filter of every stored API key and token hash. "Not
@@ -479,7 +462,6 @@ mod churn_tests {
             let issued = code(n);
             hashes.push(issued.hash);
             cache.put_issued_code(issued);
-            cache.issued_codes.run_pending_tasks();
         }
         let newest = &hashes[hashes.len() - 500..];
         let kept = newest

@@ -11,6 +11,7 @@ pub mod credential;
 pub mod directory;
 pub mod error;
 pub mod invalidation;
+mod issued;
 pub mod oauth;
 pub mod page;
 pub mod principal;
