@@ -258,34 +258,32 @@ mod tests {
         assert!(old.iter().all(|k| store.take_at(k, later).is_none()));
     }
 
-    #[test]
-    fn full_drop_oldest_keeps_the_newest() {
-        let store = IssuedStore::new(1_600, TTL, WhenFull::DropOldest);
+    /// A store of 1,600 that was given 10,000 keys, and the keys in order.
+    fn overfilled(when_full: WhenFull) -> (IssuedStore<usize>, Vec<SecretHash>) {
+        let store = IssuedStore::new(1_600, TTL, when_full);
         let keys: Vec<SecretHash> = (0..10_000).map(|_| key()).collect();
         for (n, k) in keys.iter().enumerate() {
             store.put(*k, n);
         }
-        let newest = &keys[keys.len() - 800..];
-        let kept = newest.iter().filter(|k| store.take(k).is_some()).count();
-        assert_eq!(kept, newest.len());
-        let oldest = &keys[..5_000];
-        assert_eq!(oldest.iter().filter(|k| store.take(k).is_some()).count(), 0);
+        (store, keys)
+    }
+
+    fn taken(store: &IssuedStore<usize>, keys: &[SecretHash]) -> usize {
+        keys.iter().filter(|k| store.take(k).is_some()).count()
+    }
+
+    #[test]
+    fn full_drop_oldest_keeps_the_newest() {
+        let (store, keys) = overfilled(WhenFull::DropOldest);
+        assert_eq!(taken(&store, &keys[keys.len() - 800..]), 800);
+        assert_eq!(taken(&store, &keys[..5_000]), 0);
     }
 
     #[test]
     fn full_keep_oldest_refuses_newcomers() {
-        let store = IssuedStore::new(1_600, TTL, WhenFull::KeepOldest);
-        let keys: Vec<SecretHash> = (0..10_000).map(|_| key()).collect();
-        for (n, k) in keys.iter().enumerate() {
-            store.put(*k, n);
-        }
-        let oldest = &keys[..800];
-        assert_eq!(
-            oldest.iter().filter(|k| store.take(k).is_some()).count(),
-            800
-        );
-        let newest = &keys[keys.len() - 5_000..];
-        assert_eq!(newest.iter().filter(|k| store.take(k).is_some()).count(), 0);
+        let (store, keys) = overfilled(WhenFull::KeepOldest);
+        assert_eq!(taken(&store, &keys[..800]), 800);
+        assert_eq!(taken(&store, &keys[keys.len() - 5_000..]), 0);
     }
 
     #[test]
