@@ -135,24 +135,22 @@ impl<V> IssuedStore<V> {
 }
 
 impl<V> Shard<V> {
-    /// Whether the place at the front of the order is still its entry's.
-    fn front_is_live(&self) -> Option<bool> {
-        let (key, put) = self.order.front()?;
-        Some(self.entries.get(key).is_some_and(|e| e.put == *put))
+    /// Whether a place in the order is still its entry's (not taken, not
+    /// put again since).
+    fn holds(&self, key: &SecretHash, put: u64) -> bool {
+        self.entries.get(key).is_some_and(|e| e.put == put)
     }
 
     /// Drops the entries at the front of the order that have expired, and
     /// the stale places before them.
     fn drop_expired(&mut self, now: Instant) {
-        while let Some(live) = self.front_is_live() {
-            let Some((key, _)) = self.order.front().copied() else {
-                break;
-            };
-            if live {
-                if self.entries.get(&key).is_some_and(|e| e.expires > now) {
-                    break;
+        while let Some(&(key, put)) = self.order.front() {
+            match self.entries.get(&key) {
+                Some(entry) if entry.put == put && entry.expires > now => break,
+                Some(entry) if entry.put == put => {
+                    self.entries.remove(&key);
                 }
-                self.entries.remove(&key);
+                _ => {}
             }
             self.order.pop_front();
         }
@@ -160,10 +158,8 @@ impl<V> Shard<V> {
 
     /// Drops the oldest entry there is.
     fn drop_oldest(&mut self) {
-        while let Some(live) = self.front_is_live() {
-            if let Some((key, _)) = self.order.pop_front()
-                && live
-            {
+        while let Some((key, put)) = self.order.pop_front() {
+            if self.holds(&key, put) {
                 self.entries.remove(&key);
                 return;
             }
