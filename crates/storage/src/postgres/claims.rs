@@ -39,7 +39,7 @@ use velocity_domain::StoreError;
 use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
 
-use crate::claim::{Claim, Key};
+use crate::claim::{Claim, ClaimText, Key};
 use crate::error::classify;
 use crate::rows::{CODE_COLUMNS, CodeRow};
 
@@ -304,7 +304,7 @@ fn gather(
 }
 
 fn same_shape(a: &Claim, b: &Claim) -> bool {
-    a.claim == b.claim && a.then == b.then && a.values.len() == b.values.len()
+    ClaimText::same(&a.text, &b.text) && a.values.len() == b.values.len()
 }
 
 /// Runs `batch` and answers each claim.
@@ -375,40 +375,31 @@ fn code_of(outcome: Outcome) -> StoreResult<Option<AuthorizationCode>> {
 }
 
 /// `claims` in one statement: those that changed their row, by index,
-/// each with the code's row for [`Returning::Code`].
+/// each with the code's row for [`Returning::Code`]. The claims share a
+/// shape (`same_shape`), so the statement is made once for each number of
+/// them and kept with their text.
 async fn claim_together(
     pool: &PgPool,
     claims: &[&Claim],
     returning: Returning,
 ) -> Result<HashMap<usize, Option<Box<CodeRow>>>, sqlx::Error> {
     use sqlx::{Arguments as _, FromRow as _, Row as _};
-    let columns = match returning {
-        Returning::Flag => "1",
-        Returning::Code => CODE_COLUMNS,
+    let Some(first) = claims.first() else {
+        return Ok(HashMap::new());
     };
     let mut arguments = sqlx::postgres::PgArguments::default();
-    let mut sql = String::from("WITH ");
-    let mut select = Vec::with_capacity(claims.len());
-    let mut offset = 0;
-    for (i, claim) in claims.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        claim_ctes(&mut sql, claim, i, offset, columns);
-        select.push(match returning {
-            Returning::Flag => format!("SELECT {i} AS claim_index FROM claimed_{i}"),
-            Returning::Code => {
-                format!("SELECT {i} AS claim_index, {CODE_COLUMNS} FROM claimed_{i}")
-            }
-        });
+    for claim in claims {
         claim
             .add_arguments::<sqlx::Postgres>(&mut arguments)
             .map_err(sqlx::Error::Encode)?;
-        offset += claim.values.len();
     }
-    debug_assert_eq!(arguments.len(), offset);
-    sql.push(' ');
-    sql.push_str(&select.join(" UNION ALL "));
+    let values = first.values.len();
+    debug_assert!(claims.iter().all(|claim| same_shape(first, claim)));
+    debug_assert_eq!(arguments.len(), values * claims.len());
+    let key = claims.len() * 2 + usize::from(returning == Returning::Code);
+    let sql = first
+        .text
+        .joined(key, |text| statement(text, claims.len(), values, returning));
     let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
         .fetch_all(pool)
         .await?;
@@ -426,15 +417,43 @@ async fn claim_together(
     Ok(won)
 }
 
+/// The statement of `claims` claims of `text`'s shape, `values` values
+/// each: every claim's CTEs, its placeholders moved up past the claims
+/// before it, then the index of each that changed its row (and, for
+/// [`Returning::Code`], the code's row).
+fn statement(text: &ClaimText, claims: usize, values: usize, returning: Returning) -> String {
+    let columns = match returning {
+        Returning::Flag => "1",
+        Returning::Code => CODE_COLUMNS,
+    };
+    let mut sql = String::from("WITH ");
+    let mut select = Vec::with_capacity(claims);
+    for i in 0..claims {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        claim_ctes(&mut sql, text, i, i * values, columns);
+        select.push(match returning {
+            Returning::Flag => format!("SELECT {i} AS claim_index FROM claimed_{i}"),
+            Returning::Code => {
+                format!("SELECT {i} AS claim_index, {CODE_COLUMNS} FROM claimed_{i}")
+            }
+        });
+    }
+    sql.push(' ');
+    sql.push_str(&select.join(" UNION ALL "));
+    sql
+}
+
 /// Appends claim `i`'s CTEs, its placeholders moved up by `offset`: the
 /// claim (`claimed_i`, `returning` what it changed), then each insert, run
 /// only if it changed a row.
-fn claim_ctes(sql: &mut String, claim: &Claim, i: usize, offset: usize, returning: &str) {
+fn claim_ctes(sql: &mut String, text: &ClaimText, i: usize, offset: usize, returning: &str) {
     sql.push_str(&format!(
         "claimed_{i} AS ({} RETURNING {returning})",
-        renumber(&claim.claim, offset)
+        renumber(&text.claim, offset)
     ));
-    for (j, then) in claim.then.iter().enumerate() {
+    for (j, then) in text.then.iter().enumerate() {
         let insert = then.select_where(&format!("WHERE EXISTS (SELECT 1 FROM claimed_{i})"));
         sql.push_str(&format!(
             ", then_{i}_{j} AS ({})",

@@ -14,7 +14,7 @@ use velocity_domain::{SecretHash, StoreError, Timestamp, WorkspaceId};
 
 use super::invalidations::{execute_logged, log_invalidation};
 use super::{Conn, Db};
-use crate::claim::{Claim, Key};
+use crate::claim::{Claim, Form, Key};
 use crate::insert::Insert;
 use crate::rows::{
     APP_COLUMNS, AppRow, CODE_COLUMNS, CodeRow, GRANT_COLUMNS, GRANT_FROM, GrantRow, TOKEN_COLUMNS,
@@ -174,13 +174,15 @@ pub(super) async fn code_by_hash(
 
 /// Spends the code, if unspent, and issues `tokens`.
 pub(super) fn redeem_code(hash: &SecretHash, at: Timestamp, tokens: &[OAuthToken]) -> Claim {
-    let mut claim = Claim::new("code").touching(Key::Code(hash.as_bytes().to_vec()));
-    let sql = format!(
-        "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL",
-        hash = claim.bind(hash.as_bytes().as_slice()),
-        at = claim.bind(at.0),
-    );
-    claim.issuing(sql, tokens)
+    let mut claim = Claim::draft("code").touching(Key::Code(hash.as_bytes().to_vec()));
+    let hash = claim.bind(hash.as_bytes().as_slice());
+    let at = claim.bind(at.0);
+    let sql = move || {
+        format!(
+            "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL"
+        )
+    };
+    claim.issuing(Form::RedeemCode, sql, tokens)
 }
 
 /// Spends the code if it is as presented and unexpired at `at`, and issues
@@ -190,18 +192,20 @@ pub(super) fn redeem_presented_code(
     at: Timestamp,
     seeds: &[TokenSeed],
 ) -> Claim {
-    let mut claim = Claim::new("code").touching(Key::Code(code.hash.as_bytes().to_vec()));
+    let mut claim = Claim::draft("code").touching(Key::Code(code.hash.as_bytes().to_vec()));
     let hash = claim.bind(code.hash.as_bytes().as_slice());
     let at = claim.bind(at.0);
-    let sql = format!(
-        "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL \
-         AND client_id = {client} AND redirect_uri = {redirect} \
-         AND code_challenge = {challenge} AND expires_at > {at}",
-        client = claim.bind(code.client_id.as_str()),
-        redirect = claim.bind(code.redirect_uri),
-        challenge = claim.bind(code.code_challenge),
-    );
-    claim.issuing_from_code(sql, &hash, &at, seeds)
+    let client = claim.bind(code.client_id.as_str());
+    let redirect = claim.bind(code.redirect_uri);
+    let challenge = claim.bind(code.code_challenge);
+    let sql = move || {
+        format!(
+            "UPDATE oauth_codes SET used_at = {at} WHERE code_hash = {hash} AND used_at IS NULL \
+             AND client_id = {client} AND redirect_uri = {redirect} \
+             AND code_challenge = {challenge} AND expires_at > {at}"
+        )
+    };
+    claim.issuing_from_code(Form::RedeemPresentedCode, sql, hash, at, seeds)
 }
 
 #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -231,19 +235,21 @@ pub(super) fn rotate_refresh_token(
     reuse_since: Option<Timestamp>,
     tokens: &[OAuthToken],
 ) -> Claim {
-    let mut claim = Claim::new("token").touching(Key::Token(id.as_str().to_owned()));
-    let sql = format!(
-        "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, {at}) \
-         WHERE id = {id} AND kind = 'refresh' AND revoked_at IS NULL \
-         AND (rotated_at IS NULL OR (rotated_at >= {since} AND NOT EXISTS ( \
-             SELECT 1 FROM oauth_tokens AS later \
-             WHERE later.family_id = oauth_tokens.family_id \
-             AND later.rotated_at > oauth_tokens.rotated_at)))",
-        id = claim.bind(id.as_str()),
-        at = claim.bind(at.0),
-        since = claim.bind(reuse_since.map(|t| t.0)),
-    );
-    claim.issuing(sql, tokens)
+    let mut claim = Claim::draft("token").touching(Key::Token(id.as_str().to_owned()));
+    let id = claim.bind(id.as_str());
+    let at = claim.bind(at.0);
+    let since = claim.bind(reuse_since.map(|t| t.0));
+    let sql = move || {
+        format!(
+            "UPDATE oauth_tokens SET rotated_at = COALESCE(rotated_at, {at}) \
+             WHERE id = {id} AND kind = 'refresh' AND revoked_at IS NULL \
+             AND (rotated_at IS NULL OR (rotated_at >= {since} AND NOT EXISTS ( \
+                 SELECT 1 FROM oauth_tokens AS later \
+                 WHERE later.family_id = oauth_tokens.family_id \
+                 AND later.rotated_at > oauth_tokens.rotated_at)))"
+        )
+    };
+    claim.issuing(Form::RotateRefreshToken, sql, tokens)
 }
 
 /// Logs [`Invalidation::AccessTokens`] if the token was active.

@@ -21,7 +21,7 @@ use velocity_domain::StoreError;
 
 use velocity_domain::oauth::AuthorizationCode;
 
-use crate::claim::{Claim, Rows, Value};
+use crate::claim::{Claim, ClaimText, Rows, Statement, Value};
 use crate::rows::{CODE_COLUMNS, CodeRow};
 
 /// Prepared statements kept: the grants' few shapes, with room to spare.
@@ -132,30 +132,38 @@ impl NativeConnection {
 /// (`crate::writer`).
 pub(crate) fn run_claim(conn: &rusqlite::Connection, claim: &Claim) -> Result<bool, StoreError> {
     let classify = |e| classify(e, claim.what);
-    if execute(conn, &claim.claim, &claim.values).map_err(classify)? == 0 {
+    let mut statements = claim.text.apart(statements).iter();
+    let Some(first) = statements.next() else {
+        return Ok(false);
+    };
+    if execute(conn, first, &claim.values).map_err(classify)? == 0 {
         return Ok(false);
     }
-    for then in &claim.then {
+    for statement in statements {
+        execute(conn, statement, &claim.values).map_err(classify)?;
+    }
+    Ok(true)
+}
+
+/// A claim's statements as SQLite runs them: the claim, then each insert.
+fn statements(text: &ClaimText) -> Vec<String> {
+    let mut all = vec![text.claim.clone()];
+    for then in &text.then {
         match &then.rows {
             // A row at a time: SQLite runs a single-row `INSERT … VALUES`
             // without a statement journal (a copy of each page it changes,
             // kept to undo the statement alone), which a multi-row insert,
             // or any `INSERT … SELECT`, needs.
-            Rows::Values(rows) => {
-                for row in rows {
-                    let sql = format!("{} VALUES {row}{}", then.into, then.tail);
-                    execute(conn, &sql, &claim.values).map_err(classify)?;
-                }
-            }
+            Rows::Values(rows) => all.extend(
+                rows.iter()
+                    .map(|row| format!("{} VALUES {row}{}", then.into, then.tail)),
+            ),
             // `WHERE true`: SQLite reads `SELECT … ON CONFLICT` as a join
             // constraint without a WHERE clause between them.
-            Rows::Select(_) => {
-                let sql = then.select_where("WHERE true");
-                execute(conn, &sql, &claim.values).map_err(classify)?;
-            }
+            Rows::Select(_) => all.push(then.select_where("WHERE true")),
         }
     }
-    Ok(true)
+    all
 }
 
 /// The code whose hash is `hash`, which the caller knows is stored.
@@ -171,24 +179,24 @@ pub(crate) fn code(
         .try_into()
 }
 
-/// Runs one statement, binding each `$n` it names to `values[n - 1]`;
-/// the rows it changed.
-fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value]) -> rusqlite::Result<usize> {
-    let mut statement = conn.prepare_cached(sql)?;
-    for index in 1..=statement.parameter_count() {
-        let value = statement
-            .parameter_name(index)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| values.get(n.checked_sub(1)?));
-        let Some(value) = value else {
+/// Runs one statement, binding its `?k` to the value it takes; the rows it
+/// changed.
+fn execute(
+    conn: &rusqlite::Connection,
+    statement: &Statement,
+    values: &[Value],
+) -> rusqlite::Result<usize> {
+    let mut prepared = conn.prepare_cached(&statement.sql)?;
+    for (k, &index) in statement.values.iter().enumerate() {
+        let Some(value) = values.get(index) else {
             return Err(rusqlite::Error::InvalidParameterName(format!(
-                "parameter {index} of a claim has no value"
+                "parameter {} of a claim has no value",
+                k + 1
             )));
         };
-        statement.raw_bind_parameter(index, value)?;
+        prepared.raw_bind_parameter(k + 1, value)?;
     }
-    statement.raw_execute()
+    prepared.raw_execute()
 }
 
 impl rusqlite::ToSql for Value {
@@ -255,25 +263,34 @@ mod tests {
         let conn = connection();
         conn.execute("INSERT INTO parent (id, name) VALUES (1, 'a')", [])
             .unwrap();
-        let mut claim = Claim::new("parent");
-        let id = claim.bind(1_i64);
-        let at = claim.bind(42_i64);
-        claim.claim = format!("UPDATE parent SET spent = {at} WHERE id = {id} AND spent IS NULL");
-        let blob = claim.bind(&b"\x00\x01"[..]);
-        let none = claim.bind(None::<i64>);
-        claim.then.push(Then {
-            into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
-            rows: Rows::Values(vec![format!("(7, {id}, {blob}, {none})")]),
-            tail: String::new(),
-        });
-        // Read from the claimed row, as a code's tokens are.
-        claim.then.push(Then {
-            into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
-            rows: Rows::Select(format!(
-                "SELECT 70, id, {blob}, spent FROM (SELECT * FROM parent WHERE id = {id}) AS claimed"
-            )),
-            tail: String::new(),
-        });
+        let mut draft = Claim::draft("parent");
+        let id = draft.bind(1_i64);
+        let at = draft.bind(42_i64);
+        let blob = draft.bind(&b"\x00\x01"[..]);
+        let none = draft.bind(None::<i64>);
+        let parts = |child: i64| {
+            (
+                format!("UPDATE parent SET spent = {at} WHERE id = {id} AND spent IS NULL"),
+                vec![
+                    Then {
+                        into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
+                        rows: Rows::Values(vec![format!("({child}, {id}, {blob}, {none})")]),
+                        tail: String::new(),
+                    },
+                    // Read from the claimed row, as a code's tokens are.
+                    Then {
+                        into: "INSERT INTO child (id, parent, blob, at)".to_owned(),
+                        rows: Rows::Select(format!(
+                            "SELECT {}, id, {blob}, spent FROM (SELECT * FROM parent WHERE id = {id}) AS claimed",
+                            child * 10
+                        )),
+                        tail: String::new(),
+                    },
+                ],
+            )
+        };
+        let (sql, then) = parts(7);
+        let claim = draft.with_text(sql, then);
         assert!(
             run_claim(&conn, &claim).unwrap(),
             "the claim changed its row"
@@ -294,8 +311,12 @@ mod tests {
         assert_eq!(spent, 42);
 
         // Spent: the claim changes nothing, and nothing after it runs.
-        claim.then[0].rows = Rows::Values(vec![format!("(8, {id}, {blob}, {none})")]);
-        assert!(!run_claim(&conn, &claim).unwrap());
+        let mut again = Claim::draft("parent");
+        for value in &claim.values {
+            again.bind(value.clone());
+        }
+        let (sql, then) = parts(8);
+        assert!(!run_claim(&conn, &again.with_text(sql, then)).unwrap());
         let children: i64 = conn
             .query_row("SELECT COUNT(*) FROM child", [], |r| r.get(0))
             .unwrap();
@@ -306,8 +327,7 @@ mod tests {
     fn constraint_failures_are_classified() {
         let conn = connection();
         let insert = |sql: &str| {
-            let mut claim = Claim::new("thing");
-            claim.claim = sql.to_owned();
+            let claim = Claim::draft("thing").with_text(sql.to_owned(), Vec::new());
             run_claim(&conn, &claim)
         };
         insert("INSERT INTO parent (id, name) VALUES (1, 'a')").unwrap();
@@ -329,9 +349,12 @@ mod tests {
     #[test]
     fn a_missing_value_is_refused() {
         let conn = connection();
-        let mut claim = Claim::new("parent");
-        claim.claim = "INSERT INTO parent (id, name) VALUES ($1, $2)".to_owned();
-        claim.bind(1_i64);
+        let mut draft = Claim::draft("parent");
+        draft.bind(1_i64);
+        let claim = draft.with_text(
+            "INSERT INTO parent (id, name) VALUES ($1, $2)".to_owned(),
+            Vec::new(),
+        );
         assert!(matches!(
             run_claim(&conn, &claim),
             Err(StoreError::Other(_))
