@@ -338,10 +338,13 @@ impl Service {
     /// Keeps what a grant has just stored: the refresh token as issued
     /// (its next use needs no read), the access token in the filter.
     fn keep_issued(&self, tokens: Vec<OAuthToken>, issued: IssuedTokens) -> IssuedTokens {
-        if let Some(refresh) = tokens.into_iter().find(|t| t.kind == TokenKind::Refresh) {
-            self.cache.put_issued_refresh_token(refresh);
+        for token in tokens {
+            match token.kind {
+                TokenKind::Refresh => self.cache.put_issued_refresh_token(token),
+                // The hash the pair was minted with: no second digest.
+                TokenKind::Access => self.cache.add_known(&token.hash),
+            }
         }
-        self.cache.add_known(&issued.access_token.hash());
         issued
     }
 
@@ -410,10 +413,14 @@ fn presented(value: &str, field: &str, kind: CredentialKind) -> Result<SecretHas
         .ok_or_else(|| invalid_grant(format!("the {field} is malformed")))
 }
 
-/// A new pair's secrets and ids, made before its grant is claimed.
+/// A new pair's secrets, their hashes and ids, made before its grant is
+/// claimed. Each hash is taken once: a code this replica has not read
+/// needs the seeds twice.
 struct MintedPair {
     access: Secret,
     refresh: Secret,
+    access_hash: SecretHash,
+    refresh_hash: SecretHash,
     access_id: TokenId,
     refresh_id: TokenId,
     now: Timestamp,
@@ -421,9 +428,13 @@ struct MintedPair {
 
 impl MintedPair {
     fn generate(now: Timestamp) -> Self {
+        let access = Secret::generate(CredentialKind::AccessToken);
+        let refresh = Secret::generate(CredentialKind::RefreshToken);
         MintedPair {
-            access: Secret::generate(CredentialKind::AccessToken),
-            refresh: Secret::generate(CredentialKind::RefreshToken),
+            access_hash: access.hash(),
+            refresh_hash: refresh.hash(),
+            access,
+            refresh,
             access_id: TokenId::generate(),
             refresh_id: TokenId::generate(),
             now,
@@ -436,13 +447,13 @@ impl MintedPair {
         [
             TokenSeed {
                 id: self.access_id.clone(),
-                hash: self.access.hash(),
+                hash: self.access_hash,
                 kind: TokenKind::Access,
                 expires_at: self.now.plus_secs(ACCESS_TOKEN_SECS),
             },
             TokenSeed {
                 id: self.refresh_id.clone(),
-                hash: self.refresh.hash(),
+                hash: self.refresh_hash,
                 kind: TokenKind::Refresh,
                 expires_at: self.now.plus_secs(REFRESH_TOKEN_SECS),
             },
