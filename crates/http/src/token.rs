@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use velocity_domain::error::OAuthErrorCode;
 use velocity_domain::oauth::TokenKind;
 use velocity_domain::service::Introspection;
@@ -73,15 +72,15 @@ pub async fn token(
     // The workspace the grant is for, as the gRPC TokenResponse names it,
     // plus its slug (through the service's workspace cache).
     let workspace_slug = state.service.workspace_slug(&tokens.workspace_id).await?;
-    let body = json!({
-        "access_token": tokens.access_token.expose(),
-        "token_type": "Bearer",
-        "expires_in": tokens.expires_in,
-        "refresh_token": tokens.refresh_token.expose(),
-        "scope": tokens.scopes.to_space_separated(),
-        "workspace_id": tokens.workspace_id.0,
-        "workspace_slug": workspace_slug,
-    });
+    let body = TokenBody {
+        access_token: tokens.access_token.expose(),
+        expires_in: tokens.expires_in,
+        refresh_token: tokens.refresh_token.expose(),
+        scope: tokens.scopes.to_space_separated(),
+        token_type: "Bearer",
+        workspace_id: &tokens.workspace_id.0,
+        workspace_slug: &workspace_slug,
+    };
     let mut response = Json(body).into_response();
     if let Some(budget) = budget {
         crate::rate_limit::set_budget_headers(response.headers_mut(), &budget);
@@ -146,6 +145,20 @@ pub async fn introspect(
         .ok_or_else(|| oauth(OAuthErrorCode::InvalidRequest, "token is required"))?;
     let answer = state.service.introspect(caller.as_deref(), token).await?;
     Ok(Json(IntrospectionBody::of(&answer)).into_response())
+}
+
+/// RFC 6749 §5.1's answer, with the grant's workspace, serialized straight
+/// from the issued tokens (no intermediate JSON tree; fields in
+/// alphabetical order, as the answer has always had them).
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    refresh_token: &'a str,
+    scope: String,
+    token_type: &'static str,
+    workspace_id: &'a str,
+    workspace_slug: &'a str,
 }
 
 /// RFC 7662 §2.2's answer, serialized straight from the domain's (no
