@@ -159,6 +159,18 @@ pub(crate) enum Rows {
 }
 
 impl Then {
+    /// The insert of the grant the tokens belong to: made by the code's
+    /// redemption, and each refresh records a use ([`GRANT_USED`]).
+    fn grant(rows: Rows) -> Then {
+        Then {
+            into: "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, \
+                   created_at, last_used_at, expires_at)"
+                .to_owned(),
+            rows,
+            tail: GRANT_USED.to_owned(),
+        }
+    }
+
     /// The insert as one `INSERT … SELECT …` followed by `condition`, a
     /// `WHERE` clause (which the tail, if any, follows).
     pub(crate) fn select_where(&self, condition: &str) -> String {
@@ -467,13 +479,10 @@ impl Draft {
                 });
             }
             if let Some(grant) = grant {
-                then.push(Then {
-                    into: "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, \
-                           scopes, created_at, last_used_at, expires_at)"
-                        .to_owned(),
-                    rows: Rows::Values(vec![format!("({})", list(&grant))]),
-                    tail: GRANT_USED.to_owned(),
-                });
+                then.push(Then::grant(Rows::Values(vec![format!(
+                    "({})",
+                    list(&grant)
+                )])));
             }
             ClaimText::new(claim(), then)
         })
@@ -562,16 +571,10 @@ impl Draft {
                 tail: String::new(),
             }];
             if let Some(expires_at) = grant_expires_at {
-                then.push(Then {
-                    into: "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, \
-                           scopes, created_at, last_used_at, expires_at)"
-                        .to_owned(),
-                    rows: Rows::Select(format!(
-                        "SELECT code.family_id, code.client_id, code.user_id, \
-                         code.workspace_id, code.scopes, {at}, {at}, {expires_at} FROM {code}"
-                    )),
-                    tail: GRANT_USED.to_owned(),
-                });
+                then.push(Then::grant(Rows::Select(format!(
+                    "SELECT code.family_id, code.client_id, code.user_id, \
+                     code.workspace_id, code.scopes, {at}, {at}, {expires_at} FROM {code}"
+                ))));
             }
             ClaimText::new(claim(), then)
         })
