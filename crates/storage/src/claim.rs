@@ -386,8 +386,9 @@ impl Claim {
 
     /// Appends the values to `arguments` as sqlx arguments for `DB`, after
     /// what they hold: a statement of several claims numbers each one's
-    /// after the last's. The first that fails to encode is the error (the
-    /// statement must then not run).
+    /// after the last's. Encoded from the claim's own values, which stay
+    /// for a run claim by claim should the statement be refused. The first
+    /// that fails to encode is the error (the statement must then not run).
     pub(crate) fn add_arguments<DB>(
         &self,
         arguments: &mut DB::Arguments,
@@ -395,15 +396,15 @@ impl Claim {
     where
         DB: sqlx::Database,
         Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'v> &'v str: sqlx::Encode<'v, DB> + sqlx::Type<DB>,
+        for<'v> &'v [u8]: sqlx::Encode<'v, DB> + sqlx::Type<DB>,
     {
         use sqlx::Arguments as _;
         for value in &self.values {
             match value {
                 Value::Integer(v) => arguments.add(*v)?,
-                Value::Text(v) => arguments.add(v.clone())?,
-                Value::Bytes(v) => arguments.add(v.clone())?,
+                Value::Text(v) => arguments.add(v.as_str())?,
+                Value::Bytes(v) => arguments.add(v.as_slice())?,
             }
         }
         Ok(())
