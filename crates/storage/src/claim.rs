@@ -246,40 +246,44 @@ impl ClaimText {
 
 impl Statement {
     /// `sql` with each `$n` made the next `?k` on its first use and the
-    /// same `?k` after. Our SQL has no other `$` (no dollar quoting, no `$`
-    /// in names or literals); `$0`, which names no value, takes none
-    /// (binding it fails).
+    /// same `?k` after; `$0`, which names no value, takes none (binding it
+    /// fails).
     fn of(sql: &str) -> Self {
-        let mut out = String::with_capacity(sql.len());
         let mut values: Vec<usize> = Vec::new();
-        let mut rest = sql;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            rest = &rest[at + 1..];
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            match rest[..digits].parse::<usize>() {
-                Ok(n) => {
-                    let value = n.checked_sub(1).unwrap_or(usize::MAX);
-                    let k = match values.iter().position(|&v| v == value) {
-                        Some(k) => k,
-                        None => {
-                            values.push(value);
-                            values.len() - 1
-                        }
-                    };
-                    out.push('?');
-                    out.push_str(&(k + 1).to_string());
+        let sql = map_placeholders(sql, |out, n| {
+            let value = n.checked_sub(1).unwrap_or(usize::MAX);
+            let k = match values.iter().position(|&v| v == value) {
+                Some(k) => k,
+                None => {
+                    values.push(value);
+                    values.len() - 1
                 }
-                Err(_) => {
-                    out.push('$');
-                    out.push_str(&rest[..digits]);
-                }
-            }
-            rest = &rest[digits..];
-        }
-        out.push_str(rest);
-        Statement { sql: out, values }
+            };
+            out.push('?');
+            out.push_str(&(k + 1).to_string());
+        });
+        Statement { sql, values }
     }
+}
+
+/// `sql` with each `$n` replaced by what `write` writes for n; a `$` not
+/// followed by digits stays. Our SQL has no other `$` (no dollar quoting,
+/// no `$` in names or literals).
+pub(crate) fn map_placeholders(sql: &str, mut write: impl FnMut(&mut String, usize)) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => write(&mut out, n),
+            Err(_) => out.push('$'),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A shape's text, rendered once.

@@ -39,7 +39,7 @@ use velocity_domain::StoreError;
 use velocity_domain::oauth::AuthorizationCode;
 use velocity_domain::store::StoreResult;
 
-use crate::claim::{Claim, ClaimText, Key};
+use crate::claim::{Claim, ClaimText, Key, map_placeholders};
 use crate::error::classify;
 use crate::rows::{CODE_COLUMNS, CodeRow};
 
@@ -462,26 +462,15 @@ fn claim_ctes(sql: &mut String, text: &ClaimText, i: usize, offset: usize, retur
     }
 }
 
-/// `sql` with each `$n` made `$(n + offset)`. Our SQL has no other `$`
-/// (no dollar quoting, no `$` in names or literals).
+/// `sql` with each `$n` made `$(n + offset)`.
 fn renumber(sql: &str, offset: usize) -> String {
     if offset == 0 {
         return sql.to_owned();
     }
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + offset).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
+    map_placeholders(sql, |out, n| {
+        out.push('$');
+        out.push_str(&(n + offset).to_string());
+    })
 }
 
 #[cfg(test)]
