@@ -269,10 +269,20 @@ async fn consent_errors_follow_rfc6749_4_1_2_1(backend: Backend) {
         assert!(!query["error_description"].is_empty());
     }
 
-    // A repeated parameter is refused.
+    // A repeated parameter is refused, and so are more than 32.
     let mut dup = base(&[]);
     dup.push(("scope", "issues:write".into()));
     assert_eq!(get(dup).await.status(), StatusCode::BAD_REQUEST);
+    let mut many = base(&[]);
+    const EXTRA: [&str; 32] = [
+        "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13",
+        "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26",
+        "x27", "x28", "x29", "x30", "x31",
+    ];
+    many.extend(EXTRA.iter().map(|name| (*name, String::new())));
+    let response = get(many).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get(LOCATION).is_none());
 
     // Not signed in, or signed in with something that is not a session.
     let url = h.consent_url(
@@ -401,6 +411,29 @@ async fn token_endpoint_errors_follow_rfc6749_5_2(backend: Backend) {
         error_of(
             h.token(TokenBody::Form(vec![("client_id", &public.client_id)]))
                 .await
+        ),
+        bad_request("invalid_request")
+    );
+    // At most 32 parameters (docs/limits.md); a name given twice is refused.
+    let names: Vec<String> = (0..32).map(|i| format!("extra{i}")).collect();
+    // Each is `unsupported_grant_type` once its parameters are read.
+    let mut many = vec![
+        ("grant_type", "password"),
+        ("client_id", public.client_id.as_str()),
+    ];
+    many.extend(names.iter().map(|name| (name.as_str(), "x")));
+    assert_eq!(
+        error_of(h.token(TokenBody::Form(many)).await),
+        bad_request("invalid_request")
+    );
+    assert_eq!(
+        error_of(
+            h.token(TokenBody::Form(vec![
+                ("grant_type", "password"),
+                ("grant_type", "password"),
+                ("client_id", &public.client_id)
+            ]))
+            .await
         ),
         bad_request("invalid_request")
     );

@@ -33,7 +33,9 @@ pub async fn show(
         Ok(params) => {
             Consent::begin(&state, &params, &authorization, &headers, back.as_deref()).await
         }
-        Err(_) => Err(repeated("A parameter was given more than once.")),
+        Err(_) => Err(unreadable(
+            "A parameter was given more than once, or there were too many.",
+        )),
     };
     let Consent {
         request,
@@ -63,7 +65,7 @@ pub async fn submit(
     body: Bytes,
 ) -> Response {
     let Ok(mut params) = Params::from_form(&body) else {
-        return repeated("A form field was given more than once.");
+        return unreadable("A form field was given more than once, or there were too many.");
     };
     let Consent {
         request,
@@ -134,7 +136,7 @@ impl Consent {
     }
 }
 
-fn repeated(message: &str) -> Response {
+fn unreadable(message: &str) -> Response {
     error_page(StatusCode::BAD_REQUEST, message)
 }
 

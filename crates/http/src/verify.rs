@@ -124,8 +124,9 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `?scopes=issues:write,projects:read` (commas or spaces); `None` when
 /// absent, and then the route table decides.
 fn required_scopes(query: Option<&str>) -> Result<Option<Vec<String>>, Error> {
-    let params = Params::from_form(query.unwrap_or_default().as_bytes())
-        .map_err(|_| Error::invalid("a query parameter was given more than once"))?;
+    let params = Params::from_form(query.unwrap_or_default().as_bytes()).map_err(|_| {
+        Error::invalid("a query parameter was given more than once, or there were too many")
+    })?;
     Ok(params.get("scopes").map(|list| {
         list.split([',', ' '])
             .filter(|s| !s.is_empty())

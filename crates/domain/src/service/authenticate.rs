@@ -124,7 +124,10 @@ impl Service {
         } else if let Some(hit) = self.cache.credential(kind, &hash) {
             return Ok(hit);
         }
-        let looked_up = self.lookup_credential(kind, &hash).await;
+        // Boxed: a miss is rare and goes to storage anyway, and the
+        // lookup's state would otherwise make every warm call's future
+        // larger, copied each time it is moved.
+        let looked_up = Box::pin(self.lookup_credential(kind, &hash)).await;
         if answer == Some(true)
             && matches!(
                 &looked_up,
@@ -247,10 +250,17 @@ impl Service {
             return Ok(hit);
         }
         self.count_lookup();
-        let found = match &key {
-            MembershipKey::BySlug(user, slug) => self.store.membership_by_slug(user, slug).await?,
-            MembershipKey::ById(user, workspace) => self.store.membership(workspace, user).await?,
-        };
+        let found = Box::pin(async {
+            match &key {
+                MembershipKey::BySlug(user, slug) => {
+                    self.store.membership_by_slug(user, slug).await
+                }
+                MembershipKey::ById(user, workspace) => {
+                    self.store.membership(workspace, user).await
+                }
+            }
+        })
+        .await?;
         self.cache.put_membership(key, found.clone());
         Ok(found)
     }

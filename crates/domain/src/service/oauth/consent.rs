@@ -68,7 +68,8 @@ impl Service {
     /// Approve: a code bound to client, redirect URI, user, workspace, scopes
     /// and challenge. Granted scopes are capped by the user's role there.
     /// Returns where to send the browser.
-    #[instrument(skip_all, fields(client_id = %request.app.client_id))]
+    // Debug level: see `exchange_code`.
+    #[instrument(level = "debug", skip_all, fields(client_id = %request.app.client_id))]
     pub async fn approve(
         &self,
         user: &UserId,

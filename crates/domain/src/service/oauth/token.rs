@@ -98,7 +98,10 @@ impl Service {
     }
 
     /// `grant_type=authorization_code`.
-    #[instrument(skip_all, fields(client_id = %client.client_id))]
+    // Debug level, as Authenticate: at the default level a grant makes no
+    // span of its own (formatting one was a few per cent of a grant). The
+    // request's span carries its id; the events below name the client.
+    #[instrument(level = "debug", skip_all, fields(client_id = %client.client_id))]
     pub async fn exchange_code(
         &self,
         client: &ClientAuth,
@@ -202,7 +205,8 @@ impl Service {
     }
 
     /// `grant_type=refresh_token`; `scope` may narrow the grant, never widen it.
-    #[instrument(skip_all, fields(client_id = %client.client_id))]
+    // Debug level: see `exchange_code`.
+    #[instrument(level = "debug", skip_all, fields(client_id = %client.client_id))]
     pub async fn refresh(
         &self,
         client: &ClientAuth,
@@ -300,6 +304,7 @@ impl Service {
                 return Err(self.replayed(grant, now).await);
             }
             tracing::info!(
+                client_id = %grant.client_id,
                 family_id = %grant.family_id,
                 "{what} presented again within the reuse interval"
             );
@@ -355,7 +360,11 @@ impl Service {
         let error = match self.revoke_family(&grant.family_id, now).await {
             Err(err) => err,
             Ok(_) => {
-                tracing::warn!(family_id = %grant.family_id, "{what} reused; token family revoked");
+                tracing::warn!(
+                    client_id = %grant.client_id,
+                    family_id = %grant.family_id,
+                    "{what} reused; token family revoked"
+                );
                 invalid_grant(format!(
                     "{what} was already used; tokens issued from it are revoked"
                 ))
