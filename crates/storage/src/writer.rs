@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 use velocity_domain::StoreError;
 use velocity_domain::store::StoreResult;
 
-use crate::sqlite::native::{self, NativeConnection};
+use crate::sqlite::native::{self, GrantsConnection, NativeConnection};
 
 /// A boxed, sendable future, as operations return.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -178,7 +178,7 @@ impl Writer {
     pub(crate) async fn submit_native<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&GrantsConnection) -> StoreResult<T> + Send + 'static,
     {
         submit(&self.queue, |reply| Native::boxed(op, Lane::Native, reply)).await
     }
@@ -265,11 +265,11 @@ impl BetweenBatches {
     pub(crate) async fn run<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&GrantsConnection) -> StoreResult<T> + Send + 'static,
     {
         // Work between batches runs in no batch, so never again.
         let mut op = Some(op);
-        let once = move |conn: &rusqlite::Connection| match op.take() {
+        let once = move |conn: &GrantsConnection| match op.take() {
             Some(op) => op(conn),
             None => Err(StoreError::Other("a write ran twice".to_owned())),
         };
@@ -344,7 +344,7 @@ trait Job: Send {
     /// Runs a statement operation; `true` if it succeeded.
     fn run<'c>(&'c mut self, conn: &'c mut Conn) -> BoxFuture<'c, bool>;
     /// Runs a native operation; `true` if it succeeded.
-    fn run_native(&mut self, conn: &rusqlite::Connection) -> bool;
+    fn run_native(&mut self, conn: &GrantsConnection) -> bool;
     /// Answers the caller: the operation's own outcome if its batch
     /// committed, the batch's error otherwise.
     fn answer(self: Box<Self>, batch: Result<(), &StoreError>);
@@ -429,7 +429,7 @@ where
         })
     }
 
-    fn run_native(&mut self, _: &rusqlite::Connection) -> bool {
+    fn run_native(&mut self, _: &GrantsConnection) -> bool {
         self.reply.keep(Err(wrong_lane()))
     }
 
@@ -451,7 +451,7 @@ struct Native<T, F> {
 impl<T, F> Native<T, F>
 where
     T: Send + 'static,
-    F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    F: FnMut(&GrantsConnection) -> StoreResult<T> + Send + 'static,
 {
     fn boxed(op: F, lane: Lane, reply: oneshot::Sender<StoreResult<T>>) -> Box<dyn Job> {
         Box::new(Native {
@@ -465,7 +465,7 @@ where
 impl<T, F> Job for Native<T, F>
 where
     T: Send + 'static,
-    F: FnMut(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    F: FnMut(&GrantsConnection) -> StoreResult<T> + Send + 'static,
 {
     fn lane(&self) -> Lane {
         self.lane
@@ -475,7 +475,7 @@ where
         Box::pin(async move { self.reply.keep(Err(wrong_lane())) })
     }
 
-    fn run_native(&mut self, conn: &rusqlite::Connection) -> bool {
+    fn run_native(&mut self, conn: &GrantsConnection) -> bool {
         let outcome = (self.op)(conn);
         self.reply.keep(outcome)
     }
@@ -659,7 +659,7 @@ impl Queue<'_> {
 /// undone if not. Each job's answer is from its last run; nothing of the
 /// first run was committed.
 fn run_native_batch(
-    conn: &rusqlite::Connection,
+    conn: &GrantsConnection,
     begin: &str,
     jobs: &mut [Box<dyn Job>],
 ) -> Result<(), StoreError> {
@@ -696,7 +696,7 @@ fn run_native_batch(
 }
 
 /// Ends a failed transaction, if SQLite has not already.
-fn rollback_native(conn: &rusqlite::Connection) {
+fn rollback_native(conn: &GrantsConnection) {
     if !conn.is_autocommit() {
         let _ = native::control(conn, ROLLBACK);
     }

@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use velocity_domain::StoreError;
 use velocity_domain::store::StoreResult;
 
-use crate::sqlite::native;
+use crate::sqlite::native::{self, GrantsConnection};
 use crate::writer::BetweenBatches;
 
 /// Often enough that the WAL stays a few megabytes at thousands of grants
@@ -96,7 +96,7 @@ impl Progress {
 }
 
 /// A passive checkpoint on the writer's native connection, between batches.
-pub(crate) fn catch_up(conn: &rusqlite::Connection) -> StoreResult<Progress> {
+pub(crate) fn catch_up(conn: &GrantsConnection) -> StoreResult<Progress> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok(Progress {
             busy: row.get(0)?,

@@ -10,12 +10,14 @@
 //! never lets the two hold a transaction at once (`crate::writer`), so
 //! neither ever waits for SQLite's write lock.
 
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use rusqlite::{OpenFlags, ffi};
+use rusqlite::{OpenFlags, PrepFlags, ffi};
 use tokio::sync::oneshot;
 use velocity_domain::StoreError;
 
@@ -28,7 +30,98 @@ use crate::rows::{CODE_COLUMNS, CodeRow};
 const STATEMENTS: usize = 32;
 
 /// Work for the thread: a function of its connection.
-type Visit = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
+type Visit = Box<dyn FnOnce(&GrantsConnection) + Send>;
+
+mod cell {
+    // The macro's own unsafe code, which keeps a statement beside the
+    // connection it borrows; none of ours.
+    #![allow(unsafe_code)]
+
+    use super::Prepared;
+
+    self_cell::self_cell!(
+        /// The grants' connection, with the claims' statements prepared on it.
+        pub(crate) struct GrantsConnection {
+            owner: rusqlite::Connection,
+            #[not_covariant]
+            dependent: Prepared,
+        }
+    );
+}
+
+pub(crate) use cell::GrantsConnection;
+
+impl GrantsConnection {
+    /// `conn`, with no statement prepared yet.
+    pub(crate) fn of(conn: rusqlite::Connection) -> Self {
+        GrantsConnection::new(conn, |_| Prepared::default())
+    }
+}
+
+impl Deref for GrantsConnection {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        self.borrow_owner()
+    }
+}
+
+/// The claims' statements, each prepared once and found again by the
+/// shared text it came from: a pointer comparison, where rusqlite's cache
+/// trims and hashes the whole SQL twice and copies it on every use (a
+/// twentieth of a refresh's instructions went there). An entry holds its
+/// text, so no other text can take that address while it is kept.
+#[derive(Default)]
+pub(crate) struct Prepared<'c>(RefCell<Vec<PreparedStatement<'c>>>);
+
+struct PreparedStatement<'c> {
+    text: Arc<ClaimText>,
+    index: usize,
+    statement: rusqlite::Statement<'c>,
+}
+
+impl<'c> Prepared<'c> {
+    /// Runs statement `index` of `text` (`statement`) with `values`; the
+    /// rows it changed. Past [`STATEMENTS`] kept, the statement goes
+    /// through rusqlite's cache instead.
+    fn execute(
+        &self,
+        conn: &'c rusqlite::Connection,
+        text: &Arc<ClaimText>,
+        index: usize,
+        statement: &Statement,
+        values: &[Value],
+    ) -> rusqlite::Result<usize> {
+        let mut kept = self.0.borrow_mut();
+        let found = kept
+            .iter()
+            .position(|p| p.index == index && Arc::ptr_eq(&p.text, text));
+        let at = match found {
+            Some(at) => at,
+            None if kept.len() < STATEMENTS => {
+                let prepared =
+                    conn.prepare_with_flags(&statement.sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
+                kept.push(PreparedStatement {
+                    text: text.clone(),
+                    index,
+                    statement: prepared,
+                });
+                kept.len() - 1
+            }
+            None => {
+                drop(kept);
+                let mut cached = conn.prepare_cached(&statement.sql)?;
+                return execute(&mut cached, statement, values);
+            }
+        };
+        execute(&mut kept[at].statement, statement, values)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+}
 
 /// The thread that owns the native write connection.
 pub(crate) struct NativeConnection {
@@ -81,6 +174,7 @@ impl NativeConnection {
             .name("velocity-sqlite-grants".to_owned())
             .spawn(move || {
                 let _alive = guard;
+                let conn = GrantsConnection::of(conn);
                 for visit in arrivals {
                     visit(&conn);
                 }
@@ -104,7 +198,7 @@ impl NativeConnection {
     /// Runs `work` on the connection's thread; its result.
     pub(crate) async fn run<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Connection) -> R + Send + 'static,
+        work: impl FnOnce(&GrantsConnection) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let gone = || StoreError::Unavailable("the grants' connection is closed".to_owned());
         let (done, result) = oneshot::channel();
@@ -130,19 +224,20 @@ impl NativeConnection {
 /// A failure half-way leaves the claim's first statements done: the writer
 /// then runs the batch again with the claim in a savepoint, which it undoes
 /// (`crate::writer`).
-pub(crate) fn run_claim(conn: &rusqlite::Connection, claim: &Claim) -> Result<bool, StoreError> {
+pub(crate) fn run_claim(conn: &GrantsConnection, claim: &Claim) -> Result<bool, StoreError> {
     let classify = |e| classify(e, claim.what);
-    let mut statements = claim.text.apart(statements).iter();
-    let Some(first) = statements.next() else {
-        return Ok(false);
-    };
-    if execute(conn, first, &claim.values).map_err(classify)? == 0 {
-        return Ok(false);
-    }
-    for statement in statements {
-        execute(conn, statement, &claim.values).map_err(classify)?;
-    }
-    Ok(true)
+    let statements = claim.text.apart(statements);
+    conn.with_dependent(|conn, prepared| {
+        for (index, statement) in statements.iter().enumerate() {
+            let changed = prepared
+                .execute(conn, &claim.text, index, statement, &claim.values)
+                .map_err(classify)?;
+            if index == 0 && changed == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(!statements.is_empty())
+    })
 }
 
 /// A claim's statements as SQLite runs them: the claim, then each insert.
@@ -182,11 +277,10 @@ pub(crate) fn code(
 /// Runs one statement, binding its `?k` to the value it takes; the rows it
 /// changed.
 fn execute(
-    conn: &rusqlite::Connection,
+    prepared: &mut rusqlite::Statement<'_>,
     statement: &Statement,
     values: &[Value],
 ) -> rusqlite::Result<usize> {
-    let mut prepared = conn.prepare_cached(&statement.sql)?;
     for (k, &index) in statement.values.iter().enumerate() {
         let Some(value) = values.get(index) else {
             return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -244,7 +338,7 @@ mod tests {
     use super::*;
     use crate::claim::Then;
 
-    fn connection() -> rusqlite::Connection {
+    fn connection() -> GrantsConnection {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "PRAGMA foreign_keys = ON; \
@@ -253,7 +347,100 @@ mod tests {
                                  blob BLOB, at INTEGER);",
         )
         .unwrap();
-        conn
+        GrantsConnection::of(conn)
+    }
+
+    /// A claim of `claim`'s text (the same `Arc`, as claims of one shape
+    /// share it) with other values.
+    fn sharing(claim: &Claim, values: Vec<Value>) -> Claim {
+        Claim {
+            what: claim.what,
+            text: claim.text.clone(),
+            values,
+            keys: Vec::new(),
+        }
+    }
+
+    fn kept(conn: &GrantsConnection) -> usize {
+        conn.with_dependent(|_, prepared| prepared.len())
+    }
+
+    /// A shared text's statements are prepared once and run again with
+    /// each claim's own values; a failure leaves them ready for the next.
+    #[test]
+    fn shared_texts_prepare_their_statements_once() {
+        let conn = connection();
+        let mut draft = Claim::draft("parent");
+        let id = draft.bind(1_i64);
+        let name = draft.bind("a");
+        let child = draft.bind(10_i64);
+        let first = draft.with_text(
+            format!("INSERT INTO parent (id, name) VALUES ({id}, {name})"),
+            vec![Then {
+                into: "INSERT INTO child (id, parent)".to_owned(),
+                rows: Rows::Values(vec![format!("({child}, {id})")]),
+                tail: String::new(),
+            }],
+        );
+        assert!(run_claim(&conn, &first).unwrap());
+        assert_eq!(kept(&conn), 2, "the claim and its insert");
+        let second = sharing(&first, vec![2_i64.into(), "b".into(), 20_i64.into()]);
+        assert!(run_claim(&conn, &second).unwrap());
+        assert_eq!(kept(&conn), 2, "found again, not prepared again");
+        // The name is taken: a conflict, and the statement is reset.
+        let taken = sharing(&first, vec![3_i64.into(), "a".into(), 30_i64.into()]);
+        assert!(matches!(
+            run_claim(&conn, &taken),
+            Err(StoreError::Conflict("parent"))
+        ));
+        let third = sharing(&first, vec![3_i64.into(), "c".into(), 30_i64.into()]);
+        assert!(run_claim(&conn, &third).unwrap());
+        let rows: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT parent.id, name, child.id FROM parent JOIN child ON child.parent = parent.id ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "a".into(), 10),
+                (2, "b".into(), 20),
+                (3, "c".into(), 30)
+            ]
+        );
+
+        // The same SQL in another text is kept apart: identity is the
+        // text's, never its SQL's.
+        let other = Claim::draft("parent").with_text(
+            format!("INSERT INTO parent (id, name) VALUES ({id}, {name})"),
+            Vec::new(),
+        );
+        let other = sharing(&other, vec![4_i64.into(), "d".into()]);
+        assert!(run_claim(&conn, &other).unwrap());
+        assert_eq!(kept(&conn), 3);
+    }
+
+    /// Past the statements kept, a claim still runs, through rusqlite's
+    /// cache.
+    #[test]
+    fn claims_past_the_kept_statements_still_run() {
+        let conn = connection();
+        for id in 1..=(STATEMENTS as i64 + 5) {
+            let mut draft = Claim::draft("parent");
+            let value = draft.bind(id);
+            let claim = draft.with_text(
+                format!("INSERT INTO parent (id, name) VALUES ({value}, 'n' || {value})"),
+                Vec::new(),
+            );
+            assert!(run_claim(&conn, &claim).unwrap());
+        }
+        assert_eq!(kept(&conn), STATEMENTS);
+        let parents: i64 = conn
+            .query_row("SELECT COUNT(*) FROM parent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(parents, STATEMENTS as i64 + 5);
     }
 
     /// Placeholders bound by their number, wherever they first appear: a
