@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ALLOW,
-    CACHE_CONTROL, COOKIE, HeaderMap, LOCATION, ORIGIN, VARY,
+    CACHE_CONTROL, COOKIE, HeaderMap, LOCATION, ORIGIN, PRAGMA, VARY,
 };
 use serde_json::json;
 use velocity_testkit::pkce_pair;
@@ -347,6 +347,36 @@ async fn cors_for_registered_and_configured_origins_only(backend: Backend) {
         .await
         .unwrap();
     assert_no_cors(response.headers());
+
+    // No origin (a server calling): no CORS headers, but the answers still
+    // vary by origin for caches, and the token routes' are never stored.
+    let vary_origin = |headers: &HeaderMap| {
+        headers
+            .get_all(VARY)
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    };
+    for path in ["/api/oauth/token", "/api/oauth/introspect"] {
+        let response = http()
+            .post(format!("{}{path}", h.http))
+            .form(&[("grant_type", "password"), ("token", "x")])
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        assert_no_cors(headers);
+        assert!(vary_origin(headers), "{path} {headers:?}");
+        assert_eq!(headers[CACHE_CONTROL], "no-store", "{path}");
+        assert_eq!(headers[PRAGMA], "no-cache", "{path}");
+    }
+    let response = http()
+        .get(format!("{}{METADATA}", h.http))
+        .send()
+        .await
+        .unwrap();
+    assert_no_cors(response.headers());
+    assert!(vary_origin(response.headers()));
+    assert_ne!(response.headers()[CACHE_CONTROL], "no-store");
 
     // The consent form: none, whatever the origin.
     let (_, headers) = preflight(&h, "/oauth/consent", REGISTERED).await;

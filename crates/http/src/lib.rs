@@ -36,7 +36,7 @@ use axum::response::Response;
 use axum::serve::{IncomingStream, Listener};
 use axum::{Router, ServiceExt};
 use tokio::sync::watch;
-use tower::Service as TowerService;
+use tower::{Layer, Service as TowerService};
 use velocity_domain::Service;
 use velocity_domain::admin::AdminToken;
 use velocity_domain::routes::RouteScopes;
@@ -98,11 +98,7 @@ fn router(state: AppState) -> Router {
     let gateway = state.gateway.router();
     let metrics = state.metrics.clone();
     let state: Shared = Arc::new(state);
-    let gateway = gateway.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        cors::web_routes,
-    ));
-    let mut groups = [Router::new(), Router::new(), Router::new()];
+    let gateway = gateway.layer(cors::CorsLayer::web_routes(state.clone()));
     let mut by_path: Vec<(Group, &'static str, axum::routing::MethodRouter<Shared>)> = Vec::new();
     for route in table {
         match by_path
@@ -113,37 +109,29 @@ fn router(state: AppState) -> Router {
             None => by_path.push((route.group, route.path, route.handler)),
         }
     }
-    for (group, path, methods) in by_path {
-        let index = group as usize;
-        groups[index] = std::mem::take(&mut groups[index]).route(path, methods);
-    }
-    let [plain, token_routes, metadata_routes] = groups;
     // Every response of the routes that carry tokens is uncacheable; they
     // and the metadata document answer CORS (`cors`), the consent form not.
-    let token_routes = token_routes
-        .layer(axum::middleware::map_response(token::no_store))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            cors::post_routes,
-        ));
-    let metadata_routes = metadata_routes.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        cors::get_routes,
-    ));
-    let mut routes = plain
-        .merge(token_routes)
-        .merge(metadata_routes)
-        .merge(gateway)
-        .fallback(not_found);
+    // Their layer goes around each route's methods as it is routed, not on
+    // the routes afterwards (`Router::layer`), which would box each again.
+    let mut routes = Router::new();
+    for (group, path, methods) in by_path {
+        let layer = match group {
+            Group::Plain => {
+                routes = routes.route(path, methods);
+                continue;
+            }
+            Group::Token => cors::CorsLayer::token_routes(state.clone()),
+            Group::Metadata => cors::CorsLayer::metadata(state.clone()),
+        };
+        routes = routes.route_service(path, layer.layer(methods.with_state(state.clone())));
+    }
+    let mut routes = routes.merge(gateway).fallback(not_found);
     if let Some(stats) = metrics {
         // Inside the request-id span (`serve_http`), outside every route's
         // own layers: it labels by the matched route, so it is a route
         // layer. It wraps only what is routed above: every route is in the
         // table.
-        routes = routes.layer(axum::middleware::from_fn_with_state(
-            stats,
-            metrics::observe,
-        ));
+        routes = routes.layer(metrics::ObserveLayer(stats));
     }
     routes.with_state(state)
 }

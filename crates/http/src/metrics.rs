@@ -4,20 +4,22 @@
 //! cannot mint labels; anything no route matched is `unmatched`.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tower::{Layer, Service};
 use velocity_domain::stats::LatencyHistogram;
 
 /// The label of requests no route matched.
@@ -100,35 +102,93 @@ impl HttpStats {
     }
 }
 
-/// Middleware: times the request and counts its status by route template.
-pub(crate) async fn observe(
-    State(stats): State<Arc<HttpStats>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = stats.route(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
-    );
-    let method = match *request.method() {
-        Method::GET | Method::HEAD => 0,
-        Method::POST => 1,
-        Method::OPTIONS => 2,
-        _ => 3,
-    };
-    let response = next.run(request).await;
-    if let Some(route) = route {
-        let stats = &route.methods[method];
-        stats.latency.observe(started.elapsed());
-        let slot = usize::from(response.status().as_u16()).saturating_sub(100);
-        if let Some(count) = stats.statuses.get(slot) {
-            count.fetch_add(1, Ordering::Relaxed);
+/// Times each request and counts its status by route template. A tower
+/// layer rather than `middleware::from_fn`, which boxes a clone of the
+/// route, its `Next` and its future on every request; this future is the
+/// route's own, wrapped.
+#[derive(Clone)]
+pub(crate) struct ObserveLayer(pub Arc<HttpStats>);
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            stats: self.0.clone(),
         }
     }
-    response
+}
+
+#[derive(Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    stats: Arc<HttpStats>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = self.stats.route(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+        );
+        let method = match *request.method() {
+            Method::GET | Method::HEAD => 0,
+            Method::POST => 1,
+            Method::OPTIONS => 2,
+            _ => 3,
+        };
+        Observed {
+            route: self.inner.call(request),
+            stats: route.map(|route| (route, method)),
+            started,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct Observed<F> {
+        #[pin]
+        route: F,
+        // The route's stats and the method's index in them.
+        stats: Option<(Arc<RouteStats>, usize)>,
+        started: Instant,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.route.poll(cx));
+        if let Some((route, method)) = this.stats.take() {
+            let stats = &route.methods[method];
+            stats.latency.observe(this.started.elapsed());
+            let slot = usize::from(response.status().as_u16()).saturating_sub(100);
+            if let Some(count) = stats.statuses.get(slot) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// What `/metrics` serves: the exporter lives with the binary, which knows

@@ -18,9 +18,9 @@ use crate::{Shared, consent, discovery, health, token, verify};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
     Plain,
-    /// Uncacheable, CORS for POST (`cors::post_routes`).
+    /// Uncacheable, CORS for POST (`cors::CorsLayer::token_routes`).
     Token,
-    /// CORS for GET (`cors::get_routes`).
+    /// CORS for GET (`cors::CorsLayer::metadata`).
     Metadata,
 }
 

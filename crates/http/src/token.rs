@@ -1,12 +1,12 @@
 //! `POST /api/oauth/token`, `/api/oauth/revoke` (RFC 7009) and
 //! `/api/oauth/introspect` (RFC 7662): thin translations to the use-cases
 //! the gRPC API calls too. `Cache-Control: no-store` and `Pragma: no-cache`
-//! are set on every response of these routes by one layer (`no_store`).
+//! are set on every response of these routes by their layer (`no_store`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use velocity_domain::error::OAuthErrorCode;
@@ -211,10 +211,8 @@ fn oauth(code: OAuthErrorCode, message: &str) -> HttpError {
 /// RFC 6749 §5.1 (and RFC 7009, RFC 7662, whose answers carry token
 /// data): no cache may keep any response of these routes, errors and
 /// rejections by the framework (405, 413) included. A layer on the routes,
-/// so no handler can forget it.
-pub async fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+/// so no handler can forget it (`cors::CorsLayer::token_routes`).
+pub(crate) fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
 }
