@@ -114,7 +114,7 @@ fn error_response(
 /// body, become `{"error","error_description","reason"}` through the same
 /// table, keeping their status and headers (`Allow`, `Cache-Control`). Our
 /// own JSON errors and the consent page's HTML error pages pass unchanged.
-pub async fn framework_errors(response: Response) -> Response {
+pub fn framework_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -150,8 +150,8 @@ fn app(
 + Sync
 + 'static {
     tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(request_id::request_id))
-        .layer(axum::middleware::map_response(error::framework_errors))
+        .layer(request_id::RequestIdLayer)
+        .map_response(error::framework_errors)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .service(router(state))
 }

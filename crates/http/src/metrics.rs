@@ -228,7 +228,7 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     let app = scrape_route(Router::new(), exposition)
         .fallback(|| async { crate::not_found().await })
-        .layer(axum::middleware::from_fn(crate::request_id::request_id))
+        .layer(crate::request_id::RequestIdLayer)
         .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
