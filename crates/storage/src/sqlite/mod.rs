@@ -7,7 +7,9 @@
 //! the writer nor it for them, and with a single writer nothing waits for
 //! the write lock either.
 
+use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -61,7 +63,27 @@ const WAL_AUTOCHECKPOINT: &str = "20000";
 /// more CPU a grant than its reads saved.
 const GRANTS_CACHE_KIB: u32 = 4096;
 
+/// The grants' connection's settings, as `PRAGMA …;` statements.
+fn grants_pragmas() -> String {
+    format!(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
+         PRAGMA journal_size_limit = {WAL_LIMIT}; \
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{GRANTS_CACHE_KIB};"
+    )
+}
+
 impl SqliteStore {
+    /// A write connection to the database at `path` (migrated, in WAL
+    /// mode) opened as the grants' connection is: the same VFS and
+    /// settings. For `velocity-grant-floor` (crates/bench), which measures
+    /// what a grant's rows cost SQLite with nothing else in the way; the
+    /// store itself opens its own.
+    pub fn grants_connection(path: &Path) -> Result<rusqlite::Connection, StorageError> {
+        native::connect(path, Duration::from_secs(5), &grants_pragmas())
+            .map_err(StorageError::Native)
+    }
+
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
         let common = SqliteConnectOptions::from_str(url)
             .map_err(StorageError::Connect)?
@@ -111,12 +133,7 @@ impl SqliteStore {
         let native = NativeConnection::open(
             write.get_filename(),
             options.sqlite_busy_timeout,
-            &format!(
-                "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
-                 PRAGMA journal_size_limit = {WAL_LIMIT}; \
-                 PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}; \
-                 PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{GRANTS_CACHE_KIB};"
-            ),
+            &grants_pragmas(),
         );
         let native = match native {
             Ok(native) => native,
@@ -210,9 +227,23 @@ impl Backend for sqlx::Sqlite {
 mod tests {
     use super::*;
 
+    fn grants_settings(conn: &rusqlite::Connection) -> StoreResult<[i64; 4]> {
+        let pragma = |name: &str| -> StoreResult<i64> {
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .map_err(|e| native::classify(e, "pragma"))
+        };
+        Ok([
+            pragma("synchronous")?,
+            pragma("foreign_keys")?,
+            pragma("temp_store")?,
+            pragma("cache_size")?,
+        ])
+    }
+
     /// The grants' connection runs with the settings its guarantees rest
     /// on: every commit synced (the gathered WAL's flush depends on it),
-    /// references checked, journals in memory, its page cache's size.
+    /// references checked, journals in memory, its page cache's size; and
+    /// so does the one `grants_connection` opens for the grant floor.
     #[tokio::test]
     async fn the_grants_connection_has_its_settings() {
         let path = std::env::temp_dir().join(format!(
@@ -227,23 +258,15 @@ mod tests {
             .writer()
             .unwrap()
             .between_batches()
-            .run(|conn| {
-                let pragma = |name: &str| -> StoreResult<i64> {
-                    conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
-                        .map_err(|e| native::classify(e, "pragma"))
-                };
-                Ok([
-                    pragma("synchronous")?,
-                    pragma("foreign_keys")?,
-                    pragma("temp_store")?,
-                    pragma("cache_size")?,
-                ])
-            })
+            .run(|conn| grants_settings(conn))
             .await
             .unwrap();
         // FULL, on, MEMORY, and a size in KiB (negative).
         assert_eq!(settings, [2, 1, 2, -i64::from(GRANTS_CACHE_KIB)]);
         store.close().await;
+        let floor = SqliteStore::grants_connection(&path).unwrap();
+        assert_eq!(grants_settings(&floor).unwrap(), settings);
+        drop(floor);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }

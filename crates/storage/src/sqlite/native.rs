@@ -123,6 +123,34 @@ impl<'c> Prepared<'c> {
     }
 }
 
+/// Opens the grants' write connection to the (migrated, WAL) database at
+/// `path`, with the writer's settings (`pragmas`: `PRAGMA …;` statements).
+pub(crate) fn connect(
+    path: &Path,
+    busy_timeout: Duration,
+    pragmas: &str,
+) -> Result<rusqlite::Connection, StoreError> {
+    let classify = |e| classify(e, "write");
+    // The WAL's frames go down in one write per commit
+    // (`super::gathered_wal`); its guarantees need synchronous=FULL,
+    // which `pragmas` sets.
+    let vfs = super::gathered_wal::register().map_err(|code| {
+        StoreError::Unavailable(format!(
+            "cannot register the grants' SQLite VFS (error {code})"
+        ))
+    })?;
+    let conn = rusqlite::Connection::open_with_flags_and_vfs(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        vfs,
+    )
+    .map_err(classify)?;
+    conn.busy_timeout(busy_timeout).map_err(classify)?;
+    conn.execute_batch(pragmas).map_err(classify)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS);
+    Ok(conn)
+}
+
 /// The thread that owns the native write connection.
 pub(crate) struct NativeConnection {
     visits: Option<mpsc::Sender<Visit>>,
@@ -149,24 +177,7 @@ impl NativeConnection {
         busy_timeout: Duration,
         pragmas: &str,
     ) -> Result<Self, StoreError> {
-        let classify = |e| classify(e, "write");
-        // The WAL's frames go down in one write per commit
-        // (`super::gathered_wal`); its guarantees need synchronous=FULL,
-        // which `pragmas` sets.
-        let vfs = super::gathered_wal::register().map_err(|code| {
-            StoreError::Unavailable(format!(
-                "cannot register the grants' SQLite VFS (error {code})"
-            ))
-        })?;
-        let conn = rusqlite::Connection::open_with_flags_and_vfs(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            vfs,
-        )
-        .map_err(classify)?;
-        conn.busy_timeout(busy_timeout).map_err(classify)?;
-        conn.execute_batch(pragmas).map_err(classify)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENTS);
+        let conn = connect(path, busy_timeout, pragmas)?;
         let (visits, arrivals) = mpsc::channel::<Visit>();
         let alive = Arc::new(AtomicBool::new(true));
         let guard = Alive(alive.clone());
