@@ -4,14 +4,17 @@
 # on core 0, wrk on core 1), with the server's CPU time (user + system,
 # every thread, from /proc) over each phase divided by the grants it
 # answered, and, on SQLite, the writes each commit carried (the group-
-# commit writer's counters in /metrics). Throughput on these shared
+# commit writer's counters in /metrics); on PostgreSQL, the database's
+# CPU a grant too (every process of the cluster, so keep it otherwise
+# idle). Throughput on these shared
 # machines moves with their load; CPU a grant moves far less, so two
 # builds compare by it within a sitting where their rates do not.
 #
 # usage: scripts/grant-cost.sh [BINARY]   (default target/release/velocity-auth)
 # env:   DB (sqlite or postgres, default sqlite), DUR (seconds of refresh
 #        chains; exchanges run half of it, default 10), CONC (16)
-# Prints a line a phase: grants, grants a second, CPU µs a grant, writes a commit.
+# Prints a line a phase: grants, grants a second, CPU µs a grant (ours,
+# and PostgreSQL's), writes a commit (SQLite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/release/velocity-auth}")
@@ -56,19 +59,27 @@ for _ in $(seq 1 100); do curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null && b
 python3 "$V/mint.py" "$URL" "$USER_ID" "$CID" "$SECRET" "$W" "$CONC" >/dev/null
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SRV/stat"; }
+# PostgreSQL's CPU: every process of the cluster (its backends, and the
+# WAL writer and checkpointer that work for them).
+db_ticks() {
+  [ "$DB" = postgres ] || { echo 0; return; }
+  pgrep -x postgres | while read -r pid; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done |
+    awk '{ s += $1 } END { print s + 0 }'
+}
 counter() { curl -fsS "$URL/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'; }
 measure() { # phase seconds wrk-args...: runs wrk, prints the phase's line
   local phase=$1 secs=$2
   shift 2
-  local c0 b0 o0 c1 b1 o1 grants
-  c0=$(cpu_ticks) b0=$(counter velocity_storage_write_batches_total) o0=$(counter velocity_storage_batched_writes_total)
+  local c0 d0 b0 o0 c1 d1 b1 o1 grants
+  c0=$(cpu_ticks) d0=$(db_ticks) b0=$(counter velocity_storage_write_batches_total) o0=$(counter velocity_storage_batched_writes_total)
   taskset -c 1 wrk -t"$CONC" -c"$CONC" -d"${secs}s" "$@" >"$W/$phase.txt" 2>&1
-  c1=$(cpu_ticks) b1=$(counter velocity_storage_write_batches_total) o1=$(counter velocity_storage_batched_writes_total)
+  c1=$(cpu_ticks) d1=$(db_ticks) b1=$(counter velocity_storage_write_batches_total) o1=$(counter velocity_storage_batched_writes_total)
   grants=$(sed -n 's/^CHECK .*\(successful_grants\|exchanges_ok\)=\([0-9]*\) failed=0.*/\2/p' "$W/$phase.txt")
   [ -n "$grants" ] || { echo "$phase: a grant failed or wrk did not run:" >&2; cat "$W/$phase.txt" >&2; exit 1; }
   awk -v p="$phase" -v n="$grants" -v s="$secs" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
-    -v b=$((b1 - b0)) -v o=$((o1 - o0)) 'BEGIN {
+    -v d=$((d1 - d0)) -v b=$((b1 - b0)) -v o=$((o1 - o0)) 'BEGIN {
       printf "%-9s grants=%d per_s=%.0f cpu_us_per_grant=%.1f", p, n, n / s, t * 1e6 / hz / n
+      if (d > 0) printf " postgres_cpu_us_per_grant=%.1f", d * 1e6 / hz / n
       if (b > 0) printf " writes_per_commit=%.2f", o / b
       printf "\n" }'
 }

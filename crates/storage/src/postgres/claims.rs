@@ -52,6 +52,8 @@ pub(crate) const MAX_CLAIMS: usize = 16;
 /// statements than with two (about 4 claims each at 16 connections), and
 /// 10 % more refresh grants in a sitting that alternated the two.
 pub(crate) const IN_FLIGHT: usize = 1;
+/// [`IN_FLIGHT`], as the claims' pool counts its connections.
+pub(crate) const IN_FLIGHT_U32: u32 = IN_FLIGHT as u32;
 
 /// Claims waiting for a statement; a full queue makes callers wait.
 const QUEUE: usize = 4096;
@@ -261,6 +263,8 @@ async fn run(
     let _ = in_flight
         .acquire_many(u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX))
         .await;
+    // The claims' own connections: nothing else uses them.
+    pool.close().await;
 }
 
 /// `first` and what has queued of its shape with no key in common, up to

@@ -33,50 +33,58 @@ pub const INVALIDATION_CHANNEL: &str = "velocity_invalidations";
 
 pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
-/// Prepared statements each connection keeps: our queries, and the claim
-/// batcher's, up to `claims::MAX_CLAIMS` sizes of each claim's shape.
-/// Past it, a statement evicted is parsed and planned again.
+/// Prepared statements each connection keeps: our queries, or on the
+/// claims' connections the claim batcher's, up to `claims::MAX_CLAIMS`
+/// sizes of each claim's shape. Past it, a statement evicted is parsed and
+/// planned again.
 const STATEMENTS: usize = 256;
 
 /// Pooled connections idle longer than this are pinged before use.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A pool of up to `max` connections, as every pool of ours is kept.
+fn pool_options(max: u32, options: &StorageOptions) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        // Testing every connection as it leaves the pool is a round trip
+        // before each query. A connection in use moments ago is alive; one
+        // idle for a while (through a server restart, perhaps) is tested
+        // first, so a dead one is replaced rather than failing a request.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < IDLE_BEFORE_PING {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+        .acquire_timeout(options.acquire_timeout)
+}
+
 impl PostgresStore {
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            // Testing every connection as it leaves the pool is a round
-            // trip before each query. A connection in use moments ago is
-            // alive; one idle for a while (through a server restart,
-            // perhaps) is tested first, so a dead one is replaced rather
-            // than failing a request.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < IDLE_BEFORE_PING {
-                        return Ok(true);
-                    }
-                    Ok(sqlx::Connection::ping(conn).await.is_ok())
-                })
-            })
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(
-                PgConnectOptions::from_str(url)
-                    .map_err(StorageError::Connect)?
-                    .statement_cache_capacity(STATEMENTS)
-                    // Every query of ours looks rows up by a key or pages
-                    // by an index, so one plan suits every argument. By
-                    // default each connection plans each prepared
-                    // statement afresh for its first five runs; a claim
-                    // statement of several claims costs more to plan than
-                    // to run, and a pool that grew under other load (16
-                    // connections) spreads those first runs over all of
-                    // them: a fifth fewer grants until every connection
-                    // had planned every size.
-                    .options([("plan_cache_mode", "force_generic_plan")]),
-            )
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(StorageError::Connect)?
+            .statement_cache_capacity(STATEMENTS)
+            // Every query of ours looks rows up by a key or pages by an
+            // index, so one plan suits every argument. By default each
+            // connection plans each prepared statement afresh for its
+            // first five runs; a claim statement of several claims costs
+            // more to plan than to run.
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let pool = pool_options(options.max_connections.max(1), options)
+            .connect_with(connect.clone())
             .await
             .map_err(StorageError::Connect)?;
+        // The claims' statements on connections of their own, as many as
+        // run at once: each connection prepares and plans each size of
+        // each claim shape once, and a claim statement of several claims
+        // costs PostgreSQL more to plan than to run. Spread over the
+        // shared pool (16 connections, grown under other load) those
+        // first runs were a sixth of the database's CPU in a peer-bench
+        // exchange phase (docs/performance.md, thirteenth sitting).
+        let claims_pool = pool_options(claims::IN_FLIGHT_U32, options).connect_lazy_with(connect);
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await
@@ -85,7 +93,7 @@ impl PostgresStore {
         // lock, and commits of concurrent transactions share fsyncs there.
         // The grants' claims, the hot writes, go several to a statement.
         Ok(SqlStore {
-            claims: Some(ClaimBatcher::spawn(pool.clone())),
+            claims: Some(ClaimBatcher::spawn(claims_pool)),
             pool,
             writer: None,
             checkpointer: None,
