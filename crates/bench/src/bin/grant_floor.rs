@@ -217,6 +217,11 @@ fn exchange(tx: &rusqlite::Transaction<'_>, n: usize, at: i64) -> anyhow::Result
     }
     let family = family_of(n);
     insert_tokens(tx, &family, at)?;
+    insert_grant(tx, &family, at)
+}
+
+/// The grant `family` made at `at`.
+fn insert_grant(tx: &rusqlite::Transaction<'_>, family: &str, at: i64) -> anyhow::Result<()> {
     tx.prepare_cached(
         "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, created_at, \
          last_used_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
@@ -293,20 +298,7 @@ impl Chain {
                 now + DAYS_30_MS
             ],
         )?;
-        tx.execute(
-            "INSERT INTO oauth_grants (id, client_id, user_id, workspace_id, scopes, created_at, \
-             last_used_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
-            params![
-                self.family,
-                CLIENT,
-                USER,
-                WORKSPACE,
-                SCOPES,
-                now,
-                now + DAYS_30_MS
-            ],
-        )?;
-        Ok(())
+        insert_grant(tx, &self.family, now)
     }
 
     /// Rotates the chain's refresh token: spent once, replaced by a new pair.
