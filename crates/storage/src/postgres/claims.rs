@@ -52,7 +52,7 @@ pub(crate) const MAX_CLAIMS: usize = 16;
 /// statements than with two (about 4 claims each at 16 connections), and
 /// 10 % more refresh grants in a sitting that alternated the two.
 pub(crate) const IN_FLIGHT: usize = 1;
-/// [`IN_FLIGHT`], as the claims' pool counts its connections.
+/// [`IN_FLIGHT`], as semaphores and the claims' pool count.
 pub(crate) const IN_FLIGHT_U32: u32 = IN_FLIGHT as u32;
 
 /// Claims waiting for a statement; a full queue makes callers wait.
@@ -181,9 +181,13 @@ impl ClaimBatcher {
     /// submitted meanwhile queue, and then go together. For tests that
     /// need claims in one statement.
     pub(crate) async fn hold(&self) -> ClaimsHeld {
-        let all = u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX);
         ClaimsHeld {
-            _turns: self.in_flight.clone().acquire_many_owned(all).await.ok(),
+            _turns: self
+                .in_flight
+                .clone()
+                .acquire_many_owned(IN_FLIGHT_U32)
+                .await
+                .ok(),
         }
     }
 
@@ -260,9 +264,7 @@ async fn run(
         });
     }
     // Every turn back: the statements in flight have answered.
-    let _ = in_flight
-        .acquire_many(u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX))
-        .await;
+    let _ = in_flight.acquire_many(IN_FLIGHT_U32).await;
     // The claims' own connections: nothing else uses them.
     pool.close().await;
 }

@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -80,8 +79,8 @@ impl SqliteStore {
     /// what a grant's rows cost SQLite with nothing else in the way; the
     /// store itself opens its own.
     pub fn grants_connection(path: &Path) -> Result<rusqlite::Connection, StorageError> {
-        native::connect(path, Duration::from_secs(5), &grants_pragmas())
-            .map_err(StorageError::Native)
+        let busy_timeout = StorageOptions::default().sqlite_busy_timeout;
+        native::connect(path, busy_timeout, &grants_pragmas()).map_err(StorageError::Native)
     }
 
     pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
